@@ -1,0 +1,290 @@
+//! Session configuration: private fields behind a builder, so new options never break users.
+
+use std::time::Duration;
+
+use crate::keyring::KeyRing;
+
+/// The `SameSite` attribute of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent on top-level navigations from other sites, not on their subrequests (default).
+    Lax,
+    /// Never sent from other sites.
+    Strict,
+    /// Always sent (requires `Secure`).
+    None,
+}
+
+impl SameSite {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Lax => "Lax",
+            Self::Strict => "Strict",
+            Self::None => "None",
+        }
+    }
+}
+
+impl std::str::FromStr for SameSite {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "lax" => Ok(Self::Lax),
+            "strict" => Ok(Self::Strict),
+            "none" => Ok(Self::None),
+            _ => Err(ConfigError::SameSite(s.to_owned())),
+        }
+    }
+}
+
+/// What the layer does when the store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Session operations fail with a typed error; the default rejection is `503` with
+    /// `Retry-After`. Routes that never touch the session are unaffected.
+    #[default]
+    FailClosed,
+    /// A session that cannot be loaded is treated as absent (not logged in), and nothing is
+    /// written. Pages keep working for anonymous visitors.
+    Anonymous,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The cookie name is empty or has characters a cookie name may not have.
+    #[error("invalid cookie name {0:?}: use letters, digits and !#$%&'*+-.^_`|~ only")]
+    CookieName(String),
+    /// A `__Host-` cookie must be `Secure`, have `Path=/` and no `Domain`.
+    #[error("a __Host- cookie must be Secure, with Path=/ and no Domain")]
+    HostPrefix,
+    /// A `__Secure-` cookie, or `SameSite=None`, must be `Secure`.
+    #[error("{0} requires the Secure attribute")]
+    NeedsSecure(&'static str),
+    /// An unknown `SameSite` value.
+    #[error("invalid SameSite value {0:?}: use lax, strict or none")]
+    SameSite(String),
+    /// A duration that must be positive is zero, or the idle timeout exceeds the lifetime.
+    #[error("invalid duration: {0}")]
+    Duration(&'static str),
+    /// The refresh fraction must lie in (0, 1].
+    #[error("the refresh fraction must be greater than 0 and at most 1")]
+    RefreshFraction,
+}
+
+/// The full configuration of a [`crate::SessionLayer`]. Build it with [`SessionConfig::builder`].
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub(crate) keys: KeyRing,
+    pub(crate) cookie_name: String,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) browser_session: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_lifetime: Duration,
+    pub(crate) refresh_fraction: f64,
+    pub(crate) grace: Duration,
+    pub(crate) max_size: usize,
+    pub(crate) max_key_len: usize,
+    pub(crate) store_timeout: Duration,
+    pub(crate) failure_policy: FailurePolicy,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cooldown: Duration,
+}
+
+/// Builder for [`SessionConfig`]; every option has a safe default.
+///
+/// ```
+/// use std::time::Duration;
+/// use cloakroom::{KeyRing, SessionConfig};
+/// let config = SessionConfig::builder(KeyRing::generate().unwrap())
+///     .with_cookie_name("__Host-sid")
+///     .with_idle_timeout(Duration::from_secs(30 * 60))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.cookie_name(), "__Host-sid");
+/// // A __Host- cookie cannot have a Domain:
+/// assert!(SessionConfig::builder(KeyRing::generate().unwrap())
+///     .with_cookie_name("__Host-sid")
+///     .with_domain("example.com")
+///     .build()
+///     .is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionConfigBuilder {
+    config: SessionConfig,
+}
+
+impl SessionConfig {
+    /// Starts a configuration signed by `keys`, with the defaults: cookie `sid`, `HttpOnly`,
+    /// `Secure`, `SameSite=Lax`, `Path=/`, 24 h idle timeout, 7 days absolute lifetime,
+    /// refresh at most every tenth of the idle window, 30 s grace after `cycle_id`, 16 KiB
+    /// size limit, 256-byte keys, 500 ms store timeout, fail closed.
+    #[must_use]
+    pub fn builder(keys: KeyRing) -> SessionConfigBuilder {
+        SessionConfigBuilder {
+            config: SessionConfig {
+                keys,
+                cookie_name: "sid".into(),
+                secure: true,
+                same_site: SameSite::Lax,
+                path: "/".into(),
+                domain: None,
+                browser_session: false,
+                idle_timeout: Duration::from_secs(24 * 3600),
+                absolute_lifetime: Duration::from_secs(7 * 24 * 3600),
+                refresh_fraction: 0.1,
+                grace: Duration::from_secs(30),
+                max_size: 16 * 1024,
+                max_key_len: 256,
+                store_timeout: Duration::from_millis(500),
+                failure_policy: FailurePolicy::FailClosed,
+                breaker_threshold: 5,
+                breaker_cooldown: Duration::from_secs(1),
+            },
+        }
+    }
+
+    /// The cookie name.
+    #[must_use]
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+    /// The idle (sliding) timeout.
+    #[must_use]
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+    /// The absolute lifetime.
+    #[must_use]
+    pub fn absolute_lifetime(&self) -> Duration {
+        self.absolute_lifetime
+    }
+    /// The grace window after `cycle_id`.
+    #[must_use]
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+    /// The store call timeout.
+    #[must_use]
+    pub fn store_timeout(&self) -> Duration {
+        self.store_timeout
+    }
+    /// The failure policy.
+    #[must_use]
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure_policy
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident, $field:ident: $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$field = value;
+            self
+        }
+    };
+}
+
+impl SessionConfigBuilder {
+    /// The cookie name (default `sid`). `__Host-` and `__Secure-` prefixes are validated.
+    #[must_use]
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cookie_name = name.into();
+        self
+    }
+    /// The cookie `Domain` (default none: host-only).
+    #[must_use]
+    pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
+        self.config.domain = Some(domain.into());
+        self
+    }
+    /// The cookie `Path` (default `/`).
+    #[must_use]
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.config.path = path.into();
+        self
+    }
+    setter!(
+        /// The `Secure` attribute (default on). Turn it off only for plain-http development.
+        with_secure, secure: bool);
+    setter!(
+        /// The `SameSite` attribute (default `Lax`).
+        with_same_site, same_site: SameSite);
+    setter!(
+        /// Send the cookie without `Max-Age`, so the browser drops it when it closes.
+        with_browser_session, browser_session: bool);
+    setter!(
+        /// Idle timeout: a session unused this long expires (default 24 h).
+        with_idle_timeout, idle_timeout: Duration);
+    setter!(
+        /// Absolute lifetime: a session expires this long after creation, used or not (default 7 days).
+        with_absolute_lifetime, absolute_lifetime: Duration);
+    setter!(
+        /// Slide the idle deadline at most once per this fraction of the idle timeout (default 0.1).
+        with_refresh_fraction, refresh_fraction: f64);
+    setter!(
+        /// How long the old ID keeps working after `cycle_id` (default 30 s; zero disables).
+        with_grace, grace: Duration);
+    setter!(
+        /// Largest encoded session, in bytes (default 16 KiB).
+        with_max_size, max_size: usize);
+    setter!(
+        /// Longest key, in bytes (default 256).
+        with_max_key_len, max_key_len: usize);
+    setter!(
+        /// Bound on every store call (default 500 ms).
+        with_store_timeout, store_timeout: Duration);
+    setter!(
+        /// What to do when the store fails (default [`FailurePolicy::FailClosed`]).
+        with_failure_policy, failure_policy: FailurePolicy);
+    setter!(
+        /// Consecutive store outages that open the circuit breaker (default 5; 0 disables it).
+        with_breaker_threshold, breaker_threshold: u32);
+    setter!(
+        /// How long the open breaker fails fast before letting one probe through (default 1 s).
+        with_breaker_cooldown, breaker_cooldown: Duration);
+
+    /// Validates and returns the configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an invalid cookie name, a cookie prefix whose rules are not met,
+    /// a zero duration, or an idle timeout longer than the absolute lifetime.
+    pub fn build(self) -> Result<SessionConfig, ConfigError> {
+        let c = self.config;
+        let name_ok = !c.cookie_name.is_empty()
+            && c.cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !name_ok {
+            return Err(ConfigError::CookieName(c.cookie_name));
+        }
+        if c.cookie_name.starts_with("__Host-") && (!c.secure || c.path != "/" || c.domain.is_some())
+        {
+            return Err(ConfigError::HostPrefix);
+        }
+        if c.cookie_name.starts_with("__Secure-") && !c.secure {
+            return Err(ConfigError::NeedsSecure("a __Secure- cookie"));
+        }
+        if c.same_site == SameSite::None && !c.secure {
+            return Err(ConfigError::NeedsSecure("SameSite=None"));
+        }
+        if c.idle_timeout.is_zero() || c.absolute_lifetime.is_zero() || c.store_timeout.is_zero() {
+            return Err(ConfigError::Duration("timeouts and lifetimes must be positive"));
+        }
+        if c.idle_timeout > c.absolute_lifetime {
+            return Err(ConfigError::Duration(
+                "the idle timeout must not exceed the absolute lifetime",
+            ));
+        }
+        if !(c.refresh_fraction > 0.0 && c.refresh_fraction <= 1.0) {
+            return Err(ConfigError::RefreshFraction);
+        }
+        Ok(c)
+    }
+}

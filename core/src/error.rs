@@ -1,0 +1,137 @@
+//! What a handler sees when a session operation fails, and the response it turns into.
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+
+use crate::store::StoreError;
+
+/// Why a session operation failed.
+///
+/// Returning it from a handler gives a documented response: `503 Service Unavailable` with
+/// `Retry-After: 1` for store failures, `413`/`400` for data the handler tried to store, and a
+/// short JSON body (HTML for browsers that ask for it, when the layer can see `Accept`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The store failed or timed out.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Storing the value would make the session larger than the configured limit.
+    #[error("the session would grow to {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The size the session would have had.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The key is empty, too long, or reserved (keys starting with `__` are Cloakroom's own).
+    #[error("invalid session key {0:?}: keys must be 1 to the configured maximum bytes and not start with \"__\"")]
+    InvalidKey(String),
+    /// The value could not be encoded as JSON.
+    #[error("could not encode the value for key {key:?}: {source}")]
+    Encode {
+        /// The key.
+        key: String,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The stored value does not decode as the requested type.
+    #[error("the value under key {key:?} does not decode as the requested type: {source}")]
+    Decode {
+        /// The key.
+        key: String,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The session ended (logged out elsewhere, or expired) while this request was using it.
+    /// Nothing was written.
+    #[error("the session ended while this request was using it")]
+    Gone,
+    /// The handler ran without a [`crate::SessionLayer`] in front of it.
+    #[error("no SessionLayer is installed in front of this handler")]
+    MissingLayer,
+}
+
+/// Marks an error response made from a [`SessionError`], so that the layer may re-render its
+/// body as HTML for a browser.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorMarker {
+    pub(crate) status: StatusCode,
+    pub(crate) message: &'static str,
+}
+
+impl SessionError {
+    /// The status this error answers with.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Store(StoreError::NotAnInteger(_)) | Self::InvalidKey(_) | Self::Encode { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Decode { .. } | Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Gone => StatusCode::CONFLICT,
+        }
+    }
+
+    fn public_message(&self) -> &'static str {
+        match self {
+            Self::Store(StoreError::NotAnInteger(_)) => "session value is not a number",
+            Self::Store(_) => "session store unavailable, please retry",
+            Self::TooLarge { .. } => "session data too large",
+            Self::InvalidKey(_) | Self::Encode { .. } => "invalid session data",
+            Self::Decode { .. } => "session data could not be read",
+            Self::Gone => "session ended, please sign in again",
+            Self::MissingLayer => "session support is not configured",
+        }
+    }
+}
+
+/// Builds the error response for `status`/`message` as JSON or as a small HTML page.
+pub(crate) fn error_response(status: StatusCode, message: &'static str, html: bool) -> Response {
+    let (content_type, body) = if html {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><meta charset=utf-8><title>{code}</title>\
+                 <h1>{code}</h1><p>{message}</p>",
+                code = status.as_u16()
+            ),
+        )
+    } else {
+        (
+            "application/json",
+            serde_json::json!({ "error": message }).to_string(),
+        )
+    };
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response.extensions_mut().insert(ErrorMarker { status, message });
+    response
+}
+
+/// Whether a request prefers an HTML answer (a browser navigation).
+pub(crate) fn wants_html(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "session operation failed");
+        }
+        error_response(status, self.public_message(), false)
+    }
+}

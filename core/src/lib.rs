@@ -1,0 +1,70 @@
+//! # Cloakroom: server-side sessions for tower and axum
+//!
+//! A browser hands its state to the cloakroom and keeps a ticket: a signed cookie holding a
+//! random session ID. Any app instance behind the load balancer can redeem the ticket,
+//! because the state lives in a shared [`SessionStore`] (an embedded file store on one
+//! machine, Redis/Valkey when the app outgrows it).
+//!
+//! ## Guarantees
+//!
+//! - **No lost updates.** A request writes only the fields it changed, and increments are
+//!   applied as increments in the store ([`Session::increment`]). Two concurrent requests
+//!   that change different keys both survive; 200 concurrent increments end at 200.
+//! - **No resurrection.** Every write is conditional on the session still existing. A slow
+//!   request that finishes after a logout writes nothing ([`Applied::Gone`]).
+//! - **Lazy and cheap.** A request that never touches its session costs no store call. A
+//!   read costs one (expiry refresh included, at most once per fraction of the idle window);
+//!   a read-modify-write two; a new session, an increment, or a logout one.
+//! - **Commit before the head.** Changes are written after the handler returns and before the
+//!   response leaves the layer, so a redirect after login already sees the session. A write
+//!   that fails turns the response into a `503`: an unacknowledged write never looks like a
+//!   success.
+//! - **Bounded failure.** Every store call has a timeout; a circuit breaker fails fast during
+//!   an outage and probes for recovery. See [`FailurePolicy`].
+//! - **Safe cookies.** 128-bit IDs from the OS CSPRNG, HMAC-SHA256 signed with a rotating
+//!   [`KeyRing`], `HttpOnly; Secure; SameSite=Lax; Path=/` by default. Forged, malformed or
+//!   duplicated cookies are "no session", never an error. Stores see only a hash of the ID
+//!   ([`SessionKey`]); logs only a fingerprint of that.
+//!
+//! ## Lifecycle
+//!
+//! Per request a session is *unchanged* (nothing written), *changed* (one conditional write),
+//! *renewed* ([`Session::cycle_id`]: new ID, same data, old ID valid for a grace window), or
+//! *purged* ([`Session::destroy`]: deleted, removal cookie sent).
+//!
+//! ## Stores
+//!
+//! Every store passes one behavioural suite, [`store_suite!`] (feature `test-suite`):
+//! [`MemoryStore`] here, the embedded file store in `cloakroom-embedded`, and Redis/Valkey in
+//! `cloakroom-redis`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod cookie;
+mod error;
+mod extract;
+mod guard;
+mod id;
+mod keyring;
+mod layer;
+mod memory;
+mod metrics;
+mod record;
+mod session;
+mod store;
+#[cfg(feature = "test-suite")]
+pub mod testing;
+
+pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
+pub use error::SessionError;
+pub use id::{SessionId, SessionKey};
+pub use keyring::{generate_secret, KeyRing, KeyRingError, Verified, MIN_SECRET_LEN};
+pub use layer::{SessionLayer, SessionService};
+pub use memory::MemoryStore;
+pub use metrics::SessionMetrics;
+pub use record::{
+    now_millis, Applied, Changes, Loaded, Millis, Record, Refresh, UserChange, UserSession,
+};
+pub use session::{Session, SessionInfo};
+pub use store::{SessionStore, StoreError, StoreStats};

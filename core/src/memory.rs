@@ -1,0 +1,273 @@
+//! An in-process store for tests and development. Nothing survives a restart.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::id::SessionKey;
+use crate::record::{Applied, Changes, Loaded, Millis, Record, Refresh, UserSession};
+use crate::store::{SessionStore, StoreError, StoreStats};
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<SessionKey, Record>,
+    /// old key → (new key, valid until), left behind by `cycle`.
+    aliases: HashMap<SessionKey, (SessionKey, Millis)>,
+    users: HashMap<String, BTreeSet<SessionKey>>,
+}
+
+impl State {
+    /// The key holding the live record that `key` names at `now`, dropping what has expired.
+    fn resolve(&mut self, key: &SessionKey, now: Millis) -> Option<SessionKey> {
+        let target = match self.aliases.get(key) {
+            Some(&(target, until)) if now < until => target,
+            Some(_) => {
+                self.aliases.remove(key);
+                *key
+            }
+            None => *key,
+        };
+        match self.sessions.get(&target) {
+            Some(record) if record.is_alive(now) => Some(target),
+            Some(_) => {
+                self.remove(&target);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remove(&mut self, key: &SessionKey) -> Option<Record> {
+        let record = self.sessions.remove(key)?;
+        if let Some(user) = &record.user {
+            self.unindex(user, key);
+        }
+        Some(record)
+    }
+
+    fn unindex(&mut self, user: &str, key: &SessionKey) {
+        if let Some(keys) = self.users.get_mut(user) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.users.remove(user);
+            }
+        }
+    }
+
+    fn reindex(&mut self, key: &SessionKey, before: Option<&str>, after: Option<&str>) {
+        if before == after {
+            return;
+        }
+        if let Some(user) = before {
+            self.unindex(user, key);
+        }
+        if let Some(user) = after {
+            self.users.entry(user.to_owned()).or_default().insert(*key);
+        }
+    }
+
+    fn insert(&mut self, key: SessionKey, record: Record) {
+        self.reindex(&key, None, record.user.as_deref());
+        self.sessions.insert(key, record);
+    }
+}
+
+/// Sessions in a `HashMap` behind a mutex: for tests and development only.
+///
+/// ```
+/// use cloakroom::{MemoryStore, SessionConfig, SessionLayer, KeyRing};
+/// let config = SessionConfig::builder(KeyRing::generate().unwrap()).build().unwrap();
+/// let layer = SessionLayer::new(MemoryStore::default(), config);
+/// # let _ = layer;
+/// ```
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change (every mutation
+        // is computed before it is stored), so a poisoned lock is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Drops every expired session and alias; returns how many sessions went.
+    pub fn purge_expired(&self, now: Millis) -> usize {
+        let mut state = self.state();
+        state.aliases.retain(|_, (_, until)| now < *until);
+        let dead: Vec<SessionKey> = state
+            .sessions
+            .iter()
+            .filter(|(_, r)| !r.is_alive(now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &dead {
+            state.remove(key);
+        }
+        dead.len()
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn load(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<Refresh>,
+    ) -> Result<Option<Loaded>, StoreError> {
+        let mut state = self.state();
+        let Some(target) = state.resolve(key, now) else {
+            return Ok(None);
+        };
+        let record = state
+            .sessions
+            .get_mut(&target)
+            .ok_or_else(|| StoreError::Corrupt("resolved key vanished".into()))?;
+        let refreshed = match refresh {
+            Some(r) if record.idle_deadline < r.if_deadline_before => {
+                record.apply(&Changes {
+                    idle_deadline: Some(r.new_deadline),
+                    ..Changes::default()
+                })?;
+                true
+            }
+            _ => false,
+        };
+        Ok(Some(Loaded {
+            record: record.clone(),
+            key: target,
+            refreshed,
+        }))
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.sessions.contains_key(key) || state.aliases.contains_key(key) {
+            return Err(StoreError::IdCollision);
+        }
+        state.insert(*key, record.clone());
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+    ) -> Result<Applied, StoreError> {
+        let mut state = self.state();
+        let Some(target) = state.resolve(key, now) else {
+            return Ok(Applied::Gone);
+        };
+        let record = state
+            .sessions
+            .get_mut(&target)
+            .ok_or_else(|| StoreError::Corrupt("resolved key vanished".into()))?;
+        let before = record.user.clone();
+        let counters = record.apply(changes)?;
+        let after = record.user.clone();
+        state.reindex(&target, before.as_deref(), after.as_deref());
+        Ok(Applied::Done {
+            counters,
+            key: target,
+        })
+    }
+
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+        grace_until: Millis,
+    ) -> Result<Applied, StoreError> {
+        let mut state = self.state();
+        if state.sessions.contains_key(new) || state.aliases.contains_key(new) {
+            return Err(StoreError::IdCollision);
+        }
+        let Some(source) = state.resolve(old, now) else {
+            return Ok(Applied::Gone);
+        };
+        let mut record = state
+            .sessions
+            .get(&source)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt("resolved key vanished".into()))?;
+        let counters = record.apply(changes)?;
+        state.remove(&source);
+        state.insert(*new, record);
+        if now < grace_until {
+            state.aliases.insert(source, (*new, grace_until));
+        }
+        Ok(Applied::Done { counters, key: *new })
+    }
+
+    async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if let Some((target, _)) = state.aliases.remove(key) {
+            state.remove(&target);
+        }
+        state.remove(key);
+        state.aliases.retain(|_, (target, _)| target != key);
+        Ok(())
+    }
+
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
+        let mut state = self.state();
+        let keys: Vec<SessionKey> = state
+            .users
+            .get(user)
+            .map(|k| k.iter().copied().collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for key in keys {
+            if state.resolve(&key, now) == Some(key) {
+                if let Some(record) = state.sessions.get(&key) {
+                    out.push(UserSession {
+                        key,
+                        record: record.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn destroy_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let keys: Vec<SessionKey> = self
+            .list_user(user, now)
+            .await?
+            .into_iter()
+            .map(|s| s.key)
+            .filter(|k| Some(k) != keep)
+            .collect();
+        for key in &keys {
+            self.destroy(key).await?;
+        }
+        Ok(keys.len() as u64)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let state = self.state();
+        Ok(StoreStats {
+            sessions: state.sessions.len() as u64,
+            bytes: Some(
+                state
+                    .sessions
+                    .values()
+                    .map(|r| r.data_size() as u64 + 64)
+                    .sum(),
+            ),
+        })
+    }
+}

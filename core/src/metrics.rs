@@ -1,0 +1,56 @@
+//! Counters for operators: what the layer did and what went wrong, in Prometheus text form.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Monotonic counters kept by a [`crate::SessionLayer`]. Cheap to update (relaxed atomics).
+        #[derive(Debug, Default)]
+        pub struct SessionMetrics {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        impl SessionMetrics {
+            /// Renders every counter in the Prometheus text exposition format.
+            #[must_use]
+            pub fn render_prometheus(&self) -> String {
+                let mut out = String::new();
+                $(
+                    let _ = writeln!(out, "# TYPE cloakroom_{}_total counter", stringify!($name));
+                    let _ = writeln!(out, "cloakroom_{}_total {}", stringify!($name), self.$name.load(Ordering::Relaxed));
+                )*
+                out
+            }
+        }
+    };
+}
+
+counters! {
+    /// Sessions loaded from the store.
+    loads,
+    /// Sessions created.
+    creates,
+    /// Conditional writes applied.
+    applies,
+    /// Session IDs cycled.
+    cycles,
+    /// Sessions destroyed.
+    destroys,
+    /// Idle deadlines slid forward.
+    refreshes,
+    /// Cookies refused: forged, malformed, duplicated, or signed by an unknown key.
+    rejected_cookies,
+    /// Writes refused because the session had ended (a would-be resurrection).
+    writes_to_ended_sessions,
+    /// Store calls that failed.
+    store_errors,
+    /// Store calls that timed out.
+    store_timeouts,
+    /// Store calls not attempted because the circuit breaker was open.
+    circuit_rejections,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}

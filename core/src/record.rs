@@ -1,0 +1,262 @@
+//! What a store keeps for one session, and the changes a request asks it to make.
+//!
+//! Values are kept per field as JSON text, so a store can write one field without reading
+//! the others (one Redis hash field per session key, one row per session elsewhere).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch: the one clock every store and the layer agree on.
+pub type Millis = u64;
+
+/// The current wall-clock time in [`Millis`].
+#[must_use]
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One stored session: its metadata and its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// When the session was created.
+    pub created: Millis,
+    /// The sliding (idle) deadline: the session expires here unless it is refreshed.
+    pub idle_deadline: Millis,
+    /// The absolute deadline: the session expires here whatever happens.
+    pub absolute_deadline: Millis,
+    /// The user this session belongs to, if any (see the per-user index).
+    pub user: Option<String>,
+    /// Bumped by every write; lets a store notice concurrent changes cheaply.
+    pub version: u64,
+    /// Session data: key → JSON text of the value.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Record {
+    /// An empty record created at `now` with the given deadlines.
+    #[must_use]
+    pub fn new(now: Millis, idle_deadline: Millis, absolute_deadline: Millis) -> Self {
+        Self {
+            created: now,
+            idle_deadline: idle_deadline.min(absolute_deadline),
+            absolute_deadline,
+            user: None,
+            version: 0,
+            fields: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the session is still valid at `now`: both deadlines lie in the future.
+    #[must_use]
+    pub fn is_alive(&self, now: Millis) -> bool {
+        now < self.idle_deadline && now < self.absolute_deadline
+    }
+
+    /// When the record stops being valid: the nearer of its two deadlines.
+    #[must_use]
+    pub fn expires_at(&self) -> Millis {
+        self.idle_deadline.min(self.absolute_deadline)
+    }
+
+    /// Encoded size of the data, as counted against the session size limit.
+    #[must_use]
+    pub fn data_size(&self) -> usize {
+        self.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self.user.as_ref().map_or(0, String::len)
+    }
+
+    /// Applies `changes` in place; in-process stores share this so they agree with each other.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::NotAnInteger`] if an increment targets a field holding something
+    /// else; in that case `self` is left untouched.
+    pub fn apply(&mut self, changes: &Changes) -> Result<BTreeMap<String, i64>, crate::StoreError> {
+        let mut counters = BTreeMap::new();
+        for (key, by) in &changes.increments {
+            let base = if changes.clear || changes.remove.contains(key) {
+                None
+            } else {
+                changes.set.get(key).or_else(|| self.fields.get(key))
+            };
+            let current = match base {
+                None => 0,
+                Some(text) => text
+                    .parse::<i64>()
+                    .map_err(|_| crate::StoreError::NotAnInteger(key.clone()))?,
+            };
+            let next = current
+                .checked_add(*by)
+                .ok_or_else(|| crate::StoreError::NotAnInteger(key.clone()))?;
+            counters.insert(key.clone(), next);
+        }
+        if changes.clear {
+            self.fields.clear();
+        }
+        for key in &changes.remove {
+            self.fields.remove(key);
+        }
+        for (key, value) in &changes.set {
+            self.fields.insert(key.clone(), value.clone());
+        }
+        for (key, value) in &counters {
+            self.fields.insert(key.clone(), value.to_string());
+        }
+        match &changes.user {
+            Some(UserChange::Set(user)) => self.user = Some(user.clone()),
+            Some(UserChange::Clear) => self.user = None,
+            None => {}
+        }
+        if let Some(deadline) = changes.idle_deadline {
+            self.idle_deadline = deadline.min(self.absolute_deadline);
+        }
+        self.version += 1;
+        Ok(counters)
+    }
+}
+
+/// A change of the session's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserChange {
+    /// Tag the session with this user id.
+    Set(String),
+    /// Remove the user tag.
+    Clear,
+}
+
+/// The field-level changes one request makes to a session.
+///
+/// Order of application: `clear`, then `remove`, then `set`, then `increments`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// Drop every field first.
+    pub clear: bool,
+    /// Fields to delete.
+    pub remove: BTreeSet<String>,
+    /// Fields to write, as JSON text.
+    pub set: BTreeMap<String, String>,
+    /// Integer fields to add to (missing fields count as 0); the store returns the results.
+    pub increments: BTreeMap<String, i64>,
+    /// A change of owner, if any.
+    pub user: Option<UserChange>,
+    /// A new sliding deadline (expiry refresh), if any.
+    pub idle_deadline: Option<Millis>,
+}
+
+impl Changes {
+    /// True if applying these changes would change nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        !self.clear
+            && self.remove.is_empty()
+            && self.set.is_empty()
+            && self.increments.is_empty()
+            && self.user.is_none()
+            && self.idle_deadline.is_none()
+    }
+
+    /// The user these changes leave a record with, given its previous owner.
+    #[must_use]
+    pub fn user_after<'a>(&'a self, before: Option<&'a str>) -> Option<&'a str> {
+        match &self.user {
+            Some(UserChange::Set(user)) => Some(user),
+            Some(UserChange::Clear) => None,
+            None => before,
+        }
+    }
+}
+
+/// When a load should also slide the idle deadline forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refresh {
+    /// Refresh only if the stored idle deadline is earlier than this (the throttle).
+    pub if_deadline_before: Millis,
+    /// The new idle deadline (capped by the absolute deadline).
+    pub new_deadline: Millis,
+}
+
+/// A session found by [`crate::SessionStore::load`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The record, after any refresh.
+    pub record: Record,
+    /// The key the record lives under (differs from the one asked for within a cycle's grace window).
+    pub key: crate::SessionKey,
+    /// Whether the load refreshed the idle deadline.
+    pub refreshed: bool,
+}
+
+impl Loaded {
+    /// Whether the session was found through the alias a cycle leaves behind.
+    #[must_use]
+    pub fn via_alias(&self, asked: &crate::SessionKey) -> bool {
+        &self.key != asked
+    }
+}
+
+/// The result of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The session existed and was changed.
+    Done {
+        /// The new values of the incremented fields.
+        counters: BTreeMap<String, i64>,
+        /// The key written (the alias target within a cycle's grace window).
+        key: crate::SessionKey,
+    },
+    /// The session does not exist (never did, expired, or was destroyed): nothing was written.
+    Gone,
+}
+
+/// One session of a user, as listed by the per-user index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSession {
+    /// Its store key (safe to show; usable to revoke it).
+    pub key: crate::SessionKey,
+    /// Its record.
+    pub record: Record,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increments_see_sets_and_removes_of_the_same_change() {
+        let mut record = Record::new(0, 10, 20);
+        record.fields.insert("n".into(), "5".into());
+        let mut changes = Changes::default();
+        changes.increments.insert("n".into(), 2);
+        assert_eq!(record.apply(&changes).unwrap()["n"], 7);
+        changes.remove.insert("n".into());
+        assert_eq!(record.apply(&changes).unwrap()["n"], 2);
+        assert_eq!(record.version, 2);
+    }
+
+    #[test]
+    fn a_bad_increment_changes_nothing() {
+        let mut record = Record::new(0, 10, 20);
+        record.fields.insert("name".into(), "\"bob\"".into());
+        let before = record.clone();
+        let mut changes = Changes::default();
+        changes.set.insert("other".into(), "1".into());
+        changes.increments.insert("name".into(), 1);
+        assert!(record.apply(&changes).is_err());
+        assert_eq!(record, before);
+    }
+
+    #[test]
+    fn idle_deadline_never_passes_the_absolute_one() {
+        let mut record = Record::new(0, 10, 20);
+        let changes = Changes {
+            idle_deadline: Some(50),
+            ..Changes::default()
+        };
+        record.apply(&changes).unwrap();
+        assert_eq!(record.idle_deadline, 20);
+        assert!(!record.is_alive(20));
+        assert!(record.is_alive(19));
+    }
+}

@@ -1,0 +1,176 @@
+//! The store contract: what every session store does, at field granularity.
+//!
+//! See `docs/store-contract.md` for the full semantics. In short: every write is conditional on
+//! the session still existing, so a request that finishes after a logout can never bring the
+//! session back, and writes name fields, so concurrent requests never overwrite each other.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::id::SessionKey;
+use crate::record::{Applied, Changes, Loaded, Millis, Record, Refresh, UserSession};
+
+/// Why a store operation failed. Never a string: callers match on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// `create` or `cycle` found a session already filed under the new key.
+    #[error("a session with this ID already exists")]
+    IdCollision,
+    /// An increment targeted a field that does not hold an integer (or would overflow).
+    #[error("field {0:?} does not hold an integer")]
+    NotAnInteger(String),
+    /// The store did not answer within the configured timeout.
+    #[error("the session store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The circuit breaker is open after repeated failures; the call was not attempted.
+    #[error("the session store is unavailable (circuit open after repeated failures)")]
+    CircuitOpen,
+    /// The store could not be reached or answered with an error.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Stored data could not be decoded.
+    #[error("stored session data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Wraps any backend error as [`StoreError::Unavailable`].
+    pub fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(error))
+    }
+
+    /// Whether the error says the backend is unhealthy (as opposed to a problem with one
+    /// request's data); the circuit breaker counts only these.
+    #[must_use]
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout(_) | Self::CircuitOpen | Self::Unavailable(_)
+        )
+    }
+}
+
+/// Size figures for operators (`cloakroom stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live sessions (a cheap count; may include a few expired ones not yet purged).
+    pub sessions: u64,
+    /// Bytes the store uses for sessions, if it can tell.
+    pub bytes: Option<u64>,
+}
+
+/// A session store. Every method is one logical, atomic operation.
+///
+/// `now` is always passed in, so that deadlines are judged by one clock (the app's) and the
+/// behavioural suite can test expiry without sleeping.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Loads a live session. Follows a cycle's alias within its grace window. If `refresh` is
+    /// given and due, slides the idle deadline in the same operation.
+    async fn load(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<Refresh>,
+    ) -> Result<Option<Loaded>, StoreError>;
+
+    /// Files a new session. Fails with [`StoreError::IdCollision`] if `key` is taken.
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<(), StoreError>;
+
+    /// Applies `changes` atomically, only if the session exists and is alive at `now`;
+    /// otherwise writes nothing and returns [`Applied::Gone`].
+    async fn apply(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+    ) -> Result<Applied, StoreError>;
+
+    /// Moves a live session from `old` to `new`, applying `changes`; `old` stays an alias
+    /// of `new` until `grace_until`, then is gone. [`Applied::Gone`] if `old` is not live.
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+        grace_until: Millis,
+    ) -> Result<Applied, StoreError>;
+
+    /// Deletes a session (and the alias it may be reached through). Idempotent.
+    async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError>;
+
+    /// The live sessions of a user.
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError>;
+
+    /// Destroys every session of a user except `keep`; returns how many went.
+    async fn destroy_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        now: Millis,
+    ) -> Result<u64, StoreError>;
+
+    /// Cheap size figures (no full scan).
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Whether the store answers at all (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.stats().await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
+    async fn load(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<Refresh>,
+    ) -> Result<Option<Loaded>, StoreError> {
+        (**self).load(key, now, refresh).await
+    }
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<(), StoreError> {
+        (**self).create(key, record).await
+    }
+    async fn apply(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+    ) -> Result<Applied, StoreError> {
+        (**self).apply(key, changes, now).await
+    }
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+        grace_until: Millis,
+    ) -> Result<Applied, StoreError> {
+        (**self).cycle(old, new, changes, now, grace_until).await
+    }
+    async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError> {
+        (**self).destroy(key).await
+    }
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
+        (**self).list_user(user, now).await
+    }
+    async fn destroy_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        (**self).destroy_user(user, keep, now).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        (**self).stats().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping().await
+    }
+}

@@ -1,0 +1,795 @@
+//! The behavioural suite every store must pass, and the test doubles it uses.
+//!
+//! A store crate runs the whole suite with one line in a test file:
+//!
+//! ```ignore
+//! async fn make_store() -> MyStore { /* a fresh, empty store */ }
+//! cloakroom::store_suite!(make_store);
+//! ```
+//!
+//! The suite talks to the store both directly (the contract, with synthetic clocks for expiry)
+//! and through a real [`SessionLayer`] in front of an axum router (what handlers see:
+//! concurrency, no resurrection, round-trip budget, size limit).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::extract::{Extension, Path};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{header, Request, StatusCode};
+use tower::ServiceExt as _;
+
+use crate::{
+    Applied, Changes, KeyRing, Loaded, Millis, Record, Refresh, Session, SessionConfig,
+    SessionError, SessionId, SessionKey, SessionLayer, SessionStore, StoreError, StoreStats,
+    UserChange, UserSession,
+};
+
+/// A shared, type-erased store, as the suite passes it around.
+pub type DynStore = Arc<dyn SessionStore>;
+
+/// Defines one `#[tokio::test]` per behaviour, each on a fresh store from `$make().await`.
+#[macro_export]
+macro_rules! store_suite {
+    ($make:path) => {
+        $crate::store_suite!(@tests $make;
+            round_trip_of_typed_values,
+            concurrent_increments_are_not_lost,
+            concurrent_writes_to_different_keys_survive,
+            write_racing_destroy_leaves_no_record,
+            blind_write_after_destroy_leaves_no_record,
+            idle_expiry,
+            absolute_expiry,
+            refresh_is_throttled,
+            cycle_keeps_old_id_for_grace_window,
+            cycle_through_layer,
+            per_user_list_and_revoke,
+            size_limit_writes_nothing,
+            id_collision_on_create,
+            destroy_is_idempotent_and_follows_aliases,
+            round_trip_budget,
+            flashes_are_shown_once,
+            stats_count_live_sessions,
+            bad_increment_changes_nothing,
+        );
+    };
+    (@tests $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store: $crate::testing::DynStore = ::std::sync::Arc::new($make().await);
+                $crate::testing::$name(store).await;
+            }
+        )*
+    };
+}
+
+/// A configuration for tests: a fresh key, plain-http cookies.
+#[must_use]
+pub fn test_config() -> crate::SessionConfigBuilder {
+    SessionConfig::builder(KeyRing::generate().expect("OS randomness")).with_secure(false)
+}
+
+fn layer(store: DynStore) -> SessionLayer {
+    SessionLayer::from_arc(store, test_config().build().expect("valid test config"))
+}
+
+/// Two notifications that let a test pause a handler between its load and its write.
+#[derive(Default)]
+pub struct Gate {
+    /// Signalled by the handler once it has loaded the session.
+    pub loaded: tokio::sync::Notify,
+    /// Signalled by the test to let the handler write.
+    pub proceed: tokio::sync::Notify,
+}
+
+/// The routes the suite drives. Every handler uses only the public [`Session`] API.
+pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
+    async fn untouched() -> &'static str {
+        "ok"
+    }
+    async fn show(s: Session, Path(k): Path<String>) -> Result<Json<serde_json::Value>, SessionError> {
+        Ok(Json(s.get::<serde_json::Value>(&k).await?.unwrap_or_default()))
+    }
+    async fn put(
+        s: Session,
+        Path(k): Path<String>,
+        Json(v): Json<serde_json::Value>,
+    ) -> Result<&'static str, SessionError> {
+        s.insert(&k, v).await?;
+        Ok("ok")
+    }
+    async fn incr(s: Session, Path(k): Path<String>) -> Result<String, SessionError> {
+        Ok(s.increment(&k, 1).await?.to_string())
+    }
+    async fn login(s: Session, Path(user): Path<String>) -> Result<&'static str, SessionError> {
+        s.cycle_id().await;
+        s.set_user(&user).await?;
+        s.insert("login", true).await?;
+        Ok("ok")
+    }
+    async fn logout(s: Session) -> &'static str {
+        s.destroy().await;
+        "ok"
+    }
+    async fn slow_put(
+        s: Session,
+        Extension(gate): Extension<Arc<Gate>>,
+        Path(k): Path<String>,
+    ) -> Result<&'static str, SessionError> {
+        let _ = s.get::<serde_json::Value>(&k).await?;
+        gate.loaded.notify_one();
+        gate.proceed.notified().await;
+        s.insert(&k, "late").await?;
+        Ok("ok")
+    }
+    async fn slow_incr(
+        s: Session,
+        Extension(gate): Extension<Arc<Gate>>,
+        Path(k): Path<String>,
+    ) -> Result<String, SessionError> {
+        gate.loaded.notify_one();
+        gate.proceed.notified().await;
+        Ok(s.increment(&k, 1).await?.to_string())
+    }
+    async fn flash(s: Session, Path(m): Path<String>) -> Result<&'static str, SessionError> {
+        s.flash(m).await?;
+        Ok("ok")
+    }
+    async fn flashes(s: Session) -> Result<Json<Vec<String>>, SessionError> {
+        Ok(Json(s.take_flashes().await?))
+    }
+    async fn mine(s: Session) -> Result<Json<Vec<crate::SessionInfo>>, SessionError> {
+        Ok(Json(s.user_sessions().await?))
+    }
+    async fn others(s: Session) -> Result<String, SessionError> {
+        Ok(s.revoke_other_sessions().await?.to_string())
+    }
+    Router::new()
+        .route("/untouched", get(untouched))
+        .route("/show/{k}", get(show))
+        .route("/put/{k}", post(put))
+        .route("/incr/{k}", post(incr))
+        .route("/login/{user}", post(login))
+        .route("/logout", post(logout))
+        .route("/slow-put/{k}", post(slow_put))
+        .route("/slow-incr/{k}", post(slow_incr))
+        .route("/flash/{m}", post(flash))
+        .route("/flashes", get(flashes))
+        .route("/mine", get(mine))
+        .route("/others", post(others))
+        .layer(Extension(gate))
+        .layer(layer)
+}
+
+/// A response as the tests see it.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: StatusCode,
+    /// Every `Set-Cookie` header.
+    pub set_cookies: Vec<String>,
+    /// The body as text.
+    pub body: String,
+    /// All headers.
+    pub headers: http::HeaderMap,
+}
+
+/// A cookie-keeping client for a router (one "browser").
+#[derive(Clone)]
+pub struct Browser {
+    router: Router,
+    /// The `name=value` cookie pair it sends, if any.
+    pub cookie: Option<String>,
+}
+
+impl Browser {
+    /// A browser with no cookie.
+    #[must_use]
+    pub fn new(router: Router) -> Self {
+        Self {
+            router,
+            cookie: None,
+        }
+    }
+
+    /// Sends a request; keeps whatever cookie the response sets or removes.
+    pub async fn send(&mut self, method: &str, path: &str, json: Option<serde_json::Value>) -> Reply {
+        let reply = self.send_raw(method, path, json, self.cookie.clone()).await;
+        for set in &reply.set_cookies {
+            let pair = set.split(';').next().unwrap_or_default().to_owned();
+            if set.contains("Max-Age=0") {
+                self.cookie = None;
+            } else {
+                self.cookie = Some(pair);
+            }
+        }
+        reply
+    }
+
+    /// Sends a request with an explicit `Cookie` header; changes nothing in the browser.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<serde_json::Value>,
+        cookie: Option<String>,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(cookie) = cookie {
+            builder = builder.header(header::COOKIE, cookie);
+        }
+        let body = match json {
+            Some(v) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let request = builder.body(body).expect("valid test request");
+        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let set_cookies = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .collect();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        Reply {
+            status,
+            set_cookies,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            headers,
+        }
+    }
+}
+
+fn browser(store: DynStore) -> Browser {
+    Browser::new(test_router(layer(store), Arc::default()))
+}
+
+const T0: Millis = 1_800_000_000_000;
+
+fn key() -> SessionKey {
+    SessionId::random().expect("OS randomness").key()
+}
+
+fn record(now: Millis, idle: Millis, absolute: Millis) -> Record {
+    Record::new(now, now + idle, now + absolute)
+}
+
+fn set(pairs: &[(&str, &str)]) -> Changes {
+    Changes {
+        set: pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Changes::default()
+    }
+}
+
+async fn load(store: &DynStore, k: &SessionKey, now: Millis) -> Option<Loaded> {
+    store.load(k, now, None).await.expect("load")
+}
+
+/// Typed values survive a round trip through the layer and the store.
+pub async fn round_trip_of_typed_values(store: DynStore) {
+    let mut b = browser(store.clone());
+    let value = serde_json::json!({"name": "Zoë", "n": 3, "tags": ["a", "b"], "none": null});
+    assert_eq!(b.send("POST", "/put/profile", Some(value.clone())).await.status, 200);
+    assert!(b.cookie.is_some(), "a new session sets a cookie");
+    let shown = b.send("GET", "/show/profile", None).await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&shown.body).unwrap(), value);
+    // The contract directly: fields and metadata come back as stored.
+    let k = key();
+    let mut r = record(T0, 1000, 5000);
+    r.fields.insert("a".into(), "\"x\"".into());
+    store.create(&k, &r).await.unwrap();
+    let loaded = load(&store, &k, T0 + 1).await.unwrap();
+    assert_eq!(loaded.record.fields, r.fields);
+    assert_eq!(loaded.record.created, T0);
+    assert_eq!(loaded.key, k);
+}
+
+async fn concurrently<F, Fut>(n: usize, f: F) -> Vec<Reply>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Reply> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(f(i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("bounded")
+                .expect("task"),
+        );
+    }
+    out
+}
+
+/// 200 concurrent increments on one session end at exactly 200.
+pub async fn concurrent_increments_are_not_lost(store: DynStore) {
+    let mut b = browser(store);
+    b.send("POST", "/put/seed", Some(serde_json::json!(1))).await;
+    let replies = concurrently(200, |_| {
+        let b = b.clone();
+        async move { b.send_raw("POST", "/incr/hits", None, b.cookie.clone()).await }
+    })
+    .await;
+    assert!(replies.iter().all(|r| r.status == 200), "all increments succeed");
+    let mut seen: Vec<i64> = replies.iter().map(|r| r.body.parse().unwrap()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=200).collect::<Vec<_>>(), "each increment saw a distinct value");
+    assert_eq!(b.send("GET", "/show/hits", None).await.body, "200");
+}
+
+/// Concurrent read-modify-write requests on different keys all survive.
+pub async fn concurrent_writes_to_different_keys_survive(store: DynStore) {
+    let mut b = browser(store);
+    b.send("POST", "/put/seed", Some(serde_json::json!(0))).await;
+    let replies = concurrently(50, |i| {
+        let b = b.clone();
+        async move {
+            b.send_raw("POST", &format!("/put/k{i}"), Some(serde_json::json!(i)), b.cookie.clone())
+                .await
+        }
+    })
+    .await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    for i in 0..50 {
+        assert_eq!(b.send("GET", &format!("/show/k{i}"), None).await.body, i.to_string());
+    }
+}
+
+async fn race_with_logout(store: DynStore, slow_path: &str) {
+    let gate = Arc::new(Gate::default());
+    let mut b = Browser::new(test_router(layer(store.clone()), gate.clone()));
+    b.send("POST", "/login/alice", None).await;
+    let key = {
+        let mine = b.send("GET", "/mine", None).await;
+        let list: Vec<serde_json::Value> = serde_json::from_str(&mine.body).unwrap();
+        SessionKey::parse(list[0]["key"].as_str().unwrap()).unwrap()
+    };
+    let slow = {
+        let b = b.clone();
+        let path = slow_path.to_owned();
+        tokio::spawn(async move { b.send_raw("POST", &path, None, b.cookie.clone()).await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), gate.loaded.notified())
+        .await
+        .expect("slow request started");
+    assert_eq!(b.clone().send("POST", "/logout", None).await.status, 200);
+    gate.proceed.notify_one();
+    let slow = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("bounded")
+        .unwrap();
+    assert!(load(&store, &key, crate::now_millis()).await.is_none(), "no resurrection");
+    assert!(store.list_user("alice", crate::now_millis()).await.unwrap().is_empty());
+    assert!(
+        !slow.set_cookies.iter().any(|c| c.contains(&b.cookie.clone().unwrap_or_default())),
+        "the old cookie is not handed out again"
+    );
+    // The replayed cookie names no session.
+    assert_eq!(b.send("GET", "/show/login", None).await.body, "null");
+}
+
+/// A request that loaded the session, then writes after a concurrent logout, writes nothing.
+pub async fn write_racing_destroy_leaves_no_record(store: DynStore) {
+    race_with_logout(store.clone(), "/slow-put/late").await;
+    // And directly at the contract:
+    let k = key();
+    store.create(&k, &record(T0, 1000, 5000)).await.unwrap();
+    store.destroy(&k).await.unwrap();
+    assert_eq!(store.apply(&k, &set(&[("a", "1")]), T0 + 1).await.unwrap(), Applied::Gone);
+    assert!(load(&store, &k, T0 + 1).await.is_none());
+}
+
+/// An increment (a blind write) after a concurrent logout does not revive the session.
+pub async fn blind_write_after_destroy_leaves_no_record(store: DynStore) {
+    race_with_logout(store, "/slow-incr/late").await;
+}
+
+/// A session unused for the idle timeout is gone, for reads and for writes.
+pub async fn idle_expiry(store: DynStore) {
+    let k = key();
+    store.create(&k, &record(T0, 1000, 5000)).await.unwrap();
+    assert!(load(&store, &k, T0 + 999).await.is_some());
+    assert!(load(&store, &k, T0 + 1000).await.is_none());
+    assert_eq!(store.apply(&k, &set(&[("a", "1")]), T0 + 1001).await.unwrap(), Applied::Gone);
+    assert!(load(&store, &k, T0 + 10).await.is_none(), "expired means gone, not hidden");
+}
+
+/// However often a session is refreshed, it ends at its absolute deadline.
+pub async fn absolute_expiry(store: DynStore) {
+    let k = key();
+    store.create(&k, &record(T0, 1000, 2500)).await.unwrap();
+    for step in 1..=4u64 {
+        let now = T0 + step * 600;
+        let refresh = Refresh {
+            if_deadline_before: now + 1000,
+            new_deadline: now + 1000,
+        };
+        let alive = store.load(&k, now, Some(refresh)).await.unwrap();
+        assert_eq!(alive.is_some(), now < T0 + 2500, "at +{}ms", step * 600);
+    }
+}
+
+/// The sliding refresh writes only when due, and moves the idle deadline when it does.
+pub async fn refresh_is_throttled(store: DynStore) {
+    let k = key();
+    store.create(&k, &record(T0, 1000, 10_000)).await.unwrap();
+    let not_due = Refresh {
+        if_deadline_before: T0 + 900,
+        new_deadline: T0 + 1100,
+    };
+    let l = store.load(&k, T0 + 100, Some(not_due)).await.unwrap().unwrap();
+    assert!(!l.refreshed);
+    assert_eq!(l.record.idle_deadline, T0 + 1000);
+    let due = Refresh {
+        if_deadline_before: T0 + 1500,
+        new_deadline: T0 + 1600,
+    };
+    let l = store.load(&k, T0 + 600, Some(due)).await.unwrap().unwrap();
+    assert!(l.refreshed);
+    assert_eq!(l.record.idle_deadline, T0 + 1600);
+    assert!(load(&store, &k, T0 + 1500).await.is_some(), "the refresh was stored");
+}
+
+/// `cycle` moves the data to the new key; the old key works until the grace window ends.
+pub async fn cycle_keeps_old_id_for_grace_window(store: DynStore) {
+    let (old, new) = (key(), key());
+    let mut r = record(T0, 10_000, 50_000);
+    r.fields.insert("cart".into(), "3".into());
+    store.create(&old, &r).await.unwrap();
+    let changes = Changes {
+        user: Some(UserChange::Set("alice".into())),
+        ..set(&[("login", "true")])
+    };
+    let done = store.cycle(&old, &new, &changes, T0 + 10, T0 + 1000).await.unwrap();
+    assert!(matches!(done, Applied::Done { key, .. } if key == new));
+    let fresh = load(&store, &new, T0 + 20).await.unwrap();
+    assert_eq!(fresh.record.fields["cart"], "3");
+    assert_eq!(fresh.record.fields["login"], "true");
+    assert_eq!(fresh.record.user.as_deref(), Some("alice"));
+    // Within the grace window the old key reaches the same session, for reads and writes.
+    let via_old = load(&store, &old, T0 + 500).await.unwrap();
+    assert_eq!(via_old.key, new);
+    let mut incr = Changes::default();
+    incr.increments.insert("cart".into(), 1);
+    match store.apply(&old, &incr, T0 + 600).await.unwrap() {
+        Applied::Done { counters, key } => {
+            assert_eq!(key, new);
+            assert_eq!(counters["cart"], 4);
+        }
+        Applied::Gone => panic!("old key must work within the grace window"),
+    }
+    // After it, the old key is rejected; the new one lives on.
+    assert!(load(&store, &old, T0 + 1000).await.is_none());
+    assert_eq!(store.apply(&old, &incr, T0 + 1001).await.unwrap(), Applied::Gone);
+    assert_eq!(load(&store, &new, T0 + 1001).await.unwrap().record.fields["cart"], "4");
+    assert_eq!(store.list_user("alice", T0 + 1001).await.unwrap().len(), 1);
+    // Cycling onto a taken key is a collision; cycling a dead key is Gone.
+    assert!(matches!(
+        store.cycle(&new, &new, &Changes::default(), T0 + 1002, T0 + 2000).await,
+        Err(StoreError::IdCollision)
+    ));
+    assert_eq!(
+        store.cycle(&key(), &key(), &Changes::default(), T0, T0 + 10).await.unwrap(),
+        Applied::Gone
+    );
+}
+
+/// Login through the layer issues a new cookie; the pre-login cookie still works briefly
+/// (the grace window) but is never handed back.
+pub async fn cycle_through_layer(store: DynStore) {
+    let mut b = browser(store);
+    b.send("POST", "/put/cart", Some(serde_json::json!(["apple"]))).await;
+    let before = b.cookie.clone().unwrap();
+    let login = b.send("POST", "/login/alice", None).await;
+    assert_eq!(login.status, 200);
+    let after = b.cookie.clone().unwrap();
+    assert_ne!(before, after, "login cycles the ID");
+    assert_eq!(b.send("GET", "/show/cart", None).await.body, "[\"apple\"]");
+    let old = b.send_raw("GET", "/show/login", None, Some(before)).await;
+    assert_eq!(old.body, "true", "the pre-login cookie works within the grace window");
+    assert!(old.set_cookies.is_empty(), "and is never re-issued");
+}
+
+/// Sessions tagged with a user can be listed and revoked, all but one.
+pub async fn per_user_list_and_revoke(store: DynStore) {
+    let mut alice: Vec<Browser> = Vec::new();
+    let base = browser(store.clone());
+    for _ in 0..3 {
+        let mut b = base.clone();
+        b.cookie = None;
+        assert_eq!(b.send("POST", "/login/alice", None).await.status, 200);
+        alice.push(b);
+    }
+    let mut bob = base.clone();
+    bob.cookie = None;
+    bob.send("POST", "/login/bob", None).await;
+    let now = crate::now_millis();
+    assert_eq!(store.list_user("alice", now).await.unwrap().len(), 3);
+    let mine = alice[0].send("GET", "/mine", None).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&mine.body).unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
+    assert_eq!(alice[0].send("POST", "/others", None).await.body, "2");
+    assert_eq!(store.list_user("alice", now).await.unwrap().len(), 1);
+    assert_eq!(alice[1].send("GET", "/show/login", None).await.body, "null");
+    assert_eq!(alice[0].send("GET", "/show/login", None).await.body, "true");
+    assert_eq!(bob.send("GET", "/show/login", None).await.body, "true");
+    // The contract directly, including a change of owner.
+    let k = key();
+    store.create(&k, &record(T0, 1000, 5000)).await.unwrap();
+    let to = |u: &str| Changes {
+        user: Some(UserChange::Set(u.into())),
+        ..Changes::default()
+    };
+    store.apply(&k, &to("carol"), T0 + 1).await.unwrap();
+    store.apply(&k, &to("dave"), T0 + 2).await.unwrap();
+    assert!(store.list_user("carol", T0 + 3).await.unwrap().is_empty());
+    let dave: Vec<UserSession> = store.list_user("dave", T0 + 3).await.unwrap();
+    assert_eq!(dave.len(), 1);
+    assert_eq!(dave[0].key, k);
+    assert!(store.list_user("dave", T0 + 1000).await.unwrap().is_empty(), "expired ones are not listed");
+    let k2 = key();
+    store.create(&k2, &record(T0, 1000, 5000)).await.unwrap();
+    store.apply(&k2, &to("erin"), T0 + 1).await.unwrap();
+    assert_eq!(store.destroy_user("erin", None, T0 + 3).await.unwrap(), 1);
+    assert!(load(&store, &k2, T0 + 4).await.is_none());
+}
+
+/// A value that would exceed the size limit is refused, and nothing is written.
+pub async fn size_limit_writes_nothing(store: DynStore) {
+    let mut b = browser(store);
+    b.send("POST", "/put/small", Some(serde_json::json!("x"))).await;
+    let huge = "y".repeat(17 * 1024);
+    let reply = b.send("POST", "/put/huge", Some(serde_json::json!(huge))).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(b.send("GET", "/show/huge", None).await.body, "null");
+    assert_eq!(b.send("GET", "/show/small", None).await.body, "\"x\"");
+    let reply = b.send("POST", "/put/__flash.x", Some(serde_json::json!(1))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "reserved keys are refused");
+}
+
+/// `create` never overwrites an existing session.
+pub async fn id_collision_on_create(store: DynStore) {
+    let k = key();
+    let mut r = record(T0, 1000, 5000);
+    r.fields.insert("owner".into(), "1".into());
+    store.create(&k, &r).await.unwrap();
+    let other = record(T0, 1000, 5000);
+    assert!(matches!(store.create(&k, &other).await, Err(StoreError::IdCollision)));
+    assert_eq!(load(&store, &k, T0 + 1).await.unwrap().record.fields["owner"], "1");
+}
+
+/// Destroying twice is fine; destroying through a cycle's alias ends the session itself.
+pub async fn destroy_is_idempotent_and_follows_aliases(store: DynStore) {
+    let (old, new) = (key(), key());
+    store.create(&old, &record(T0, 10_000, 50_000)).await.unwrap();
+    store.cycle(&old, &new, &Changes::default(), T0 + 1, T0 + 5000).await.unwrap();
+    store.destroy(&old).await.unwrap();
+    assert!(load(&store, &new, T0 + 2).await.is_none());
+    store.destroy(&old).await.unwrap();
+    store.destroy(&key()).await.unwrap();
+}
+
+/// Counts every call into a store.
+pub struct CountingStore {
+    inner: DynStore,
+    calls: AtomicU64,
+    log: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl CountingStore {
+    /// Wraps `inner`.
+    #[must_use]
+    pub fn new(inner: DynStore) -> Self {
+        Self {
+            inner,
+            calls: AtomicU64::new(0),
+            log: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Calls since the last `take`, and their names; resets both.
+    pub fn take(&self) -> (u64, Vec<&'static str>) {
+        let log = std::mem::take(&mut *self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        (self.calls.swap(0, Ordering::SeqCst), log)
+    }
+
+    fn count(&self, name: &'static str) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(name);
+    }
+}
+
+#[async_trait]
+impl SessionStore for CountingStore {
+    async fn load(&self, k: &SessionKey, now: Millis, r: Option<Refresh>) -> Result<Option<Loaded>, StoreError> {
+        self.count("load");
+        self.inner.load(k, now, r).await
+    }
+    async fn create(&self, k: &SessionKey, r: &Record) -> Result<(), StoreError> {
+        self.count("create");
+        self.inner.create(k, r).await
+    }
+    async fn apply(&self, k: &SessionKey, c: &Changes, now: Millis) -> Result<Applied, StoreError> {
+        self.count("apply");
+        self.inner.apply(k, c, now).await
+    }
+    async fn cycle(&self, o: &SessionKey, n: &SessionKey, c: &Changes, now: Millis, g: Millis) -> Result<Applied, StoreError> {
+        self.count("cycle");
+        self.inner.cycle(o, n, c, now, g).await
+    }
+    async fn destroy(&self, k: &SessionKey) -> Result<(), StoreError> {
+        self.count("destroy");
+        self.inner.destroy(k).await
+    }
+    async fn list_user(&self, u: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
+        self.count("list_user");
+        self.inner.list_user(u, now).await
+    }
+    async fn destroy_user(&self, u: &str, keep: Option<&SessionKey>, now: Millis) -> Result<u64, StoreError> {
+        self.count("destroy_user");
+        self.inner.destroy_user(u, keep, now).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.count("stats");
+        self.inner.stats().await
+    }
+}
+
+/// Untouched 0 calls; read-only 1; read-modify-write 2; new session 1; increment 1;
+/// login (with cycle) 2; logout 1.
+pub async fn round_trip_budget(store: DynStore) {
+    let counting = Arc::new(CountingStore::new(store));
+    let mut b = browser(counting.clone());
+    let expect = |label: &str, max: u64, calls: (u64, Vec<&'static str>)| {
+        assert!(calls.0 <= max, "{label}: {} store calls {:?}, budget {max}", calls.0, calls.1);
+        calls.0
+    };
+    b.send("GET", "/untouched", None).await;
+    assert_eq!(expect("untouched, no cookie", 0, counting.take()), 0);
+    b.send("POST", "/put/a", Some(serde_json::json!(1))).await;
+    expect("new session", 1, counting.take());
+    b.send("GET", "/untouched", None).await;
+    assert_eq!(expect("untouched, with cookie", 0, counting.take()), 0);
+    b.send("GET", "/show/a", None).await;
+    expect("read-only", 1, counting.take());
+    b.send("POST", "/put/b", Some(serde_json::json!(2))).await;
+    expect("read-modify-write", 2, counting.take());
+    b.send("POST", "/incr/n", None).await;
+    expect("increment", 1, counting.take());
+    b.send("POST", "/login/alice", None).await;
+    expect("login", 2, counting.take());
+    b.send("POST", "/logout", None).await;
+    expect("logout", 1, counting.take());
+    let mut fresh = b.clone();
+    fresh.cookie = None;
+    fresh.send("GET", "/show/a", None).await;
+    assert_eq!(expect("read with no cookie", 0, counting.take()), 0);
+}
+
+/// Flash messages are shown once, in order.
+pub async fn flashes_are_shown_once(store: DynStore) {
+    let mut b = browser(store);
+    b.send("POST", "/flash/one", None).await;
+    b.send("POST", "/flash/two", None).await;
+    assert_eq!(b.send("GET", "/flashes", None).await.body, "[\"one\",\"two\"]");
+    assert_eq!(b.send("GET", "/flashes", None).await.body, "[]");
+}
+
+/// The live-session count follows creates and destroys.
+pub async fn stats_count_live_sessions(store: DynStore) {
+    let before = store.stats().await.unwrap().sessions;
+    let keys: Vec<SessionKey> = (0..5).map(|_| key()).collect();
+    let now = crate::now_millis();
+    for k in &keys {
+        store.create(k, &record(now, 60_000, 60_000)).await.unwrap();
+    }
+    assert_eq!(store.stats().await.unwrap().sessions, before + 5);
+    store.destroy(&keys[0]).await.unwrap();
+    assert_eq!(store.stats().await.unwrap().sessions, before + 4);
+}
+
+/// An increment of a non-integer field fails and leaves the whole change unapplied.
+pub async fn bad_increment_changes_nothing(store: DynStore) {
+    let k = key();
+    let mut r = record(T0, 1000, 5000);
+    r.fields.insert("name".into(), "\"bob\"".into());
+    store.create(&k, &r).await.unwrap();
+    let mut changes = set(&[("other", "1")]);
+    changes.increments.insert("name".into(), 1);
+    assert!(matches!(
+        store.apply(&k, &changes, T0 + 1).await,
+        Err(StoreError::NotAnInteger(_))
+    ));
+    let fields: BTreeMap<String, String> = load(&store, &k, T0 + 2).await.unwrap().record.fields;
+    assert_eq!(fields, r.fields);
+}
+
+/// A store that can be switched to fail or to hang, for failure-policy tests.
+pub struct FlakyStore {
+    inner: DynStore,
+    /// Fail every call with [`StoreError::Unavailable`].
+    pub down: AtomicBool,
+    /// Never answer (exercises the timeout).
+    pub hang: AtomicBool,
+}
+
+impl FlakyStore {
+    /// Wraps `inner`, healthy.
+    #[must_use]
+    pub fn new(inner: DynStore) -> Self {
+        Self {
+            inner,
+            down: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "store is down (test)",
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for FlakyStore {
+    async fn load(&self, k: &SessionKey, now: Millis, r: Option<Refresh>) -> Result<Option<Loaded>, StoreError> {
+        self.check().await?;
+        self.inner.load(k, now, r).await
+    }
+    async fn create(&self, k: &SessionKey, r: &Record) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.create(k, r).await
+    }
+    async fn apply(&self, k: &SessionKey, c: &Changes, now: Millis) -> Result<Applied, StoreError> {
+        self.check().await?;
+        self.inner.apply(k, c, now).await
+    }
+    async fn cycle(&self, o: &SessionKey, n: &SessionKey, c: &Changes, now: Millis, g: Millis) -> Result<Applied, StoreError> {
+        self.check().await?;
+        self.inner.cycle(o, n, c, now, g).await
+    }
+    async fn destroy(&self, k: &SessionKey) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.destroy(k).await
+    }
+    async fn list_user(&self, u: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
+        self.check().await?;
+        self.inner.list_user(u, now).await
+    }
+    async fn destroy_user(&self, u: &str, keep: Option<&SessionKey>, now: Millis) -> Result<u64, StoreError> {
+        self.check().await?;
+        self.inner.destroy_user(u, keep, now).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.check().await?;
+        self.inner.stats().await
+    }
+}

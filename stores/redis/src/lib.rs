@@ -1,0 +1,2 @@
+//! Redis store (see issue #4).
+#![forbid(unsafe_code)]

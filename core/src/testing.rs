@@ -231,7 +231,11 @@ impl Browser {
             }
             None => Body::empty(),
         };
-        let request = builder.body(body).expect("valid test request");
+        self.request(builder.body(body).expect("valid test request")).await
+    }
+
+    /// Sends a prepared request as is.
+    pub async fn request(&self, request: Request<Body>) -> Reply {
         let response = self.router.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();

@@ -1,0 +1,352 @@
+//! The file layout: four tables, and the operations of the store contract on them.
+//!
+//! - `sessions`: store key → JSON record.
+//! - `aliases`: old key → new key + grace deadline, left behind by `cycle`.
+//! - `user_sessions`: (user, key) → (): the per-user index, scanned by prefix.
+//! - `expiry`: (deadline, key) → (): what the purge walks, oldest first.
+
+use std::collections::BTreeMap;
+
+use cloakroom::{Applied, Changes, Millis, Record, SessionKey, StoreError, UserSession};
+use redb::{
+    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    WriteTransaction,
+};
+
+type Bytes = &'static [u8];
+const SESSIONS: TableDefinition<Bytes, Bytes> = TableDefinition::new("sessions");
+const ALIASES: TableDefinition<Bytes, Bytes> = TableDefinition::new("aliases");
+const USERS: TableDefinition<Bytes, ()> = TableDefinition::new("user_sessions");
+const EXPIRY: TableDefinition<Bytes, ()> = TableDefinition::new("expiry");
+const KEY_LEN: usize = cloakroom_key_len();
+
+const fn cloakroom_key_len() -> usize {
+    16
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::unavailable(e)
+}
+
+/// Creates the tables if the file is new, so read transactions always find them.
+pub(crate) fn create_all(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        txn.open_table(SESSIONS).map_err(backend)?;
+        txn.open_table(ALIASES).map_err(backend)?;
+        txn.open_table(USERS).map_err(backend)?;
+        txn.open_table(EXPIRY).map_err(backend)?;
+    }
+    txn.commit().map_err(backend)
+}
+
+fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn key_from(bytes: &[u8]) -> Result<SessionKey, StoreError> {
+    let raw: [u8; KEY_LEN] = bytes
+        .get(..KEY_LEN)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("short key".into()))?;
+    Ok(SessionKey::from_bytes(raw))
+}
+
+/// Per-user index key: user length (u16), user, session key. Length-prefixed so that one
+/// user's prefix can never be another user's.
+fn user_prefix(user: &str) -> Vec<u8> {
+    let len = u16::try_from(user.len()).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(2 + user.len() + KEY_LEN);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(user.as_bytes());
+    out
+}
+
+fn user_entry(user: &str, key: &SessionKey) -> Vec<u8> {
+    let mut out = user_prefix(user);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn expiry_entry(deadline: Millis, key: &SessionKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + KEY_LEN);
+    out.extend_from_slice(&deadline.to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn alias_value(target: &SessionKey, until: Millis) -> Vec<u8> {
+    let mut out = target.as_bytes().to_vec();
+    out.extend_from_slice(&until.to_be_bytes());
+    out
+}
+
+fn parse_alias(bytes: &[u8]) -> Result<(SessionKey, Millis), StoreError> {
+    let target = key_from(bytes)?;
+    let until: [u8; 8] = bytes
+        .get(KEY_LEN..KEY_LEN + 8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("short alias".into()))?;
+    Ok((target, Millis::from_be_bytes(until)))
+}
+
+/// The live record `key` names at `now`, following an alias within its grace window.
+fn resolve_in(
+    sessions: &impl ReadableTable<Bytes, Bytes>,
+    aliases: &impl ReadableTable<Bytes, Bytes>,
+    key: &SessionKey,
+    now: Millis,
+) -> Result<Option<(SessionKey, Record)>, StoreError> {
+    let target = match aliases.get(key.as_bytes().as_slice()).map_err(backend)? {
+        Some(v) => match parse_alias(v.value())? {
+            (target, until) if now < until => target,
+            _ => *key,
+        },
+        None => *key,
+    };
+    let Some(bytes) = sessions.get(target.as_bytes().as_slice()).map_err(backend)? else {
+        return Ok(None);
+    };
+    let record = decode(bytes.value())?;
+    Ok(record.is_alive(now).then_some((target, record)))
+}
+
+fn users_of(
+    users: &impl ReadableTable<Bytes, ()>,
+    user: &str,
+) -> Result<Vec<SessionKey>, StoreError> {
+    let prefix = user_prefix(user);
+    let mut end = prefix.clone();
+    end.extend_from_slice(&[0xff; KEY_LEN + 1]);
+    let mut keys = Vec::new();
+    for entry in users
+        .range(prefix.as_slice()..end.as_slice())
+        .map_err(backend)?
+    {
+        let (k, ()) = entry.map_err(backend).map(|(k, v)| (k, v.value()))?;
+        keys.push(key_from(&k.value()[prefix.len()..])?);
+    }
+    Ok(keys)
+}
+
+/// Read-only access (runs concurrently with the writer).
+pub(crate) struct Reader {
+    sessions: redb::ReadOnlyTable<Bytes, Bytes>,
+    aliases: redb::ReadOnlyTable<Bytes, Bytes>,
+    users: redb::ReadOnlyTable<Bytes, ()>,
+}
+
+impl Reader {
+    pub(crate) fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            sessions: txn.open_table(SESSIONS).map_err(backend)?,
+            aliases: txn.open_table(ALIASES).map_err(backend)?,
+            users: txn.open_table(USERS).map_err(backend)?,
+        })
+    }
+
+    pub(crate) fn load(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<(SessionKey, Record)>, StoreError> {
+        resolve_in(&self.sessions, &self.aliases, key, now)
+    }
+
+    pub(crate) fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
+        let mut out = Vec::new();
+        for key in users_of(&self.users, user)? {
+            if let Some(bytes) = self.sessions.get(key.as_bytes().as_slice()).map_err(backend)? {
+                let record = decode(bytes.value())?;
+                if record.is_alive(now) {
+                    out.push(UserSession { key, record });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn count(&self) -> Result<u64, StoreError> {
+        self.sessions.len().map_err(backend)
+    }
+}
+
+/// Read-write access inside one transaction of the writer.
+pub(crate) struct Tables<'t> {
+    sessions: Table<'t, Bytes, Bytes>,
+    aliases: Table<'t, Bytes, Bytes>,
+    users: Table<'t, Bytes, ()>,
+    expiry: Table<'t, Bytes, ()>,
+}
+
+impl<'t> Tables<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            sessions: txn.open_table(SESSIONS).map_err(backend)?,
+            aliases: txn.open_table(ALIASES).map_err(backend)?,
+            users: txn.open_table(USERS).map_err(backend)?,
+            expiry: txn.open_table(EXPIRY).map_err(backend)?,
+        })
+    }
+
+    fn exists(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let k = key.as_bytes().as_slice();
+        Ok(self.sessions.get(k).map_err(backend)?.is_some()
+            || self.aliases.get(k).map_err(backend)?.is_some())
+    }
+
+    /// Writes `record` under `key`, keeping both indexes in step with `before`.
+    fn put(&mut self, key: &SessionKey, record: &Record, before: Option<&Record>) -> Result<(), StoreError> {
+        let bytes = encode(record)?;
+        self.sessions
+            .insert(key.as_bytes().as_slice(), bytes.as_slice())
+            .map_err(backend)?;
+        let (old_user, old_expiry) = (before.and_then(|r| r.user.as_deref()), before.map(Record::expires_at));
+        if old_user != record.user.as_deref() {
+            if let Some(user) = old_user {
+                self.users.remove(user_entry(user, key).as_slice()).map_err(backend)?;
+            }
+            if let Some(user) = &record.user {
+                self.users.insert(user_entry(user, key).as_slice(), ()).map_err(backend)?;
+            }
+        }
+        if old_expiry != Some(record.expires_at()) {
+            if let Some(deadline) = old_expiry {
+                self.expiry.remove(expiry_entry(deadline, key).as_slice()).map_err(backend)?;
+            }
+            self.expiry
+                .insert(expiry_entry(record.expires_at(), key).as_slice(), ())
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the record under `key` and its index entries.
+    fn delete(&mut self, key: &SessionKey) -> Result<bool, StoreError> {
+        let Some(bytes) = self.sessions.remove(key.as_bytes().as_slice()).map_err(backend)? else {
+            return Ok(false);
+        };
+        let record = decode(bytes.value())?;
+        drop(bytes);
+        if let Some(user) = &record.user {
+            self.users.remove(user_entry(user, key).as_slice()).map_err(backend)?;
+        }
+        self.expiry
+            .remove(expiry_entry(record.expires_at(), key).as_slice())
+            .map_err(backend)?;
+        Ok(true)
+    }
+
+    pub(crate) fn create(&mut self, key: &SessionKey, record: &Record) -> Result<(), StoreError> {
+        if self.exists(key)? {
+            return Err(StoreError::IdCollision);
+        }
+        self.put(key, record, None)
+    }
+
+    /// Applies `changes` to the live session `key` names; `None` if there is none.
+    pub(crate) fn apply(
+        &mut self,
+        key: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+    ) -> Result<Option<(SessionKey, Record, BTreeMap<String, i64>)>, StoreError> {
+        let Some((target, before)) = resolve_in(&self.sessions, &self.aliases, key, now)? else {
+            return Ok(None);
+        };
+        let mut record = before.clone();
+        // Computed on a copy first: a failed change leaves the shared transaction untouched.
+        let counters = record.apply(changes)?;
+        self.put(&target, &record, Some(&before))?;
+        Ok(Some((target, record, counters)))
+    }
+
+    pub(crate) fn cycle(
+        &mut self,
+        old: &SessionKey,
+        new: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+        grace_until: Millis,
+    ) -> Result<Applied, StoreError> {
+        if self.exists(new)? {
+            return Err(StoreError::IdCollision);
+        }
+        let Some((source, mut record)) = resolve_in(&self.sessions, &self.aliases, old, now)? else {
+            return Ok(Applied::Gone);
+        };
+        let counters = record.apply(changes)?;
+        self.delete(&source)?;
+        self.put(new, &record, None)?;
+        if now < grace_until {
+            self.aliases
+                .insert(source.as_bytes().as_slice(), alias_value(new, grace_until).as_slice())
+                .map_err(backend)?;
+        }
+        Ok(Applied::Done { counters, key: *new })
+    }
+
+    pub(crate) fn destroy(&mut self, key: &SessionKey) -> Result<(), StoreError> {
+        let alias = self
+            .aliases
+            .remove(key.as_bytes().as_slice())
+            .map_err(backend)?
+            .map(|v| parse_alias(v.value()))
+            .transpose()?;
+        if let Some((target, _)) = alias {
+            self.delete(&target)?;
+        }
+        self.delete(key)?;
+        let wanted = *key.as_bytes();
+        self.aliases
+            .retain(|_, v| v.get(..KEY_LEN) != Some(wanted.as_slice()))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    pub(crate) fn destroy_user(
+        &mut self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for key in users_of(&self.users, user)? {
+            if Some(&key) == keep {
+                continue;
+            }
+            let alive = resolve_in(&self.sessions, &self.aliases, &key, now)?.is_some_and(|(t, _)| t == key);
+            self.destroy(&key)?;
+            n += u64::from(alive);
+        }
+        Ok(n)
+    }
+
+    /// Deletes every session and alias whose deadline has passed; returns the session count.
+    pub(crate) fn purge_expired(&mut self, now: Millis) -> Result<u64, StoreError> {
+        let end = expiry_entry(now, &SessionKey::from_bytes([0xff; KEY_LEN]));
+        let mut due = Vec::new();
+        for entry in self.expiry.range(..end.as_slice()).map_err(backend)? {
+            let (k, _) = entry.map_err(backend)?;
+            due.push(key_from(&k.value()[8..])?);
+        }
+        let mut purged = 0;
+        for key in due {
+            let expired = match self.sessions.get(key.as_bytes().as_slice()).map_err(backend)? {
+                Some(bytes) => !decode(bytes.value())?.is_alive(now),
+                None => true,
+            };
+            if expired {
+                purged += u64::from(self.delete(&key)?);
+            }
+        }
+        self.aliases
+            .retain(|_, v| parse_alias(v).is_ok_and(|(_, until)| now < until))
+            .map_err(backend)?;
+        Ok(purged)
+    }
+}

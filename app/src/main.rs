@@ -1,1 +1,60 @@
-fn main() {}
+//! The `cloakroom` binary: the reference app (`serve`, the default) and operator commands.
+
+use clap::Parser;
+use cloakroom_app::config::{Cli, Command, ServeArgs};
+use cloakroom_app::{ops_cli, serve};
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome: Result<String, Box<dyn std::error::Error>> = runtime.block_on(async {
+        match cli.command {
+            None => serve::run(ServeArgs::from_env())
+                .await
+                .map(|()| String::new())
+                .map_err(Into::into),
+            Some(Command::Serve(args)) => serve::run(*args)
+                .await
+                .map(|()| String::new())
+                .map_err(Into::into),
+            Some(Command::Stats(store)) => ops_cli::stats(&store).await.map_err(Into::into),
+            Some(Command::Sizing { store, sessions }) => {
+                ops_cli::sizing(&store, sessions).await.map_err(Into::into)
+            }
+            Some(Command::List { store, user }) => {
+                ops_cli::list(&store, &user).await.map_err(Into::into)
+            }
+            Some(Command::Revoke { store, user, key }) => {
+                ops_cli::revoke(&store, user.as_deref(), key.as_deref())
+                    .await
+                    .map_err(Into::into)
+            }
+            Some(Command::Secret) => cloakroom::generate_secret()
+                .map(|s| format!("{s}\n"))
+                .map_err(Into::into),
+        }
+    });
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

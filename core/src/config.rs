@@ -264,7 +264,8 @@ impl SessionConfigBuilder {
         if !name_ok {
             return Err(ConfigError::CookieName(c.cookie_name));
         }
-        if c.cookie_name.starts_with("__Host-") && (!c.secure || c.path != "/" || c.domain.is_some())
+        if c.cookie_name.starts_with("__Host-")
+            && (!c.secure || c.path != "/" || c.domain.is_some())
         {
             return Err(ConfigError::HostPrefix);
         }
@@ -275,7 +276,9 @@ impl SessionConfigBuilder {
             return Err(ConfigError::NeedsSecure("SameSite=None"));
         }
         if c.idle_timeout.is_zero() || c.absolute_lifetime.is_zero() || c.store_timeout.is_zero() {
-            return Err(ConfigError::Duration("timeouts and lifetimes must be positive"));
+            return Err(ConfigError::Duration(
+                "timeouts and lifetimes must be positive",
+            ));
         }
         if c.idle_timeout > c.absolute_lifetime {
             return Err(ConfigError::Duration(

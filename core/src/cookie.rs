@@ -108,7 +108,10 @@ mod tests {
     #[test]
     fn duplicates_and_garbage_are_malformed() {
         assert_eq!(find(&headers(&[b"sid=a; sid=b"]), "sid"), Found::Malformed);
-        assert_eq!(find(&headers(&[b"sid=a", b"sid=b"]), "sid"), Found::Malformed);
+        assert_eq!(
+            find(&headers(&[b"sid=a", b"sid=b"]), "sid"),
+            Found::Malformed
+        );
         assert_eq!(find(&headers(&[b"sid=\xff\xfe"]), "sid"), Found::Malformed);
         let huge = format!("sid={}", "A".repeat(10_000));
         assert_eq!(find(&headers(&[huge.as_bytes()]), "sid"), Found::Malformed);

@@ -67,9 +67,9 @@ impl SessionError {
     #[must_use]
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Store(StoreError::NotAnInteger(_)) | Self::InvalidKey(_) | Self::Encode { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::Store(StoreError::NotAnInteger(_))
+            | Self::InvalidKey(_)
+            | Self::Encode { .. } => StatusCode::BAD_REQUEST,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Decode { .. } | Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,7 +114,9 @@ pub(crate) fn error_response(status: StatusCode, message: &'static str, html: bo
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    response.extensions_mut().insert(ErrorMarker { status, message });
+    response
+        .extensions_mut()
+        .insert(ErrorMarker { status, message });
     response
 }
 

@@ -225,7 +225,10 @@ mod tests {
         ));
         assert!(matches!(
             KeyRing::from_comma_separated(&format!("{A},short")),
-            Err(KeyRingError::TooShort { position: 2, len: 5 })
+            Err(KeyRingError::TooShort {
+                position: 2,
+                len: 5
+            })
         ));
     }
 }

@@ -165,7 +165,12 @@ where
 }
 
 /// Commits the session and decorates the response; runs before the response head is sent.
-async fn finish(shared: &Shared, session: &Session, mut response: Response, html: bool) -> Response {
+async fn finish(
+    shared: &Shared,
+    session: &Session,
+    mut response: Response,
+    html: bool,
+) -> Response {
     if html {
         if let Some(marker) = response.extensions().get::<ErrorMarker>().copied() {
             response = error_response(marker.status, marker.message, true);
@@ -176,7 +181,11 @@ async fn finish(shared: &Shared, session: &Session, mut response: Response, html
         Err(error) => {
             // An unacknowledged write must not look like a success.
             tracing::warn!(%error, "session commit failed");
-            return error_response(error.status(), "session store unavailable, please retry", html);
+            return error_response(
+                error.status(),
+                "session store unavailable, please retry",
+                html,
+            );
         }
     };
     let cookie = match (action, value) {

@@ -204,7 +204,10 @@ impl SessionStore for MemoryStore {
         if now < grace_until {
             state.aliases.insert(source, (*new, grace_until));
         }
-        Ok(Applied::Done { counters, key: *new })
+        Ok(Applied::Done {
+            counters,
+            key: *new,
+        })
     }
 
     async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError> {

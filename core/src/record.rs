@@ -64,7 +64,10 @@ impl Record {
     /// Encoded size of the data, as counted against the session size limit.
     #[must_use]
     pub fn data_size(&self) -> usize {
-        self.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        self.fields
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
             + self.user.as_ref().map_or(0, String::len)
     }
 

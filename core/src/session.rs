@@ -37,7 +37,11 @@ impl Shared {
     fn refresh(&self, now: Millis) -> Refresh {
         let idle = Self::millis(self.config.idle_timeout);
         // Truncation is fine: this is a throttle, not a deadline.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let interval = (idle as f64 * self.config.refresh_fraction) as u64;
         Refresh {
             if_deadline_before: now.saturating_add(idle).saturating_sub(interval),
@@ -311,7 +315,10 @@ impl Session {
             let store = &self.shared.store;
             bump(&store.metrics.applies);
             match store.call(store.store.apply(&key, changes, now)).await? {
-                Applied::Done { counters, key: target } => {
+                Applied::Done {
+                    counters,
+                    key: target,
+                } => {
                     state.via_alias |= target != key;
                     state.key = Some(target);
                     if state.existence == Existence::Unknown {
@@ -372,10 +379,11 @@ impl Session {
         static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = format!("{FLASH_PREFIX}{:015}.{sequence:020}", now_millis());
-        let text = serde_json::to_string(&message.into()).map_err(|source| SessionError::Encode {
-            key: key.clone(),
-            source,
-        })?;
+        let text =
+            serde_json::to_string(&message.into()).map_err(|source| SessionError::Encode {
+                key: key.clone(),
+                source,
+            })?;
         self.set_field(&key, text).await
     }
 
@@ -438,7 +446,10 @@ impl Session {
         }
         let now = now_millis();
         let shared = &self.shared;
-        state.record.get_or_insert_with(|| shared.new_record(now)).user = Some(user.to_owned());
+        state
+            .record
+            .get_or_insert_with(|| shared.new_record(now))
+            .user = Some(user.to_owned());
         state.pending.user = Some(UserChange::Set(user.to_owned()));
         Ok(())
     }
@@ -499,13 +510,19 @@ impl Session {
         let current = self.key().await;
         let store = &self.shared.store;
         let idle = Shared::millis(self.shared.config.idle_timeout);
-        let list = store.call(store.store.list_user(&user, now_millis())).await?;
+        let list = store
+            .call(store.store.list_user(&user, now_millis()))
+            .await?;
         Ok(list
             .into_iter()
             .map(|s| SessionInfo {
                 key: s.key.to_string(),
                 created: s.record.created,
-                last_seen: s.record.idle_deadline.saturating_sub(idle).max(s.record.created),
+                last_seen: s
+                    .record
+                    .idle_deadline
+                    .saturating_sub(idle)
+                    .max(s.record.created),
                 expires: s.record.expires_at(),
                 current: Some(s.key) == current,
                 fields: s.record.fields,
@@ -524,7 +541,11 @@ impl Session {
         let current = self.key().await;
         let store = &self.shared.store;
         let n = store
-            .call(store.store.destroy_user(&user, current.as_ref(), now_millis()))
+            .call(
+                store
+                    .store
+                    .destroy_user(&user, current.as_ref(), now_millis()),
+            )
             .await?;
         Ok(n)
     }
@@ -555,7 +576,10 @@ impl Session {
             (_, Some(old)) if state.cycle => self.cycle(&mut state, old, &changes).await?,
             (_, Some(key)) if !changes.is_empty() => {
                 bump(&store.metrics.applies);
-                match store.call(store.store.apply(&key, &changes, now_millis())).await? {
+                match store
+                    .call(store.store.apply(&key, &changes, now_millis()))
+                    .await?
+                {
                     Applied::Done { .. } => {}
                     Applied::Gone => {
                         // The session ended (e.g. logged out) while we ran: never recreate it.

@@ -93,8 +93,13 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     async fn untouched() -> &'static str {
         "ok"
     }
-    async fn show(s: Session, Path(k): Path<String>) -> Result<Json<serde_json::Value>, SessionError> {
-        Ok(Json(s.get::<serde_json::Value>(&k).await?.unwrap_or_default()))
+    async fn show(
+        s: Session,
+        Path(k): Path<String>,
+    ) -> Result<Json<serde_json::Value>, SessionError> {
+        Ok(Json(
+            s.get::<serde_json::Value>(&k).await?.unwrap_or_default(),
+        ))
     }
     async fn put(
         s: Session,
@@ -199,7 +204,12 @@ impl Browser {
     }
 
     /// Sends a request; keeps whatever cookie the response sets or removes.
-    pub async fn send(&mut self, method: &str, path: &str, json: Option<serde_json::Value>) -> Reply {
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        json: Option<serde_json::Value>,
+    ) -> Reply {
         let reply = self.send_raw(method, path, json, self.cookie.clone()).await;
         for set in &reply.set_cookies {
             let pair = set.split(';').next().unwrap_or_default().to_owned();
@@ -231,12 +241,18 @@ impl Browser {
             }
             None => Body::empty(),
         };
-        self.request(builder.body(body).expect("valid test request")).await
+        self.request(builder.body(body).expect("valid test request"))
+            .await
     }
 
     /// Sends a prepared request as is.
     pub async fn request(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
         let set_cookies = headers
@@ -288,10 +304,18 @@ async fn load(store: &DynStore, k: &SessionKey, now: Millis) -> Option<Loaded> {
 pub async fn round_trip_of_typed_values(store: DynStore) {
     let mut b = browser(store.clone());
     let value = serde_json::json!({"name": "Zoë", "n": 3, "tags": ["a", "b"], "none": null});
-    assert_eq!(b.send("POST", "/put/profile", Some(value.clone())).await.status, 200);
+    assert_eq!(
+        b.send("POST", "/put/profile", Some(value.clone()))
+            .await
+            .status,
+        200
+    );
     assert!(b.cookie.is_some(), "a new session sets a cookie");
     let shown = b.send("GET", "/show/profile", None).await;
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&shown.body).unwrap(), value);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&shown.body).unwrap(),
+        value
+    );
     // The contract directly: fields and metadata come back as stored.
     let k = key();
     let mut r = record(T0, 1000, 5000);
@@ -324,34 +348,54 @@ where
 /// 200 concurrent increments on one session end at exactly 200.
 pub async fn concurrent_increments_are_not_lost(store: DynStore) {
     let mut b = browser(store);
-    b.send("POST", "/put/seed", Some(serde_json::json!(1))).await;
+    b.send("POST", "/put/seed", Some(serde_json::json!(1)))
+        .await;
     let replies = concurrently(200, |_| {
         let b = b.clone();
-        async move { b.send_raw("POST", "/incr/hits", None, b.cookie.clone()).await }
+        async move {
+            b.send_raw("POST", "/incr/hits", None, b.cookie.clone())
+                .await
+        }
     })
     .await;
-    assert!(replies.iter().all(|r| r.status == 200), "all increments succeed");
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "all increments succeed"
+    );
     let mut seen: Vec<i64> = replies.iter().map(|r| r.body.parse().unwrap()).collect();
     seen.sort_unstable();
-    assert_eq!(seen, (1..=200).collect::<Vec<_>>(), "each increment saw a distinct value");
+    assert_eq!(
+        seen,
+        (1..=200).collect::<Vec<_>>(),
+        "each increment saw a distinct value"
+    );
     assert_eq!(b.send("GET", "/show/hits", None).await.body, "200");
 }
 
 /// Concurrent read-modify-write requests on different keys all survive.
 pub async fn concurrent_writes_to_different_keys_survive(store: DynStore) {
     let mut b = browser(store);
-    b.send("POST", "/put/seed", Some(serde_json::json!(0))).await;
+    b.send("POST", "/put/seed", Some(serde_json::json!(0)))
+        .await;
     let replies = concurrently(50, |i| {
         let b = b.clone();
         async move {
-            b.send_raw("POST", &format!("/put/k{i}"), Some(serde_json::json!(i)), b.cookie.clone())
-                .await
+            b.send_raw(
+                "POST",
+                &format!("/put/k{i}"),
+                Some(serde_json::json!(i)),
+                b.cookie.clone(),
+            )
+            .await
         }
     })
     .await;
     assert!(replies.iter().all(|r| r.status == 200));
     for i in 0..50 {
-        assert_eq!(b.send("GET", &format!("/show/k{i}"), None).await.body, i.to_string());
+        assert_eq!(
+            b.send("GET", &format!("/show/k{i}"), None).await.body,
+            i.to_string()
+        );
     }
 }
 
@@ -378,10 +422,20 @@ async fn race_with_logout(store: DynStore, slow_path: &str) {
         .await
         .expect("bounded")
         .unwrap();
-    assert!(load(&store, &key, crate::now_millis()).await.is_none(), "no resurrection");
-    assert!(store.list_user("alice", crate::now_millis()).await.unwrap().is_empty());
     assert!(
-        !slow.set_cookies.iter().any(|c| c.contains(&b.cookie.clone().unwrap_or_default())),
+        load(&store, &key, crate::now_millis()).await.is_none(),
+        "no resurrection"
+    );
+    assert!(store
+        .list_user("alice", crate::now_millis())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        !slow
+            .set_cookies
+            .iter()
+            .any(|c| c.contains(&b.cookie.clone().unwrap_or_default())),
         "the old cookie is not handed out again"
     );
     // The replayed cookie names no session.
@@ -395,7 +449,10 @@ pub async fn write_racing_destroy_leaves_no_record(store: DynStore) {
     let k = key();
     store.create(&k, &record(T0, 1000, 5000)).await.unwrap();
     store.destroy(&k).await.unwrap();
-    assert_eq!(store.apply(&k, &set(&[("a", "1")]), T0 + 1).await.unwrap(), Applied::Gone);
+    assert_eq!(
+        store.apply(&k, &set(&[("a", "1")]), T0 + 1).await.unwrap(),
+        Applied::Gone
+    );
     assert!(load(&store, &k, T0 + 1).await.is_none());
 }
 
@@ -410,7 +467,13 @@ pub async fn idle_expiry(store: DynStore) {
     store.create(&k, &record(T0, 1000, 5000)).await.unwrap();
     assert!(load(&store, &k, T0 + 999).await.is_some());
     assert!(load(&store, &k, T0 + 1000).await.is_none());
-    assert_eq!(store.apply(&k, &set(&[("a", "1")]), T0 + 1001).await.unwrap(), Applied::Gone);
+    assert_eq!(
+        store
+            .apply(&k, &set(&[("a", "1")]), T0 + 1001)
+            .await
+            .unwrap(),
+        Applied::Gone
+    );
 }
 
 /// However often a session is refreshed, it ends at its absolute deadline.
@@ -436,7 +499,11 @@ pub async fn refresh_is_throttled(store: DynStore) {
         if_deadline_before: T0 + 900,
         new_deadline: T0 + 1100,
     };
-    let l = store.load(&k, T0 + 100, Some(not_due)).await.unwrap().unwrap();
+    let l = store
+        .load(&k, T0 + 100, Some(not_due))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!l.refreshed);
     assert_eq!(l.record.idle_deadline, T0 + 1000);
     let due = Refresh {
@@ -446,7 +513,10 @@ pub async fn refresh_is_throttled(store: DynStore) {
     let l = store.load(&k, T0 + 600, Some(due)).await.unwrap().unwrap();
     assert!(l.refreshed);
     assert_eq!(l.record.idle_deadline, T0 + 1600);
-    assert!(load(&store, &k, T0 + 1500).await.is_some(), "the refresh was stored");
+    assert!(
+        load(&store, &k, T0 + 1500).await.is_some(),
+        "the refresh was stored"
+    );
 }
 
 /// `cycle` moves the data to the new key; the old key works until the grace window ends.
@@ -459,7 +529,10 @@ pub async fn cycle_keeps_old_id_for_grace_window(store: DynStore) {
         user: Some(UserChange::Set("alice".into())),
         ..set(&[("login", "true")])
     };
-    let done = store.cycle(&old, &new, &changes, T0 + 10, T0 + 1000).await.unwrap();
+    let done = store
+        .cycle(&old, &new, &changes, T0 + 10, T0 + 1000)
+        .await
+        .unwrap();
     assert!(matches!(done, Applied::Done { key, .. } if key == new));
     let fresh = load(&store, &new, T0 + 20).await.unwrap();
     assert_eq!(fresh.record.fields["cart"], "3");
@@ -479,16 +552,27 @@ pub async fn cycle_keeps_old_id_for_grace_window(store: DynStore) {
     }
     // After it, the old key is rejected; the new one lives on.
     assert!(load(&store, &old, T0 + 1000).await.is_none());
-    assert_eq!(store.apply(&old, &incr, T0 + 1001).await.unwrap(), Applied::Gone);
-    assert_eq!(load(&store, &new, T0 + 1001).await.unwrap().record.fields["cart"], "4");
+    assert_eq!(
+        store.apply(&old, &incr, T0 + 1001).await.unwrap(),
+        Applied::Gone
+    );
+    assert_eq!(
+        load(&store, &new, T0 + 1001).await.unwrap().record.fields["cart"],
+        "4"
+    );
     assert_eq!(store.list_user("alice", T0 + 1001).await.unwrap().len(), 1);
     // Cycling onto a taken key is a collision; cycling a dead key is Gone.
     assert!(matches!(
-        store.cycle(&new, &new, &Changes::default(), T0 + 1002, T0 + 2000).await,
+        store
+            .cycle(&new, &new, &Changes::default(), T0 + 1002, T0 + 2000)
+            .await,
         Err(StoreError::IdCollision)
     ));
     assert_eq!(
-        store.cycle(&key(), &key(), &Changes::default(), T0, T0 + 10).await.unwrap(),
+        store
+            .cycle(&key(), &key(), &Changes::default(), T0, T0 + 10)
+            .await
+            .unwrap(),
         Applied::Gone
     );
 }
@@ -497,7 +581,8 @@ pub async fn cycle_keeps_old_id_for_grace_window(store: DynStore) {
 /// (the grace window) but is never handed back.
 pub async fn cycle_through_layer(store: DynStore) {
     let mut b = browser(store);
-    b.send("POST", "/put/cart", Some(serde_json::json!(["apple"]))).await;
+    b.send("POST", "/put/cart", Some(serde_json::json!(["apple"])))
+        .await;
     let before = b.cookie.clone().unwrap();
     let login = b.send("POST", "/login/alice", None).await;
     assert_eq!(login.status, 200);
@@ -505,7 +590,10 @@ pub async fn cycle_through_layer(store: DynStore) {
     assert_ne!(before, after, "login cycles the ID");
     assert_eq!(b.send("GET", "/show/cart", None).await.body, "[\"apple\"]");
     let old = b.send_raw("GET", "/show/login", None, Some(before)).await;
-    assert_eq!(old.body, "true", "the pre-login cookie works within the grace window");
+    assert_eq!(
+        old.body, "true",
+        "the pre-login cookie works within the grace window"
+    );
     assert!(old.set_cookies.is_empty(), "and is never re-issued");
 }
 
@@ -546,7 +634,10 @@ pub async fn per_user_list_and_revoke(store: DynStore) {
     let dave: Vec<UserSession> = store.list_user("dave", T0 + 3).await.unwrap();
     assert_eq!(dave.len(), 1);
     assert_eq!(dave[0].key, k);
-    assert!(store.list_user("dave", T0 + 1000).await.unwrap().is_empty(), "expired ones are not listed");
+    assert!(
+        store.list_user("dave", T0 + 1000).await.unwrap().is_empty(),
+        "expired ones are not listed"
+    );
     let k2 = key();
     store.create(&k2, &record(T0, 1000, 5000)).await.unwrap();
     store.apply(&k2, &to("erin"), T0 + 1).await.unwrap();
@@ -557,14 +648,23 @@ pub async fn per_user_list_and_revoke(store: DynStore) {
 /// A value that would exceed the size limit is refused, and nothing is written.
 pub async fn size_limit_writes_nothing(store: DynStore) {
     let mut b = browser(store);
-    b.send("POST", "/put/small", Some(serde_json::json!("x"))).await;
+    b.send("POST", "/put/small", Some(serde_json::json!("x")))
+        .await;
     let huge = "y".repeat(17 * 1024);
-    let reply = b.send("POST", "/put/huge", Some(serde_json::json!(huge))).await;
+    let reply = b
+        .send("POST", "/put/huge", Some(serde_json::json!(huge)))
+        .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(b.send("GET", "/show/huge", None).await.body, "null");
     assert_eq!(b.send("GET", "/show/small", None).await.body, "\"x\"");
-    let reply = b.send("POST", "/put/__flash.x", Some(serde_json::json!(1))).await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "reserved keys are refused");
+    let reply = b
+        .send("POST", "/put/__flash.x", Some(serde_json::json!(1)))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "reserved keys are refused"
+    );
 }
 
 /// `create` never overwrites an existing session.
@@ -574,15 +674,27 @@ pub async fn id_collision_on_create(store: DynStore) {
     r.fields.insert("owner".into(), "1".into());
     store.create(&k, &r).await.unwrap();
     let other = record(T0, 1000, 5000);
-    assert!(matches!(store.create(&k, &other).await, Err(StoreError::IdCollision)));
-    assert_eq!(load(&store, &k, T0 + 1).await.unwrap().record.fields["owner"], "1");
+    assert!(matches!(
+        store.create(&k, &other).await,
+        Err(StoreError::IdCollision)
+    ));
+    assert_eq!(
+        load(&store, &k, T0 + 1).await.unwrap().record.fields["owner"],
+        "1"
+    );
 }
 
 /// Destroying twice is fine; destroying through a cycle's alias ends the session itself.
 pub async fn destroy_is_idempotent_and_follows_aliases(store: DynStore) {
     let (old, new) = (key(), key());
-    store.create(&old, &record(T0, 10_000, 50_000)).await.unwrap();
-    store.cycle(&old, &new, &Changes::default(), T0 + 1, T0 + 5000).await.unwrap();
+    store
+        .create(&old, &record(T0, 10_000, 50_000))
+        .await
+        .unwrap();
+    store
+        .cycle(&old, &new, &Changes::default(), T0 + 1, T0 + 5000)
+        .await
+        .unwrap();
     store.destroy(&old).await.unwrap();
     assert!(load(&store, &new, T0 + 2).await.is_none());
     store.destroy(&old).await.unwrap();
@@ -609,7 +721,12 @@ impl CountingStore {
 
     /// Calls since the last `take`, and their names; resets both.
     pub fn take(&self) -> (u64, Vec<&'static str>) {
-        let log = std::mem::take(&mut *self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let log = std::mem::take(
+            &mut *self
+                .log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         (self.calls.swap(0, Ordering::SeqCst), log)
     }
 
@@ -624,7 +741,12 @@ impl CountingStore {
 
 #[async_trait]
 impl SessionStore for CountingStore {
-    async fn load(&self, k: &SessionKey, now: Millis, r: Option<Refresh>) -> Result<Option<Loaded>, StoreError> {
+    async fn load(
+        &self,
+        k: &SessionKey,
+        now: Millis,
+        r: Option<Refresh>,
+    ) -> Result<Option<Loaded>, StoreError> {
         self.count("load");
         self.inner.load(k, now, r).await
     }
@@ -636,7 +758,14 @@ impl SessionStore for CountingStore {
         self.count("apply");
         self.inner.apply(k, c, now).await
     }
-    async fn cycle(&self, o: &SessionKey, n: &SessionKey, c: &Changes, now: Millis, g: Millis) -> Result<Applied, StoreError> {
+    async fn cycle(
+        &self,
+        o: &SessionKey,
+        n: &SessionKey,
+        c: &Changes,
+        now: Millis,
+        g: Millis,
+    ) -> Result<Applied, StoreError> {
         self.count("cycle");
         self.inner.cycle(o, n, c, now, g).await
     }
@@ -648,7 +777,12 @@ impl SessionStore for CountingStore {
         self.count("list_user");
         self.inner.list_user(u, now).await
     }
-    async fn destroy_user(&self, u: &str, keep: Option<&SessionKey>, now: Millis) -> Result<u64, StoreError> {
+    async fn destroy_user(
+        &self,
+        u: &str,
+        keep: Option<&SessionKey>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         self.count("destroy_user");
         self.inner.destroy_user(u, keep, now).await
     }
@@ -664,7 +798,12 @@ pub async fn round_trip_budget(store: DynStore) {
     let counting = Arc::new(CountingStore::new(store));
     let mut b = browser(counting.clone());
     let expect = |label: &str, max: u64, calls: (u64, Vec<&'static str>)| {
-        assert!(calls.0 <= max, "{label}: {} store calls {:?}, budget {max}", calls.0, calls.1);
+        assert!(
+            calls.0 <= max,
+            "{label}: {} store calls {:?}, budget {max}",
+            calls.0,
+            calls.1
+        );
         calls.0
     };
     b.send("GET", "/untouched", None).await;
@@ -694,7 +833,10 @@ pub async fn flashes_are_shown_once(store: DynStore) {
     let mut b = browser(store);
     b.send("POST", "/flash/one", None).await;
     b.send("POST", "/flash/two", None).await;
-    assert_eq!(b.send("GET", "/flashes", None).await.body, "[\"one\",\"two\"]");
+    assert_eq!(
+        b.send("GET", "/flashes", None).await.body,
+        "[\"one\",\"two\"]"
+    );
     assert_eq!(b.send("GET", "/flashes", None).await.body, "[]");
 }
 
@@ -763,7 +905,12 @@ impl FlakyStore {
 
 #[async_trait]
 impl SessionStore for FlakyStore {
-    async fn load(&self, k: &SessionKey, now: Millis, r: Option<Refresh>) -> Result<Option<Loaded>, StoreError> {
+    async fn load(
+        &self,
+        k: &SessionKey,
+        now: Millis,
+        r: Option<Refresh>,
+    ) -> Result<Option<Loaded>, StoreError> {
         self.check().await?;
         self.inner.load(k, now, r).await
     }
@@ -775,7 +922,14 @@ impl SessionStore for FlakyStore {
         self.check().await?;
         self.inner.apply(k, c, now).await
     }
-    async fn cycle(&self, o: &SessionKey, n: &SessionKey, c: &Changes, now: Millis, g: Millis) -> Result<Applied, StoreError> {
+    async fn cycle(
+        &self,
+        o: &SessionKey,
+        n: &SessionKey,
+        c: &Changes,
+        now: Millis,
+        g: Millis,
+    ) -> Result<Applied, StoreError> {
         self.check().await?;
         self.inner.cycle(o, n, c, now, g).await
     }
@@ -787,7 +941,12 @@ impl SessionStore for FlakyStore {
         self.check().await?;
         self.inner.list_user(u, now).await
     }
-    async fn destroy_user(&self, u: &str, keep: Option<&SessionKey>, now: Millis) -> Result<u64, StoreError> {
+    async fn destroy_user(
+        &self,
+        u: &str,
+        keep: Option<&SessionKey>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         self.check().await?;
         self.inner.destroy_user(u, keep, now).await
     }

@@ -20,11 +20,19 @@ fn memory_layer(config: SessionConfig) -> SessionLayer {
 
 #[tokio::test]
 async fn new_session_cookie_has_safe_defaults() {
-    let config = SessionConfig::builder(KeyRing::generate().unwrap()).build().unwrap();
+    let config = SessionConfig::builder(KeyRing::generate().unwrap())
+        .build()
+        .unwrap();
     let mut b = browser_with(memory_layer(config));
     let reply = b.send("POST", "/put/a", Some(serde_json::json!(1))).await;
     let cookie = &reply.set_cookies[0];
-    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=86400"] {
+    for attribute in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=86400",
+    ] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
     assert!(!cookie.contains("Domain"));
@@ -47,7 +55,8 @@ async fn browser_session_cookie_has_no_max_age() {
 #[tokio::test]
 async fn forged_and_malformed_cookies_are_no_session() {
     let mut b = browser_with(memory_layer(test_config().build().unwrap()));
-    b.send("POST", "/put/secret", Some(serde_json::json!("mine"))).await;
+    b.send("POST", "/put/secret", Some(serde_json::json!("mine")))
+        .await;
     let good = b.cookie.clone().unwrap();
     let value = good.split_once('=').unwrap().1.to_owned();
     let mut flipped = value.clone().into_bytes();
@@ -64,14 +73,19 @@ async fn forged_and_malformed_cookies_are_no_session() {
         "sid=%00%ff".to_owned(),
     ];
     for cookie in cases {
-        let reply = b.send_raw("GET", "/show/secret", None, Some(cookie.clone())).await;
+        let reply = b
+            .send_raw("GET", "/show/secret", None, Some(cookie.clone()))
+            .await;
         assert_eq!(reply.status, 200, "{cookie}");
         assert_eq!(reply.body, "null", "{cookie} must not reach the session");
     }
     // Non-UTF-8 bytes in the header itself.
     let request = http::Request::builder()
         .uri("/show/secret")
-        .header("cookie", http::HeaderValue::from_bytes(b"sid=\xff\xfe; x=1").unwrap())
+        .header(
+            "cookie",
+            http::HeaderValue::from_bytes(b"sid=\xff\xfe; x=1").unwrap(),
+        )
         .body(axum::body::Body::empty())
         .unwrap();
     let router = test_router(memory_layer(test_config().build().unwrap()), Arc::default());
@@ -89,23 +103,43 @@ async fn rotated_keys_verify_and_re_sign() {
         .build()
         .unwrap();
     let mut b = browser_with(SessionLayer::from_arc(store.clone(), old));
-    b.send("POST", "/put/a", Some(serde_json::json!("kept"))).await;
+    b.send("POST", "/put/a", Some(serde_json::json!("kept")))
+        .await;
     let signed_by_old = b.cookie.clone().unwrap();
     let rotated = SessionConfig::builder(KeyRing::new([NEW, OLD]).unwrap())
         .with_secure(false)
         .build()
         .unwrap();
-    let mut b = Browser::new(test_router(SessionLayer::from_arc(store.clone(), rotated), Arc::default()));
+    let mut b = Browser::new(test_router(
+        SessionLayer::from_arc(store.clone(), rotated),
+        Arc::default(),
+    ));
     b.cookie = Some(signed_by_old.clone());
     let reply = b.send("GET", "/show/a", None).await;
     assert_eq!(reply.body, "\"kept\"");
     assert_eq!(reply.set_cookies.len(), 1, "an old-key cookie is re-signed");
     assert_ne!(b.cookie.clone().unwrap(), signed_by_old);
     // Once the old key is dropped, only the re-signed cookie works.
-    let only_new = SessionConfig::builder(KeyRing::new([NEW]).unwrap()).with_secure(false).build().unwrap();
-    let b2 = Browser::new(test_router(SessionLayer::from_arc(store, only_new), Arc::default()));
-    assert_eq!(b2.send_raw("GET", "/show/a", None, Some(signed_by_old)).await.body, "null");
-    assert_eq!(b2.send_raw("GET", "/show/a", None, b.cookie.clone()).await.body, "\"kept\"");
+    let only_new = SessionConfig::builder(KeyRing::new([NEW]).unwrap())
+        .with_secure(false)
+        .build()
+        .unwrap();
+    let b2 = Browser::new(test_router(
+        SessionLayer::from_arc(store, only_new),
+        Arc::default(),
+    ));
+    assert_eq!(
+        b2.send_raw("GET", "/show/a", None, Some(signed_by_old))
+            .await
+            .body,
+        "null"
+    );
+    assert_eq!(
+        b2.send_raw("GET", "/show/a", None, b.cookie.clone())
+            .await
+            .body,
+        "\"kept\""
+    );
 }
 
 #[tokio::test]
@@ -118,7 +152,10 @@ async fn logout_removes_the_cookie_and_replay_fails() {
     assert_eq!(reply.headers["cache-control"], "no-store");
     let replay = b.send_raw("GET", "/show/login", None, cookie).await;
     assert_eq!(replay.body, "null");
-    assert!(replay.set_cookies[0].contains("Max-Age=0"), "a dead cookie is cleared");
+    assert!(
+        replay.set_cookies[0].contains("Max-Age=0"),
+        "a dead cookie is cleared"
+    );
 }
 
 fn flaky(policy: FailurePolicy) -> (Arc<FlakyStore>, Browser) {
@@ -142,8 +179,15 @@ async fn store_outage_fails_closed_with_503_and_recovers() {
     let reply = b.send("GET", "/show/a", None).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.headers["retry-after"], "1");
-    assert_eq!(reply.body, r#"{"error":"session store unavailable, please retry"}"#);
-    assert_eq!(b.send("GET", "/untouched", None).await.status, 200, "session-free routes are unaffected");
+    assert_eq!(
+        reply.body,
+        r#"{"error":"session store unavailable, please retry"}"#
+    );
+    assert_eq!(
+        b.send("GET", "/untouched", None).await.status,
+        200,
+        "session-free routes are unaffected"
+    );
     // Browsers get a small HTML page instead of JSON.
     let request = http::Request::builder()
         .uri("/show/a")
@@ -161,7 +205,11 @@ async fn store_outage_fails_closed_with_503_and_recovers() {
     store.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(250)).await;
     let reply = b.send("GET", "/show/a", None).await;
-    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "1"), "recovers by itself");
+    assert_eq!(
+        (reply.status.as_u16(), reply.body.as_str()),
+        (200, "1"),
+        "recovers by itself"
+    );
 }
 
 #[tokio::test]
@@ -172,15 +220,25 @@ async fn a_hanging_store_is_bounded_by_the_timeout_and_the_breaker() {
     for _ in 0..3 {
         let started = Instant::now();
         assert_eq!(b.send("GET", "/show/a", None).await.status, 503);
-        assert!(started.elapsed() < Duration::from_secs(2), "bounded by the store timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded by the store timeout"
+        );
     }
     // The breaker is open now: calls fail fast without waiting for the timeout.
     let started = Instant::now();
     assert_eq!(b.send("GET", "/show/a", None).await.status, 503);
-    assert!(started.elapsed() < Duration::from_millis(90), "open breaker fails fast");
+    assert!(
+        started.elapsed() < Duration::from_millis(90),
+        "open breaker fails fast"
+    );
     store.hang.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(b.send("GET", "/show/a", None).await.status, 200, "a probe closes the breaker");
+    assert_eq!(
+        b.send("GET", "/show/a", None).await.status,
+        200,
+        "a probe closes the breaker"
+    );
 }
 
 #[tokio::test]
@@ -191,25 +249,57 @@ async fn anonymous_policy_serves_logged_out_and_writes_nothing() {
     store.down.store(true, Ordering::SeqCst);
     let reply = b.send("GET", "/show/login", None).await;
     assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "null"));
-    assert!(reply.set_cookies.is_empty(), "the cookie is kept for when the store is back");
+    assert!(
+        reply.set_cookies.is_empty(),
+        "the cookie is kept for when the store is back"
+    );
     let reply = b.send("POST", "/put/x", Some(serde_json::json!(1))).await;
     assert_eq!(reply.status, 200);
     store.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(b.cookie, cookie);
-    assert_eq!(b.send("GET", "/show/login", None).await.body, "true", "logged in again");
-    assert_eq!(b.send("GET", "/show/x", None).await.body, "null", "nothing was written");
+    assert_eq!(
+        b.send("GET", "/show/login", None).await.body,
+        "true",
+        "logged in again"
+    );
+    assert_eq!(
+        b.send("GET", "/show/x", None).await.body,
+        "null",
+        "nothing was written"
+    );
 }
 
 #[test]
 fn cookie_prefix_rules_are_enforced() {
     let ring = || KeyRing::generate().unwrap();
-    assert!(SessionConfig::builder(ring()).with_cookie_name("__Host-id").build().is_ok());
-    assert!(SessionConfig::builder(ring()).with_cookie_name("__Host-id").with_secure(false).build().is_err());
-    assert!(SessionConfig::builder(ring()).with_cookie_name("__Host-id").with_path("/app").build().is_err());
-    assert!(SessionConfig::builder(ring()).with_cookie_name("__Secure-id").with_secure(false).build().is_err());
-    assert!(SessionConfig::builder(ring()).with_cookie_name("bad name").build().is_err());
-    assert!(SessionConfig::builder(ring()).with_cookie_name("").build().is_err());
+    assert!(SessionConfig::builder(ring())
+        .with_cookie_name("__Host-id")
+        .build()
+        .is_ok());
+    assert!(SessionConfig::builder(ring())
+        .with_cookie_name("__Host-id")
+        .with_secure(false)
+        .build()
+        .is_err());
+    assert!(SessionConfig::builder(ring())
+        .with_cookie_name("__Host-id")
+        .with_path("/app")
+        .build()
+        .is_err());
+    assert!(SessionConfig::builder(ring())
+        .with_cookie_name("__Secure-id")
+        .with_secure(false)
+        .build()
+        .is_err());
+    assert!(SessionConfig::builder(ring())
+        .with_cookie_name("bad name")
+        .build()
+        .is_err());
+    assert!(SessionConfig::builder(ring())
+        .with_cookie_name("")
+        .build()
+        .is_err());
     assert!(SessionConfig::builder(ring())
         .with_idle_timeout(Duration::from_secs(10))
         .with_absolute_lifetime(Duration::from_secs(5))

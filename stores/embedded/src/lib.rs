@@ -66,7 +66,9 @@ pub enum EmbeddedError {
         path: PathBuf,
     },
     /// The data file is not a readable Cloakroom database (corrupt, truncated, or foreign).
-    #[error("cannot open the data file {path}: {reason}. Move it aside to start with an empty store")]
+    #[error(
+        "cannot open the data file {path}: {reason}. Move it aside to start with an empty store"
+    )]
     Unreadable {
         /// The file.
         path: PathBuf,
@@ -85,7 +87,9 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("path", &self.path).finish()
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -180,7 +184,8 @@ impl EmbeddedStore {
     /// # Errors
     /// [`StoreError::Unavailable`] if the database fails.
     pub async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
-        self.write(move |txn| Tables::open(txn)?.purge_expired(now)).await
+        self.write(move |txn| Tables::open(txn)?.purge_expired(now))
+            .await
     }
 }
 
@@ -208,11 +213,12 @@ impl SessionStore for EmbeddedStore {
                 };
                 self.write(move |txn| {
                     let mut t = Tables::open(txn)?;
-                    Ok(t.apply(&target, &changes, now)?.map(|(key, record, _)| Loaded {
-                        record,
-                        key,
-                        refreshed: true,
-                    }))
+                    Ok(t.apply(&target, &changes, now)?
+                        .map(|(key, record, _)| Loaded {
+                            record,
+                            key,
+                            refreshed: true,
+                        }))
                 })
                 .await
             }
@@ -283,9 +289,7 @@ impl SessionStore for EmbeddedStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let path = self.path.clone();
-        let sessions = self
-            .read(|txn| tables::Reader::open(txn)?.count())
-            .await?;
+        let sessions = self.read(|txn| tables::Reader::open(txn)?.count()).await?;
         Ok(StoreStats {
             sessions,
             bytes: std::fs::metadata(path).ok().map(|m| m.len()),

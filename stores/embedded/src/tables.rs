@@ -108,7 +108,10 @@ fn resolve_in(
         },
         None => *key,
     };
-    let Some(bytes) = sessions.get(target.as_bytes().as_slice()).map_err(backend)? else {
+    let Some(bytes) = sessions
+        .get(target.as_bytes().as_slice())
+        .map_err(backend)?
+    else {
         return Ok(None);
     };
     let record = decode(bytes.value())?;
@@ -157,10 +160,18 @@ impl Reader {
         resolve_in(&self.sessions, &self.aliases, key, now)
     }
 
-    pub(crate) fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
+    pub(crate) fn list_user(
+        &self,
+        user: &str,
+        now: Millis,
+    ) -> Result<Vec<UserSession>, StoreError> {
         let mut out = Vec::new();
         for key in users_of(&self.users, user)? {
-            if let Some(bytes) = self.sessions.get(key.as_bytes().as_slice()).map_err(backend)? {
+            if let Some(bytes) = self
+                .sessions
+                .get(key.as_bytes().as_slice())
+                .map_err(backend)?
+            {
                 let record = decode(bytes.value())?;
                 if record.is_alive(now) {
                     out.push(UserSession { key, record });
@@ -200,23 +211,37 @@ impl<'t> Tables<'t> {
     }
 
     /// Writes `record` under `key`, keeping both indexes in step with `before`.
-    fn put(&mut self, key: &SessionKey, record: &Record, before: Option<&Record>) -> Result<(), StoreError> {
+    fn put(
+        &mut self,
+        key: &SessionKey,
+        record: &Record,
+        before: Option<&Record>,
+    ) -> Result<(), StoreError> {
         let bytes = encode(record)?;
         self.sessions
             .insert(key.as_bytes().as_slice(), bytes.as_slice())
             .map_err(backend)?;
-        let (old_user, old_expiry) = (before.and_then(|r| r.user.as_deref()), before.map(Record::expires_at));
+        let (old_user, old_expiry) = (
+            before.and_then(|r| r.user.as_deref()),
+            before.map(Record::expires_at),
+        );
         if old_user != record.user.as_deref() {
             if let Some(user) = old_user {
-                self.users.remove(user_entry(user, key).as_slice()).map_err(backend)?;
+                self.users
+                    .remove(user_entry(user, key).as_slice())
+                    .map_err(backend)?;
             }
             if let Some(user) = &record.user {
-                self.users.insert(user_entry(user, key).as_slice(), ()).map_err(backend)?;
+                self.users
+                    .insert(user_entry(user, key).as_slice(), ())
+                    .map_err(backend)?;
             }
         }
         if old_expiry != Some(record.expires_at()) {
             if let Some(deadline) = old_expiry {
-                self.expiry.remove(expiry_entry(deadline, key).as_slice()).map_err(backend)?;
+                self.expiry
+                    .remove(expiry_entry(deadline, key).as_slice())
+                    .map_err(backend)?;
             }
             self.expiry
                 .insert(expiry_entry(record.expires_at(), key).as_slice(), ())
@@ -227,13 +252,19 @@ impl<'t> Tables<'t> {
 
     /// Deletes the record under `key` and its index entries.
     fn delete(&mut self, key: &SessionKey) -> Result<bool, StoreError> {
-        let Some(bytes) = self.sessions.remove(key.as_bytes().as_slice()).map_err(backend)? else {
+        let Some(bytes) = self
+            .sessions
+            .remove(key.as_bytes().as_slice())
+            .map_err(backend)?
+        else {
             return Ok(false);
         };
         let record = decode(bytes.value())?;
         drop(bytes);
         if let Some(user) = &record.user {
-            self.users.remove(user_entry(user, key).as_slice()).map_err(backend)?;
+            self.users
+                .remove(user_entry(user, key).as_slice())
+                .map_err(backend)?;
         }
         self.expiry
             .remove(expiry_entry(record.expires_at(), key).as_slice())
@@ -276,7 +307,8 @@ impl<'t> Tables<'t> {
         if self.exists(new)? {
             return Err(StoreError::IdCollision);
         }
-        let Some((source, mut record)) = resolve_in(&self.sessions, &self.aliases, old, now)? else {
+        let Some((source, mut record)) = resolve_in(&self.sessions, &self.aliases, old, now)?
+        else {
             return Ok(Applied::Gone);
         };
         let counters = record.apply(changes)?;
@@ -284,10 +316,16 @@ impl<'t> Tables<'t> {
         self.put(new, &record, None)?;
         if now < grace_until {
             self.aliases
-                .insert(source.as_bytes().as_slice(), alias_value(new, grace_until).as_slice())
+                .insert(
+                    source.as_bytes().as_slice(),
+                    alias_value(new, grace_until).as_slice(),
+                )
                 .map_err(backend)?;
         }
-        Ok(Applied::Done { counters, key: *new })
+        Ok(Applied::Done {
+            counters,
+            key: *new,
+        })
     }
 
     pub(crate) fn destroy(&mut self, key: &SessionKey) -> Result<(), StoreError> {
@@ -319,7 +357,8 @@ impl<'t> Tables<'t> {
             if Some(&key) == keep {
                 continue;
             }
-            let alive = resolve_in(&self.sessions, &self.aliases, &key, now)?.is_some_and(|(t, _)| t == key);
+            let alive = resolve_in(&self.sessions, &self.aliases, &key, now)?
+                .is_some_and(|(t, _)| t == key);
             self.destroy(&key)?;
             n += u64::from(alive);
         }
@@ -336,7 +375,11 @@ impl<'t> Tables<'t> {
         }
         let mut purged = 0;
         for key in due {
-            let expired = match self.sessions.get(key.as_bytes().as_slice()).map_err(backend)? {
+            let expired = match self
+                .sessions
+                .get(key.as_bytes().as_slice())
+                .map_err(backend)?
+            {
                 Some(bytes) => !decode(bytes.value())?.is_alive(now),
                 None => true,
             };

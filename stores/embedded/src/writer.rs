@@ -75,13 +75,18 @@ impl Writer {
             Box::new(move |failure: Option<&str>| {
                 let _ = tx.send(match failure {
                     None => result,
-                    Some(why) => Err(StoreError::unavailable(std::io::Error::other(why.to_owned()))),
+                    Some(why) => Err(StoreError::unavailable(std::io::Error::other(
+                        why.to_owned(),
+                    ))),
                 });
             })
         });
         {
             let jobs = self.inner.jobs.lock().map_err(|_| closed())?;
-            jobs.as_ref().ok_or_else(closed)?.send(job).map_err(|_| closed())?;
+            jobs.as_ref()
+                .ok_or_else(closed)?
+                .send(job)
+                .map_err(|_| closed())?;
         }
         rx.await.map_err(|_| closed())?
     }

@@ -30,7 +30,10 @@ async fn sessions_and_user_index_survive_a_restart() {
     let now = now_millis();
     {
         let store = EmbeddedStore::open(&dir).unwrap();
-        store.create(&key, &Record::new(now, now + 60_000, now + 120_000)).await.unwrap();
+        store
+            .create(&key, &Record::new(now, now + 60_000, now + 120_000))
+            .await
+            .unwrap();
         let changes = Changes {
             user: Some(UserChange::Set("alice".into())),
             set: [("cart".to_owned(), "[1,2]".to_owned())].into(),
@@ -38,7 +41,10 @@ async fn sessions_and_user_index_survive_a_restart() {
         };
         store.apply(&key, &changes, now).await.unwrap();
         // Reopening while open is a clear error, not a panic.
-        assert!(matches!(EmbeddedStore::open(&dir), Err(EmbeddedError::InUse { .. })));
+        assert!(matches!(
+            EmbeddedStore::open(&dir),
+            Err(EmbeddedError::InUse { .. })
+        ));
         store.shutdown();
     }
     let store = EmbeddedStore::open(&dir).unwrap();
@@ -51,15 +57,25 @@ async fn sessions_and_user_index_survive_a_restart() {
 async fn purge_removes_expired_sessions_and_their_index_entries() {
     let store = make_store().await;
     let now = now_millis();
-    let (dead, live) = (SessionId::random().unwrap().key(), SessionId::random().unwrap().key());
+    let (dead, live) = (
+        SessionId::random().unwrap().key(),
+        SessionId::random().unwrap().key(),
+    );
     let mut r = Record::new(now - 10_000, now - 5_000, now + 60_000);
     r.user = Some("bob".into());
     store.create(&dead, &r).await.unwrap();
-    store.create(&live, &Record::new(now, now + 60_000, now + 60_000)).await.unwrap();
+    store
+        .create(&live, &Record::new(now, now + 60_000, now + 60_000))
+        .await
+        .unwrap();
     assert_eq!(store.stats().await.unwrap().sessions, 2);
     assert_eq!(store.purge_expired(now).await.unwrap(), 1);
     assert_eq!(store.stats().await.unwrap().sessions, 1);
-    assert!(store.list_user("bob", now - 20_000).await.unwrap().is_empty());
+    assert!(store
+        .list_user("bob", now - 20_000)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store.load(&live, now, None).await.unwrap().is_some());
 }
 
@@ -67,8 +83,15 @@ async fn purge_removes_expired_sessions_and_their_index_entries() {
 fn a_corrupt_file_is_a_clear_error() {
     let dir = fresh_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(FILE_NAME), b"this is not a database, just some bytes".repeat(200)).unwrap();
+    std::fs::write(
+        dir.join(FILE_NAME),
+        b"this is not a database, just some bytes".repeat(200),
+    )
+    .unwrap();
     let error = EmbeddedStore::open(&dir).unwrap_err();
-    assert!(matches!(error, EmbeddedError::Unreadable { .. }), "{error:?}");
+    assert!(
+        matches!(error, EmbeddedError::Unreadable { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("Move it aside"), "{error}");
 }

@@ -1,0 +1,98 @@
+//! Opening the configured backend: the session store and the todo store beside it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cloakroom::{MemoryStore, SessionStore};
+use cloakroom_embedded::{EmbeddedError, EmbeddedStore};
+
+use crate::config::{redact, StoreSpec};
+use crate::todos::{embedded::EmbeddedTodos, MemoryTodos, TodoStore};
+
+/// Why the backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The embedded store failed to open.
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    /// The Redis store failed to connect or is not built in.
+    #[error("cannot use the Redis store at {url}: {reason}")]
+    Redis {
+        /// The URL, password redacted.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// An open backend.
+pub struct Backend {
+    /// Sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Todo lists, in the same backend.
+    pub todos: Arc<dyn TodoStore>,
+    /// The folder the backend keeps its files in, if any.
+    pub data_dir: Option<PathBuf>,
+    /// A human-readable description for the startup log (no secrets).
+    pub description: String,
+    embedded: Option<EmbeddedStore>,
+}
+
+impl Backend {
+    /// Opens the backend `spec` names.
+    ///
+    /// # Errors
+    /// [`BackendError`] with a message that says what to fix.
+    pub async fn open(spec: &StoreSpec) -> Result<Self, BackendError> {
+        match spec {
+            StoreSpec::Memory => Ok(Self {
+                sessions: Arc::new(MemoryStore::default()),
+                todos: Arc::new(MemoryTodos::default()),
+                data_dir: None,
+                description: "memory (nothing survives a restart)".into(),
+                embedded: None,
+            }),
+            StoreSpec::Embedded(dir) => {
+                let store = EmbeddedStore::open(dir)?;
+                Ok(Self {
+                    sessions: Arc::new(store.clone()),
+                    todos: Arc::new(EmbeddedTodos::new(store.clone())),
+                    data_dir: Some(dir.clone()),
+                    description: format!("embedded store in {}", store.path().display()),
+                    embedded: Some(store),
+                })
+            }
+            StoreSpec::Redis(url) => {
+                crate::redis_backend::open(url)
+                    .await
+                    .map_err(|reason| BackendError::Redis {
+                        url: redact(url),
+                        reason,
+                    })
+            }
+        }
+    }
+
+    /// Assembles a backend from parts (used by the Redis backend).
+    #[must_use]
+    pub fn from_parts(
+        sessions: Arc<dyn SessionStore>,
+        todos: Arc<dyn TodoStore>,
+        description: String,
+    ) -> Self {
+        Self {
+            sessions,
+            todos,
+            data_dir: None,
+            description,
+            embedded: None,
+        }
+    }
+
+    /// Flushes and closes: queued writes are committed before this returns.
+    pub fn close(&self) {
+        if let Some(store) = &self.embedded {
+            store.shutdown();
+        }
+    }
+}

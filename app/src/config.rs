@@ -1,0 +1,328 @@
+//! Command-line flags with environment fallbacks (12-factor), and what they parse into.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use cloakroom::{FailurePolicy, SameSite};
+
+/// Cloakroom: server-side sessions, and a reference app that shows them off.
+#[derive(Debug, Parser)]
+#[command(name = "cloakroom", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; without one, `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the reference app (the default).
+    Serve(Box<ServeArgs>),
+    /// Print session counts and storage size.
+    Stats(StoreArgs),
+    /// Estimate storage for a number of sessions, from the current average size.
+    Sizing {
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// How many sessions to plan for.
+        #[arg(long, default_value_t = 100_000)]
+        sessions: u64,
+    },
+    /// List a user's sessions.
+    List {
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The user whose sessions to list.
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke sessions: all of a user's, or one by its key (from `list`).
+    Revoke {
+        /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Revoke every session of this user.
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        user: Option<String>,
+        /// Revoke the session with this key.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Print a fresh random secret for SESSION_SECRET.
+    Secret,
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Session store: `memory`, a folder path or `file:PATH` (embedded store), or
+    /// `redis://[user:password@]host:port[/db]` / `rediss://…` [env: SESSION_STORE, DB, REDIS_URL]
+    #[arg(long)]
+    pub store: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store setting: the flag, else `SESSION_STORE`, `DB`, `REDIS_URL`, else the default.
+    #[must_use]
+    pub fn resolve(&self) -> String {
+        self.store
+            .clone()
+            .or_else(|| {
+                ["SESSION_STORE", "DB", "REDIS_URL"]
+                    .iter()
+                    .find_map(|v| non_empty_env(v))
+            })
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned())
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The data folder used when nothing else is configured.
+pub const DEFAULT_DATA_DIR: &str = "./cloakroom-data";
+
+/// Options of `cloakroom serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on. Defaults to 127.0.0.1, or 0.0.0.0 on Cloud Run (K_SERVICE set).
+    #[arg(long, env = "HOST")]
+    pub host: Option<std::net::IpAddr>,
+    /// Store options.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Folder for local state (the development secret) when the store is not a folder.
+    #[arg(long, env = "CLOAKROOM_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Production mode: refuse to start without SESSION_SECRET. Also CLOAKROOM_ENV=production.
+    #[arg(long)]
+    pub production: bool,
+    /// Idle timeout, e.g. `30m`, `24h`.
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value = "24h", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Absolute session lifetime, e.g. `7d`.
+    #[arg(long, env = "SESSION_ABSOLUTE_LIFETIME", default_value = "7d", value_parser = parse_duration)]
+    pub absolute_lifetime: Duration,
+    /// How long an old ID keeps working after login cycles it.
+    #[arg(long, env = "SESSION_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Session cookie name (`__Host-` prefix supported).
+    #[arg(long, env = "SESSION_COOKIE_NAME", default_value = "sid")]
+    pub cookie_name: String,
+    /// SameSite attribute: lax, strict or none.
+    #[arg(long, env = "SESSION_SAME_SITE", default_value = "lax")]
+    pub same_site: SameSite,
+    /// Development only: send the cookie without `Secure`, for plain-http hosts that are not
+    /// localhost.
+    #[arg(long, env = "SESSION_INSECURE_COOKIE")]
+    pub insecure_cookie: bool,
+    /// Bound on each store call, e.g. `500ms`.
+    #[arg(long, env = "SESSION_STORE_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub store_timeout: Duration,
+    /// When the store is down: `fail-closed` (503) or `anonymous` (serve as logged out).
+    #[arg(long, env = "SESSION_FAILURE_POLICY", default_value = "fail-closed", value_parser = parse_policy)]
+    pub failure_policy: FailurePolicy,
+}
+
+impl ServeArgs {
+    /// Whether production mode is on (flag or `CLOAKROOM_ENV=production`).
+    #[must_use]
+    pub fn is_production(&self) -> bool {
+        self.production
+            || std::env::var("CLOAKROOM_ENV").is_ok_and(|v| v.eq_ignore_ascii_case("production"))
+    }
+
+    /// The listen address.
+    #[must_use]
+    pub fn listen_host(&self) -> std::net::IpAddr {
+        self.host
+            .unwrap_or(if std::env::var_os("K_SERVICE").is_some() {
+                std::net::IpAddr::from([0, 0, 0, 0])
+            } else {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            })
+    }
+
+    /// The defaults, with environment fallbacks applied (what `cloakroom` alone runs).
+    #[must_use]
+    pub fn from_env() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Only::parse_from(["cloakroom"]).serve
+    }
+}
+
+/// Parses `500ms`, `30s`, `15m`, `24h`, `7d` (a bare number is seconds).
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: use e.g. 500ms, 30s, 15m, 24h, 7d"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {text:?}: use ms, s, m, h or d"
+            ))
+        }
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+fn parse_policy(text: &str) -> Result<FailurePolicy, String> {
+    match text {
+        "fail-closed" => Ok(FailurePolicy::FailClosed),
+        "anonymous" => Ok(FailurePolicy::Anonymous),
+        _ => Err(format!(
+            "invalid failure policy {text:?}: use fail-closed or anonymous"
+        )),
+    }
+}
+
+/// A parsed store setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// In-process, lost on restart.
+    Memory,
+    /// The embedded store in this folder.
+    Embedded(PathBuf),
+    /// A Redis/Valkey URL (`redis://` or `rediss://`).
+    Redis(String),
+}
+
+/// Why a store setting was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreSpecError {
+    /// Empty setting.
+    #[error("the session store setting is empty. {ACCEPTED}")]
+    Empty,
+    /// A URL scheme we do not know.
+    #[error("unknown session store {0:?}. {ACCEPTED}")]
+    Unknown(String),
+    /// A `redis://` URL without a host.
+    #[error(
+        "malformed Redis URL {0:?}: expected redis://[user:password@]host:port[/db] or rediss://…"
+    )]
+    BadRedisUrl(String),
+}
+
+const ACCEPTED: &str = "Accepted: `memory`, a folder path or `file:PATH` (embedded store), \
+                        `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS)";
+
+impl std::str::FromStr for StoreSpec {
+    type Err = StoreSpecError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(StoreSpecError::Empty);
+        }
+        if text == "memory" || text == "memory:" {
+            return Ok(Self::Memory);
+        }
+        if let Some(path) = text
+            .strip_prefix("file://")
+            .or_else(|| text.strip_prefix("file:"))
+        {
+            if path.is_empty() {
+                return Err(StoreSpecError::Unknown(text.to_owned()));
+            }
+            return Ok(Self::Embedded(PathBuf::from(path)));
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("redis://") || lower.starts_with("rediss://") {
+            let rest = text.split_once("://").map_or("", |(_, r)| r);
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            let host = host.split(['/', '?']).next().unwrap_or("");
+            if host.is_empty() || host.starts_with(':') {
+                return Err(StoreSpecError::BadRedisUrl(redact(text)));
+            }
+            return Ok(Self::Redis(text.to_owned()));
+        }
+        if text.contains("://") {
+            return Err(StoreSpecError::Unknown(redact(text)));
+        }
+        Ok(Self::Embedded(PathBuf::from(text)))
+    }
+}
+
+/// A URL with any password replaced, fit for messages and logs.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((auth, host)) => {
+                let user = auth.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_specs() {
+        assert_eq!("memory".parse(), Ok(StoreSpec::Memory));
+        assert_eq!("./data".parse(), Ok(StoreSpec::Embedded("./data".into())));
+        assert_eq!(
+            "file:/var/x".parse(),
+            Ok(StoreSpec::Embedded("/var/x".into()))
+        );
+        assert_eq!(
+            "redis://:pw@10.0.0.3:6379/0".parse(),
+            Ok(StoreSpec::Redis("redis://:pw@10.0.0.3:6379/0".into()))
+        );
+        assert!(matches!(
+            "rediss://".parse::<StoreSpec>(),
+            Err(StoreSpecError::BadRedisUrl(_))
+        ));
+        let err = "postgres://u:secret@h/db".parse::<StoreSpec>().unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(err.to_string().contains("Accepted"));
+        assert_eq!("".parse::<StoreSpec>(), Err(StoreSpecError::Empty));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("redis://user:pw@h:1"), "redis://user:***@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+}

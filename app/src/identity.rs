@@ -1,0 +1,133 @@
+//! Logging in: what a user name may be, and what a login stores in the session.
+
+use axum::http::{header, HeaderMap};
+use cloakroom::{now_millis, Session, SessionError};
+
+/// Longest user name, in characters.
+pub const MAX_USERNAME: usize = 64;
+/// How much of the User-Agent header is kept for "your devices".
+const MAX_USER_AGENT: usize = 200;
+
+/// Why a user name was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UsernameError {
+    /// Missing or blank.
+    #[error("username required")]
+    Empty,
+    /// Too long.
+    #[error("username too long (at most {MAX_USERNAME} characters)")]
+    TooLong,
+    /// Characters other than letters, digits, `.`, `_`, `-`, `@`.
+    #[error("username may only contain letters, digits, '.', '_', '-' and '@'")]
+    Characters,
+}
+
+/// Validates a user name (trimmed).
+///
+/// # Errors
+/// [`UsernameError`].
+pub fn validate_username(name: &str) -> Result<String, UsernameError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(UsernameError::Empty);
+    }
+    if name.chars().count() > MAX_USERNAME {
+        return Err(UsernameError::TooLong);
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || "._-@".contains(c))
+    {
+        return Err(UsernameError::Characters);
+    }
+    Ok(name.to_owned())
+}
+
+/// What a login records.
+#[derive(Debug, Clone)]
+pub struct Login {
+    user: String,
+    user_agent: String,
+}
+
+impl Login {
+    /// A login of `user` from the client that sent `headers`.
+    #[must_use]
+    pub fn new(user: &str, headers: &HeaderMap) -> Self {
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown")
+            .chars()
+            .take(MAX_USER_AGENT)
+            .collect();
+        Self {
+            user: user.to_owned(),
+            user_agent,
+        }
+    }
+}
+
+/// Logs `login` in: a new session ID (against fixation), the user tag (for the per-user
+/// index), the login time and the device.
+///
+/// # Errors
+/// A session error.
+pub async fn log_in(session: &Session, login: &Login) -> Result<(), SessionError> {
+    session.cycle_id().await;
+    session.set_user(&login.user).await?;
+    session.insert("user", &login.user).await?;
+    session.insert("login_time", rfc3339(now_millis())).await?;
+    session.insert("user_agent", &login.user_agent).await
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC (`2026-11-22T19:15:53Z`).
+#[must_use]
+pub fn rfc3339(millis: u64) -> String {
+    let secs = millis / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm), for days since 1970-01-01.
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_374_953_000), "2026-11-22T19:15:53Z");
+    }
+
+    #[test]
+    fn usernames() {
+        assert_eq!(validate_username(" alice "), Ok("alice".into()));
+        assert_eq!(validate_username(""), Err(UsernameError::Empty));
+        assert_eq!(
+            validate_username("<script>"),
+            Err(UsernameError::Characters)
+        );
+        assert_eq!(
+            validate_username(&"a".repeat(65)),
+            Err(UsernameError::TooLong)
+        );
+        assert!(validate_username("zoë.o'").is_err());
+        assert!(validate_username("zoë.o").is_ok());
+    }
+}

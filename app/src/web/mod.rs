@@ -1,0 +1,194 @@
+//! The reference app's HTTP surface: pages, the JSON API, and the operational endpoints.
+
+pub mod api;
+pub mod csrf;
+pub mod html;
+pub mod ops;
+pub mod pages;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloakroom::{Session, SessionLayer};
+
+use crate::todos::{TodoError, TodoStore};
+
+/// Largest request body accepted (forms and JSON are tiny).
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The session layer (for readiness and metrics).
+    pub sessions: SessionLayer,
+    /// Todo lists.
+    pub todos: Arc<dyn TodoStore>,
+}
+
+/// The whole app: routes, session layer, body limit and access log.
+pub fn router(state: AppState) -> Router {
+    let layer = state.sessions.clone();
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/views/{page}", get(pages::views))
+        .route("/todos", post(pages::add_todo))
+        .route("/todos/{id}/done", post(pages::complete_todo))
+        .route("/todos/{id}/delete", post(pages::delete_todo))
+        .route("/api/login", post(api::login))
+        .route("/api/logout", post(api::logout))
+        .route("/api/profile", get(api::profile))
+        .route("/api/visits", post(api::visits))
+        .route("/api/sessions", get(api::sessions))
+        .route("/api/sessions/revoke-others", post(api::revoke_others))
+        .route("/api/todos", get(api::list_todos).post(api::add_todo))
+        .route("/api/todos/{id}/done", post(api::complete_todo))
+        .route("/api/todos/{id}", axum::routing::delete(api::delete_todo))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/static/style.css", get(ops::stylesheet))
+        .fallback(ops::not_found)
+        .layer(middleware::from_fn(access_log))
+        .layer(layer)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// One log line per request, with a fingerprint of the session key, never the ID.
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let session = request.extensions().get::<Session>().cloned();
+    let response = next.run(request).await;
+    let fingerprint = match session {
+        Some(s) => s.key().await.map(|k| k.fingerprint()),
+        None => None,
+    };
+    tracing::info!(
+        target: "access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        session = fingerprint.as_deref().unwrap_or("-"),
+    );
+    response
+}
+
+/// Why a request failed, before it is rendered as JSON (API) or HTML (pages).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A session operation failed.
+    #[error(transparent)]
+    Session(#[from] cloakroom::SessionError),
+    /// A todo operation failed.
+    #[error(transparent)]
+    Todo(#[from] crate::todos::TodoError),
+    /// A form arrived without a valid CSRF token.
+    #[error("invalid or missing CSRF token")]
+    Csrf,
+    /// The route needs a logged-in user.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// Nothing here.
+    #[error("not found")]
+    NotFound,
+    /// The request was well-formed HTTP but its content was refused.
+    #[error("{0}")]
+    BadInput(String),
+}
+
+impl AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Session(e) => e.status(),
+            Self::Todo(TodoError::Full) => StatusCode::CONFLICT,
+            Self::Todo(TodoError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Csrf => StatusCode::FORBIDDEN,
+            Self::NotLoggedIn => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadInput(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Todo(TodoError::Store(_)) => "storage unavailable, please retry".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            // Session errors carry their own documented response (503 + Retry-After, …).
+            Self::Session(e) => e.into_response(),
+            other => {
+                let mut response = (
+                    other.status(),
+                    Json(serde_json::json!({ "error": other.message() })),
+                )
+                    .into_response();
+                if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                response
+            }
+        }
+    }
+}
+
+/// An [`AppError`] rendered as an HTML page (for browser routes).
+#[derive(Debug)]
+pub struct PageError(pub AppError);
+
+impl From<AppError> for PageError {
+    fn from(e: AppError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<cloakroom::SessionError> for PageError {
+    fn from(e: cloakroom::SessionError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl From<TodoError> for PageError {
+    fn from(e: TodoError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self.0 {
+            AppError::Session(e) => e.into_response(),
+            other => {
+                let status = other.status();
+                let body = format!(
+                    "<h1>{}</h1><p>{}</p><p><a href=/>Back to the start page</a></p>",
+                    status.as_u16(),
+                    html::esc(&other.message())
+                );
+                (
+                    status,
+                    html::page(status.canonical_reason().unwrap_or("Error"), &body),
+                )
+                    .into_response()
+            }
+        }
+    }
+}

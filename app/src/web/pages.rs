@@ -1,0 +1,217 @@
+//! The HTML pages: they work without JavaScript, and every form carries a CSRF token.
+
+use axum::extract::{Form, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use cloakroom::Session;
+use serde::Deserialize;
+
+use super::html::{csrf_field, esc, flashes, page};
+use super::{csrf, AppError, AppState, PageError};
+use crate::identity::{self, Login};
+use crate::todos::validate_title;
+
+type PageResult = Result<Response, PageError>;
+
+/// A form that only carries its CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    csrf: Option<String>,
+    username: Option<String>,
+}
+
+/// The new-todo form.
+#[derive(Debug, Deserialize)]
+pub struct TodoForm {
+    csrf: Option<String>,
+    title: Option<String>,
+}
+
+async fn require_csrf(session: &Session, submitted: Option<&str>) -> Result<(), AppError> {
+    if csrf::check(session, submitted).await? {
+        Ok(())
+    } else {
+        Err(AppError::Csrf)
+    }
+}
+
+/// `GET /`: who you are, your visits, flashes and todos.
+pub async fn home(State(state): State<AppState>, session: Session) -> PageResult {
+    let Some(user) = session.user().await? else {
+        let notes = flashes(&session.take_flashes().await?);
+        return Ok(page(
+            "Welcome",
+            &format!("{notes}<h1>You are not logged in</h1><p><a class=button href=/login>Log in</a></p>"),
+        )
+        .into_response());
+    };
+    let notes = flashes(&session.take_flashes().await?);
+    let token = csrf::token(&session).await?;
+    let visits = session.increment("visits", 1).await?;
+    let todos = state.todos.list(&user).await?;
+    let mut items = String::new();
+    for todo in &todos {
+        let done = if todo.done { " class=done" } else { "" };
+        let complete = if todo.done {
+            String::new()
+        } else {
+            format!(
+                "<form method=post action=/todos/{id}/done>{csrf}<button>Done</button></form>",
+                id = todo.id,
+                csrf = csrf_field(&token)
+            )
+        };
+        items.push_str(&format!(
+            "<li{done}><span class=title>{title}</span>{complete}\
+             <form method=post action=/todos/{id}/delete>{csrf}<button class=secondary>Delete</button></form></li>",
+            title = esc(&todo.title),
+            id = todo.id,
+            csrf = csrf_field(&token),
+        ));
+    }
+    let list = if items.is_empty() {
+        "<p class=empty>Nothing to do. Add something below.</p>".to_owned()
+    } else {
+        format!("<ul class=todos>{items}</ul>")
+    };
+    let body = format!(
+        "{notes}<h1>Logged in as <span id=user>{user}</span></h1>\
+         <p class=visits>You have visited this page <strong id=visits>{visits}</strong> times.</p>\
+         <section><h2>Your todos</h2>{list}\
+         <form class=add method=post action=/todos>{csrf}\
+         <label for=title>New todo</label> <input id=title name=title maxlength=200 required>\
+         <button>Add</button></form></section>\
+         <form class=logout method=post action=/logout>{csrf}<button class=secondary>Log out</button></form>",
+        user = esc(&user),
+        csrf = csrf_field(&token),
+    );
+    Ok(page("Home", &body).into_response())
+}
+
+/// `GET /login`: the form, with the last attempt's error and input.
+pub async fn login_form(session: Session) -> PageResult {
+    let token = csrf::token(&session).await?;
+    let error: Option<String> = session.remove("login_error").await?;
+    let typed: Option<String> = session.remove("login_typed").await?;
+    let error = error
+        .map(|e| format!("<p class=error role=alert>{}</p>", esc(&e)))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Log in</h1>{error}<form method=post action=/login>{csrf}\
+         <label for=username>Username</label> \
+         <input id=username name=username value=\"{typed}\" maxlength={max} autofocus>\
+         <button>Log in</button></form>",
+        csrf = csrf_field(&token),
+        typed = esc(&typed.unwrap_or_default()),
+        max = identity::MAX_USERNAME,
+    );
+    Ok(page("Log in", &body).into_response())
+}
+
+/// `POST /login`: cycle the ID, remember the user, welcome them.
+pub async fn login(
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> PageResult {
+    require_csrf(&session, form.csrf.as_deref()).await?;
+    let typed = form.username.unwrap_or_default();
+    match identity::validate_username(&typed) {
+        Ok(name) => {
+            identity::log_in(&session, &Login::new(&name, &headers)).await?;
+            csrf::rotate(&session).await?;
+            session.flash(format!("Welcome, {name}!")).await?;
+            Ok(Redirect::to("/").into_response())
+        }
+        Err(e) => {
+            let kept: String = typed.chars().take(identity::MAX_USERNAME).collect();
+            session.insert("login_error", e.to_string()).await?;
+            session.insert("login_typed", kept).await?;
+            Ok(Redirect::to("/login").into_response())
+        }
+    }
+}
+
+/// `POST /logout`: end the session everywhere it is stored, say goodbye.
+pub async fn logout(session: Session, Form(form): Form<CsrfForm>) -> PageResult {
+    require_csrf(&session, form.csrf.as_deref()).await?;
+    session.destroy().await;
+    session.flash("You have been logged out.").await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+/// `GET /views/{page}`: a per-page counter, one atomic increment.
+pub async fn views(session: Session, Path(name): Path<String>) -> PageResult {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !valid {
+        return Err(AppError::NotFound.into());
+    }
+    let n = session.increment(&format!("views:{name}"), 1).await?;
+    let times = if n == 1 { "time" } else { "times" };
+    Ok(format!("you viewed this page {n} {times}").into_response())
+}
+
+async fn logged_in(session: &Session) -> Result<String, AppError> {
+    session.user().await?.ok_or(AppError::NotLoggedIn)
+}
+
+/// `POST /todos`: add a todo from the form.
+pub async fn add_todo(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<TodoForm>,
+) -> PageResult {
+    require_csrf(&session, form.csrf.as_deref()).await?;
+    let user = logged_in(&session).await?;
+    match validate_title(form.title.as_deref().unwrap_or_default()) {
+        Ok(title) => {
+            state.todos.add(&user, &title).await?;
+        }
+        Err(e) => {
+            session
+                .flash(format!("Could not add the todo: {e}."))
+                .await?
+        }
+    }
+    Ok(Redirect::to("/").into_response())
+}
+
+/// `POST /todos/{id}/done`.
+pub async fn complete_todo(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<u64>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    require_csrf(&session, form.csrf.as_deref()).await?;
+    let user = logged_in(&session).await?;
+    if !state.todos.complete(&user, id).await? {
+        return Err(AppError::NotFound.into());
+    }
+    Ok(Redirect::to("/").into_response())
+}
+
+/// `POST /todos/{id}/delete`.
+pub async fn delete_todo(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<u64>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    require_csrf(&session, form.csrf.as_deref()).await?;
+    let user = logged_in(&session).await?;
+    if !state.todos.delete(&user, id).await? {
+        return Err(AppError::NotFound.into());
+    }
+    Ok(Redirect::to("/").into_response())
+}

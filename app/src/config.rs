@@ -152,14 +152,30 @@ impl ServeArgs {
     }
 
     /// The defaults, with environment fallbacks applied (what `cloakroom` alone runs).
-    #[must_use]
-    pub fn from_env() -> Self {
+    ///
+    /// # Errors
+    /// A clap error (with usage) if an environment variable holds an invalid value.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Self::parse_args(std::iter::empty::<&str>())
+    }
+
+    /// Parses serve flags (as after `cloakroom serve`), with environment fallbacks.
+    ///
+    /// # Errors
+    /// A clap error naming the bad flag or value.
+    pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
         #[derive(Parser)]
         struct Only {
             #[command(flatten)]
             serve: ServeArgs,
         }
-        Only::parse_from(["cloakroom"]).serve
+        let argv = std::iter::once(std::ffi::OsString::from("cloakroom"))
+            .chain(args.into_iter().map(Into::into));
+        Only::try_parse_from(argv).map(|o| o.serve)
     }
 }
 

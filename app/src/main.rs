@@ -22,10 +22,13 @@ fn main() -> std::process::ExitCode {
     };
     let outcome: Result<String, Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
-            None => serve::run(ServeArgs::from_env())
-                .await
-                .map(|()| String::new())
-                .map_err(Into::into),
+            None => match ServeArgs::from_env() {
+                Ok(args) => serve::run(args)
+                    .await
+                    .map(|()| String::new())
+                    .map_err(Into::into),
+                Err(e) => e.exit(),
+            },
             Some(Command::Serve(args)) => serve::run(*args)
                 .await
                 .map(|()| String::new())

@@ -211,15 +211,45 @@ impl Browser {
         json: Option<serde_json::Value>,
     ) -> Reply {
         let reply = self.send_raw(method, path, json, self.cookie.clone()).await;
+        self.keep_cookie(&reply);
+        reply
+    }
+
+    /// Sends a request with a body of any content type (forms, malformed JSON, …); keeps
+    /// the cookie like [`Browser::send`].
+    pub async fn send_body(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: impl Into<String>,
+    ) -> Reply {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type);
+        if let Some(cookie) = &self.cookie {
+            builder = builder.header(header::COOKIE, cookie);
+        }
+        let reply = self
+            .request(
+                builder
+                    .body(Body::from(body.into()))
+                    .expect("valid test request"),
+            )
+            .await;
+        self.keep_cookie(&reply);
+        reply
+    }
+
+    fn keep_cookie(&mut self, reply: &Reply) {
         for set in &reply.set_cookies {
-            let pair = set.split(';').next().unwrap_or_default().to_owned();
             if set.contains("Max-Age=0") {
                 self.cookie = None;
             } else {
-                self.cookie = Some(pair);
+                self.cookie = Some(set.split(';').next().unwrap_or_default().to_owned());
             }
         }
-        reply
     }
 
     /// Sends a request with an explicit `Cookie` header; changes nothing in the browser.

@@ -29,6 +29,9 @@ pub struct TodoBody {
 }
 
 fn bad_json(rejection: &JsonRejection) -> AppError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return AppError::TooLarge;
+    }
     match rejection {
         JsonRejection::MissingJsonContentType(_) => {
             AppError::BadInput("expected Content-Type: application/json".into())
@@ -49,6 +52,7 @@ pub async fn login(
 ) -> ApiResult {
     let name = match body {
         Ok(Json(body)) => body.username.unwrap_or_default(),
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(bad_json(&r)),
         Err(r @ JsonRejection::MissingJsonContentType(_)) => return Err(bad_json(&r)),
         // Malformed JSON: the name is missing as far as the client can tell.
         Err(_) => String::new(),

@@ -102,6 +102,9 @@ pub enum AppError {
     /// Nothing here.
     #[error("not found")]
     NotFound,
+    /// The body is over [`MAX_BODY`].
+    #[error("request body too large")]
+    TooLarge,
     /// The request was well-formed HTTP but its content was refused.
     #[error("{0}")]
     BadInput(String),
@@ -117,6 +120,7 @@ impl AppError {
             Self::NotLoggedIn => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadInput(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 

@@ -1,0 +1,76 @@
+//! Helpers shared by the app's test files.
+#![allow(dead_code)]
+
+use cloakroom::testing::{Browser, Reply};
+use cloakroom_app::config::ServeArgs;
+use cloakroom_app::serve::{self, App};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// The app on the memory store, with extra serve flags.
+pub async fn app_with(flags: &[&str]) -> App {
+    let mut args = vec!["--store", "memory"];
+    args.extend_from_slice(flags);
+    let args = ServeArgs::parse_args(args).expect("valid flags");
+    serve::build(&args, Some(SECRET)).await.expect("app builds")
+}
+
+pub async fn browser() -> Browser {
+    Browser::new(app_with(&[]).await.router)
+}
+
+/// The CSRF token in a page.
+pub fn csrf(html: &str) -> String {
+    let start = html.find("name=csrf value=\"").expect("a CSRF field") + "name=csrf value=\"".len();
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Logs `b` in through the HTML form; returns the reply to the POST.
+pub async fn form_login(b: &mut Browser, user: &str) -> Reply {
+    let page = b.send("GET", "/login", None).await;
+    let token = csrf(&page.body);
+    b.send_body(
+        "POST",
+        "/login",
+        FORM,
+        form(&[("csrf", &token), ("username", user)]),
+    )
+    .await
+}
+
+pub fn location(reply: &Reply) -> &str {
+    reply
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+pub fn json(reply: &Reply) -> serde_json::Value {
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.body))
+}

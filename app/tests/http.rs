@@ -1,0 +1,493 @@
+//! Every route of the reference app at the HTTP level, including bad input.
+
+mod common;
+
+use cloakroom::testing::Browser;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn home_when_logged_out() {
+    let mut b = browser().await;
+    let page = b.send("GET", "/", None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("You are not logged in"));
+    assert!(page.body.contains("href=/login"));
+    assert!(
+        page.set_cookies.is_empty(),
+        "no session for a visitor who stores nothing"
+    );
+}
+
+#[tokio::test]
+async fn form_login_flashes_once_and_counts_visits() {
+    let mut b = browser().await;
+    b.send("GET", "/login", None).await;
+    let pre_login = b
+        .cookie
+        .clone()
+        .expect("the form's CSRF token lives in a session");
+    let reply = form_login(&mut b, "alice").await;
+    assert_eq!(reply.status, 303);
+    assert_eq!(location(&reply), "/");
+    assert_ne!(
+        b.cookie.clone().unwrap(),
+        pre_login,
+        "login cycles the session ID"
+    );
+    let home = b.send("GET", "/", None).await;
+    assert!(
+        home.body
+            .contains("Logged in as <span id=user>alice</span>"),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains("Welcome, alice!"));
+    assert!(home.body.contains("<strong id=visits>1</strong>"));
+    let again = b.send("GET", "/", None).await;
+    assert!(
+        !again.body.contains("Welcome, alice!"),
+        "a flash is shown once"
+    );
+    assert!(again.body.contains("<strong id=visits>2</strong>"));
+}
+
+#[tokio::test]
+async fn invalid_username_keeps_what_was_typed() {
+    let mut b = browser().await;
+    let reply = form_login(&mut b, "<bob>").await;
+    assert_eq!((reply.status.as_u16(), location(&reply)), (303, "/login"));
+    let page = b.send("GET", "/login", None).await;
+    assert!(page.body.contains("class=error"), "{}", page.body);
+    assert!(
+        page.body.contains("value=\"&lt;bob&gt;\""),
+        "typed value kept, escaped"
+    );
+    let page = b.send("GET", "/login", None).await;
+    assert!(
+        !page.body.contains("class=error"),
+        "the error is shown once"
+    );
+    let reply = form_login(&mut b, "   ").await;
+    assert_eq!(location(&reply), "/login");
+    assert!(b
+        .send("GET", "/login", None)
+        .await
+        .body
+        .contains("username required"));
+}
+
+#[tokio::test]
+async fn forms_without_a_valid_csrf_token_are_refused() {
+    let mut b = browser().await;
+    form_login(&mut b, "alice").await;
+    for body in [
+        String::new(),
+        form(&[("csrf", "forged")]),
+        form(&[("csrf", "")]),
+    ] {
+        let reply = b.send_body("POST", "/logout", FORM, body.clone()).await;
+        assert_eq!(reply.status, 403, "{body:?}");
+        let reply = b
+            .send_body("POST", "/todos", FORM, format!("{body}&title=x"))
+            .await;
+        assert_eq!(reply.status, 403);
+    }
+    // A token from another session is no good either.
+    let mut other = browser().await;
+    let token = csrf(&other.send("GET", "/login", None).await.body);
+    let reply = b
+        .send_body("POST", "/logout", FORM, form(&[("csrf", &token)]))
+        .await;
+    assert_eq!(reply.status, 403);
+    assert!(b.send("GET", "/", None).await.body.contains("Logged in as"));
+}
+
+#[tokio::test]
+async fn logout_destroys_the_session_and_replay_fails() {
+    let mut b = browser().await;
+    form_login(&mut b, "alice").await;
+    let logged_in_cookie = b.cookie.clone();
+    let token = csrf(&b.send("GET", "/", None).await.body);
+    let reply = b
+        .send_body("POST", "/logout", FORM, form(&[("csrf", &token)]))
+        .await;
+    assert_eq!((reply.status.as_u16(), location(&reply)), (303, "/"));
+    let home = b.send("GET", "/", None).await;
+    assert!(home.body.contains("You are not logged in"));
+    assert!(home.body.contains("You have been logged out."));
+    let replay = b
+        .send_raw("GET", "/api/profile", None, logged_in_cookie)
+        .await;
+    assert_eq!(replay.status, 401, "a logged-out cookie is dead");
+}
+
+#[tokio::test]
+async fn per_page_view_counters() {
+    let mut b = browser().await;
+    assert_eq!(
+        b.send("GET", "/views/a", None).await.body,
+        "you viewed this page 1 time"
+    );
+    assert_eq!(
+        b.send("GET", "/views/a", None).await.body,
+        "you viewed this page 2 times"
+    );
+    assert_eq!(
+        b.send("GET", "/views/b", None).await.body,
+        "you viewed this page 1 time"
+    );
+    assert_eq!(
+        b.send("GET", "/views/a", None).await.body,
+        "you viewed this page 3 times"
+    );
+    assert_eq!(
+        b.send("GET", &format!("/views/{}", "x".repeat(65)), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(b.send("GET", "/views/a%20b", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn todos_through_forms() {
+    let mut b = browser().await;
+    form_login(&mut b, "alice").await;
+    let token = csrf(&b.send("GET", "/", None).await.body);
+    let add = |title: &str| form(&[("csrf", &token), ("title", title)]);
+    assert_eq!(
+        b.send_body("POST", "/todos", FORM, add("<b>buy milk</b>"))
+            .await
+            .status,
+        303
+    );
+    let home = b.send("GET", "/", None).await;
+    assert!(
+        home.body.contains("&lt;b&gt;buy milk&lt;/b&gt;"),
+        "titles are escaped"
+    );
+    b.send_body("POST", "/todos", FORM, add("   ")).await;
+    assert!(b
+        .send("GET", "/", None)
+        .await
+        .body
+        .contains("Could not add the todo: title required."));
+    let done = form(&[("csrf", &token)]);
+    assert_eq!(
+        b.send_body("POST", "/todos/1/done", FORM, done.clone())
+            .await
+            .status,
+        303
+    );
+    assert!(b
+        .send("GET", "/", None)
+        .await
+        .body
+        .contains("<li class=done>"));
+    assert_eq!(
+        b.send_body("POST", "/todos/99/done", FORM, done.clone())
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        b.send_body("POST", "/todos/1/delete", FORM, done.clone())
+            .await
+            .status,
+        303
+    );
+    assert!(b
+        .send("GET", "/", None)
+        .await
+        .body
+        .contains("Nothing to do"));
+    assert_eq!(
+        b.send_body("POST", "/todos/abc/delete", FORM, done)
+            .await
+            .status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn api_login_profile_logout() {
+    let mut b = browser().await;
+    let reply = b
+        .send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        json(&reply),
+        json!({"status": "logged in", "user": "alice"})
+    );
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    let profile = json(&b.send("GET", "/api/profile", None).await);
+    assert_eq!(profile["user_id"], "alice");
+    let time = profile["login_time"].as_str().unwrap();
+    assert!(
+        time.len() == 20 && time.ends_with('Z') && &time[10..11] == "T",
+        "{time}"
+    );
+    let cookie = b.cookie.clone();
+    assert_eq!(
+        json(&b.send("POST", "/api/logout", None).await),
+        json!({"status": "logged out"})
+    );
+    assert_eq!(b.send("GET", "/api/profile", None).await.status, 401);
+    let replay = b.send_raw("GET", "/api/profile", None, cookie).await;
+    assert_eq!(
+        (replay.status.as_u16(), json_of(&replay.body)),
+        (401, json!({"error": "not logged in"}))
+    );
+}
+
+fn json_of(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn api_login_rejects_bad_input() {
+    let mut b = browser().await;
+    let required = json!({"error": "username required"});
+    for body in [
+        json!({}),
+        json!({"username": ""}),
+        json!({"username": "   "}),
+        json!({"username": null}),
+        json!([1]),
+    ] {
+        let reply = b.send("POST", "/api/login", Some(body.clone())).await;
+        assert_eq!(
+            (reply.status.as_u16(), json(&reply)),
+            (400, required.clone()),
+            "{body}"
+        );
+    }
+    let reply = b
+        .send_body("POST", "/api/login", "application/json", "{not json")
+        .await;
+    assert_eq!(
+        (reply.status.as_u16(), json(&reply)),
+        (400, required.clone())
+    );
+    let reply = b
+        .send_body("POST", "/api/login", "text/plain", r#"{"username":"a"}"#)
+        .await;
+    assert_eq!(reply.status, 400);
+    let reply = b
+        .send(
+            "POST",
+            "/api/login",
+            Some(json!({"username": "a".repeat(65)})),
+        )
+        .await;
+    assert_eq!(reply.status, 400);
+    let huge = format!(r#"{{"username":"{}"}}"#, "a".repeat(100_000));
+    let reply = b
+        .send_body("POST", "/api/login", "application/json", huge)
+        .await;
+    assert_eq!(reply.status, 413, "huge bodies are refused");
+    assert!(b.cookie.is_none(), "no session was created by bad input");
+}
+
+#[tokio::test]
+async fn api_visits_are_atomic_increments() {
+    let mut b = browser().await;
+    assert_eq!(
+        json(&b.send("POST", "/api/visits", None).await),
+        json!({"visits": 1})
+    );
+    let replies: Vec<_> = {
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    b.send_raw("POST", "/api/visits", None, b.cookie.clone())
+                        .await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    };
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(
+        json(&b.send("POST", "/api/visits", None).await),
+        json!({"visits": 52})
+    );
+}
+
+#[tokio::test]
+async fn api_todos() {
+    let mut b = browser().await;
+    assert_eq!(b.send("GET", "/api/todos", None).await.status, 401);
+    assert_eq!(
+        b.send("POST", "/api/todos", Some(json!({"title": "x"})))
+            .await
+            .status,
+        401
+    );
+    b.send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    let reply = b
+        .send(
+            "POST",
+            "/api/todos",
+            Some(json!({"title": "  write tests "})),
+        )
+        .await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(json(&reply)["title"], "write tests");
+    for bad in [
+        json!({}),
+        json!({"title": ""}),
+        json!({"title": "x".repeat(201)}),
+        json!({"title": 5}),
+    ] {
+        assert_eq!(
+            b.send("POST", "/api/todos", Some(bad.clone())).await.status,
+            400,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        b.send_body("POST", "/api/todos", "application/json", "{")
+            .await
+            .status,
+        400
+    );
+    let list = json(&b.send("GET", "/api/todos", None).await);
+    assert_eq!(list["todos"].as_array().unwrap().len(), 1);
+    assert_eq!(b.send("POST", "/api/todos/1/done", None).await.status, 200);
+    assert_eq!(
+        json(&b.send("GET", "/api/todos", None).await)["todos"][0]["done"],
+        true
+    );
+    // Todos live outside the session: they survive logout and a new login.
+    b.send("POST", "/api/logout", None).await;
+    b.send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    assert_eq!(
+        json(&b.send("GET", "/api/todos", None).await)["todos"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(b.send("DELETE", "/api/todos/1", None).await.status, 204);
+    assert_eq!(b.send("DELETE", "/api/todos/1", None).await.status, 404);
+    // Another user sees their own list only.
+    let mut bob = b.clone();
+    bob.cookie = None;
+    bob.send("POST", "/api/login", Some(json!({"username": "bob"})))
+        .await;
+    assert_eq!(
+        json(&bob.send("GET", "/api/todos", None).await)["todos"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn sessions_list_and_revoke_others() {
+    let app = app_with(&[]).await;
+    let mut laptop = Browser::new(app.router.clone());
+    let mut phone = Browser::new(app.router.clone());
+    assert_eq!(laptop.send("GET", "/api/sessions", None).await.status, 401);
+    laptop
+        .send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    phone
+        .send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    let list = json(&laptop.send("GET", "/api/sessions", None).await);
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    assert!(sessions
+        .iter()
+        .all(|s| s["id"].as_str().unwrap().len() == 22));
+    let revoked = json(
+        &laptop
+            .send("POST", "/api/sessions/revoke-others", None)
+            .await,
+    );
+    assert_eq!(revoked, json!({"revoked": 1}));
+    assert_eq!(phone.send("GET", "/api/profile", None).await.status, 401);
+    assert_eq!(laptop.send("GET", "/api/profile", None).await.status, 200);
+}
+
+#[tokio::test]
+async fn forged_and_garbage_cookies_are_anonymous() {
+    let mut b = browser().await;
+    b.send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    let good = b.cookie.clone().unwrap();
+    let value = good.split_once('=').unwrap().1;
+    for cookie in [
+        format!("sid={}x", &value[..value.len() - 1]),
+        "sid=garbage".to_owned(),
+        format!("sid={value}; sid={value}"),
+        format!("sid={}", "A".repeat(4096)),
+    ] {
+        let reply = b
+            .send_raw("GET", "/api/profile", None, Some(cookie.clone()))
+            .await;
+        assert_eq!(reply.status, 401, "{cookie}");
+        let page = b.send_raw("GET", "/", None, Some(cookie)).await;
+        assert_eq!(page.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn pre_login_cookie_is_never_reissued_and_dies_after_the_grace_window() {
+    let app = app_with(&["--grace", "300ms"]).await;
+    let mut b = Browser::new(app.router.clone());
+    b.send("POST", "/api/visits", None).await;
+    let pre_login = b.cookie.clone();
+    b.send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    assert_ne!(b.cookie, pre_login);
+    let within = b
+        .send_raw("GET", "/api/profile", None, pre_login.clone())
+        .await;
+    assert!(
+        within.set_cookies.is_empty(),
+        "the old ID is never handed out again"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let after = b.send_raw("GET", "/api/profile", None, pre_login).await;
+    assert_eq!(
+        after.status, 401,
+        "after the grace window the pre-login cookie is dead"
+    );
+    assert_eq!(b.send("GET", "/api/profile", None).await.status, 200);
+}
+
+#[tokio::test]
+async fn operational_endpoints() {
+    let mut b = browser().await;
+    assert_eq!(b.send("GET", "/healthz", None).await.body, "ok");
+    let ready = b.send("GET", "/readyz", None).await;
+    assert_eq!(
+        (ready.status.as_u16(), json(&ready)["status"].clone()),
+        (200, json!("ready"))
+    );
+    b.send("POST", "/api/visits", None).await;
+    let metrics = b.send("GET", "/metrics", None).await;
+    assert!(
+        metrics.body.contains("cloakroom_creates_total 1"),
+        "{}",
+        metrics.body
+    );
+    let css = b.send("GET", "/static/style.css", None).await;
+    assert!(css.body.contains("--accent"));
+    let missing = b.send("GET", "/nope", None).await;
+    assert_eq!(
+        (missing.status.as_u16(), json(&missing)),
+        (404, json!({"error": "not found"}))
+    );
+}

@@ -1,0 +1,184 @@
+//! Real `redis-server` processes on free loopback ports, for tests that kill and restart them.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// TLS material for a server started with TLS.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The CA certificate clients must trust.
+    pub ca: PathBuf,
+    /// The server certificate.
+    pub cert: PathBuf,
+    /// The server key.
+    pub key: PathBuf,
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `requirepass`.
+    pub password: Option<String>,
+    /// An ACL user with this name and password, allowed everything.
+    pub acl_user: Option<(String, String)>,
+    /// Serve TLS only (no plain port).
+    pub tls: Option<Tls>,
+}
+
+/// A running `redis-server`. Killed when dropped.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    options: Options,
+    dir: PathBuf,
+    child: Option<Child>,
+    program: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts a plain server, or `None` outside CI when `redis-server` is not installed.
+    ///
+    /// # Panics
+    /// In CI when `redis-server` is missing, or if it does not start.
+    pub async fn start() -> Option<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// Starts a server with `options`.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub async fn start_with(options: Options) -> Option<Self> {
+        let program = crate::require("redis-server", "redis-server")?;
+        let mut server = Self {
+            port: crate::free_port(),
+            options,
+            dir: crate::temp_dir("redis"),
+            child: None,
+            program,
+        };
+        server.spawn().await;
+        Some(server)
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--protected-mode")
+            .arg("no");
+        match &self.options.tls {
+            Some(tls) => {
+                cmd.arg("--port")
+                    .arg("0")
+                    .arg("--tls-port")
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca)
+                    .arg("--tls-auth-clients")
+                    .arg("no");
+            }
+            None => {
+                cmd.arg("--port").arg(self.port.to_string());
+            }
+        }
+        if let Some(password) = &self.options.password {
+            cmd.arg("--requirepass").arg(password);
+        }
+        if let Some((user, password)) = &self.options.acl_user {
+            cmd.arg("--user")
+                .arg(format!("{user} on >{password} ~* &* +@all"));
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        self.child = Some(cmd.spawn().expect("start redis-server"));
+        // Wait until the port accepts connections (bounded).
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// The URL clients use (credentials and scheme included).
+    #[must_use]
+    pub fn url(&self) -> String {
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let auth = match (&self.options.acl_user, &self.options.password) {
+            (Some((user, password)), _) => format!("{user}:{password}@"),
+            (None, Some(password)) => format!(":{password}@"),
+            (None, None) => String::new(),
+        };
+        format!("{scheme}://{auth}127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (an outage).
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Starts it again on the same port (empty: persistence is off).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+
+    /// Runs one command over a plain connection and returns the raw RESP reply.
+    ///
+    /// # Panics
+    /// If the server cannot be reached (tests call this on a healthy, non-TLS server).
+    pub async fn command(&self, args: &[&str]) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to redis");
+        let mut out = String::new();
+        let mut send = |parts: &[&str]| {
+            out.push_str(&format!("*{}\r\n", parts.len()));
+            for p in parts {
+                out.push_str(&format!("${}\r\n{p}\r\n", p.len()));
+            }
+        };
+        if let Some((user, password)) = &self.options.acl_user {
+            send(&["AUTH", user, password]);
+        } else if let Some(password) = &self.options.password {
+            send(&["AUTH", password]);
+        }
+        send(args);
+        send(&["QUIT"]);
+        stream
+            .write_all(out.as_bytes())
+            .await
+            .expect("write to redis");
+        let mut reply = String::new();
+        stream
+            .read_to_string(&mut reply)
+            .await
+            .expect("read from redis");
+        reply
+    }
+}

@@ -1,0 +1,241 @@
+//! A minimal W3C WebDriver client for headless Chromium through chromedriver: enough to
+//! open pages, fill forms, click, read text, and save screenshots.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+use crate::http;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f405c7a9a2e";
+
+/// A chromedriver process and one browser session. Ended when dropped.
+pub struct Browser {
+    port: u16,
+    session: String,
+    _driver: Child,
+    _profile: PathBuf,
+}
+
+/// Why a browser step failed.
+pub type Result<T> = std::result::Result<T, String>;
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium, or `None` outside CI when they are not
+    /// installed.
+    ///
+    /// # Panics
+    /// In CI when chromium or chromedriver is missing, or if they do not start.
+    pub async fn start() -> Option<Self> {
+        let driver = crate::require("chromedriver", "chromium-driver")?;
+        let chromium = crate::require("chromium", "chromium")?;
+        let port = crate::free_port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        for _ in 0..200 {
+            if let Ok(r) = http::request(port, "GET", "/status", &[], None).await {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = crate::temp_dir("chromium-profile");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1000,800",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        }}});
+        let reply = post(port, "/session", &capabilities)
+            .await
+            .expect("create a browser session");
+        let session = reply["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session id in {reply}"))
+            .to_owned();
+        Some(Self {
+            port,
+            session,
+            _driver: child,
+            _profile: profile,
+        })
+    }
+
+    fn path(&self, tail: &str) -> String {
+        format!("/session/{}{tail}", self.session)
+    }
+
+    /// Opens `url`.
+    ///
+    /// # Errors
+    /// WebDriver errors.
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        post(self.port, &self.path("/url"), &json!({ "url": url }))
+            .await
+            .map(|_| ())
+    }
+
+    /// The first element matching a CSS selector.
+    ///
+    /// # Errors
+    /// If there is none.
+    pub async fn find(&self, css: &str) -> Result<String> {
+        let reply = post(
+            self.port,
+            &self.path("/element"),
+            &json!({"using": "css selector", "value": css}),
+        )
+        .await?;
+        reply["value"][ELEMENT]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no element {css}: {reply}"))
+    }
+
+    /// Types `text` into the element matching `css`.
+    ///
+    /// # Errors
+    /// WebDriver errors.
+    pub async fn type_into(&self, css: &str, text: &str) -> Result<()> {
+        let id = self.find(css).await?;
+        post(
+            self.port,
+            &self.path(&format!("/element/{id}/value")),
+            &json!({ "text": text }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Clicks the element matching `css`.
+    ///
+    /// # Errors
+    /// WebDriver errors.
+    pub async fn click(&self, css: &str) -> Result<()> {
+        let id = self.find(css).await?;
+        post(
+            self.port,
+            &self.path(&format!("/element/{id}/click")),
+            &json!({}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The visible text of the element matching `css`.
+    ///
+    /// # Errors
+    /// WebDriver errors.
+    pub async fn text(&self, css: &str) -> Result<String> {
+        let id = self.find(css).await?;
+        let reply = get(self.port, &self.path(&format!("/element/{id}/text"))).await?;
+        Ok(reply["value"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The current URL.
+    ///
+    /// # Errors
+    /// WebDriver errors.
+    pub async fn url(&self) -> Result<String> {
+        let reply = get(self.port, &self.path("/url")).await?;
+        Ok(reply["value"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Saves a PNG screenshot to `file`.
+    ///
+    /// # Errors
+    /// WebDriver or file errors.
+    pub async fn screenshot(&self, file: &Path) -> Result<()> {
+        let reply = get(self.port, &self.path("/screenshot")).await?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(reply["value"].as_str().unwrap_or_default())
+            .map_err(|e| e.to_string())?;
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(file, png).map_err(|e| e.to_string())
+    }
+
+    /// Every cookie the browser holds for the current page (name and value).
+    ///
+    /// # Errors
+    /// WebDriver errors.
+    pub async fn cookies(&self) -> Result<Vec<(String, String)>> {
+        let reply = get(self.port, &self.path("/cookie")).await?;
+        Ok(reply["value"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| {
+                        (
+                            c["name"].as_str().unwrap_or_default().to_owned(),
+                            c["value"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Best effort: chromedriver is killed with the child handle anyway.
+        let (port, path) = (self.port, format!("/session/{}", self.session));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = http::request(port, "DELETE", &path, &[], None).await;
+            });
+        }
+    }
+}
+
+async fn post(port: u16, path: &str, body: &Value) -> Result<Value> {
+    let text = body.to_string();
+    let reply = http::request(
+        port,
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        Some(&text),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    check(&reply)
+}
+
+async fn get(port: u16, path: &str) -> Result<Value> {
+    let reply = http::request(port, "GET", path, &[], None)
+        .await
+        .map_err(|e| e.to_string())?;
+    check(&reply)
+}
+
+fn check(reply: &http::Response) -> Result<Value> {
+    let value: Value =
+        serde_json::from_str(&reply.body).map_err(|e| format!("{e}: {}", reply.body))?;
+    if reply.status == 200 {
+        Ok(value)
+    } else {
+        Err(format!(
+            "WebDriver error {}: {}",
+            reply.status, value["value"]["message"]
+        ))
+    }
+}

@@ -1,0 +1,70 @@
+//! The pages in real headless Chromium: log in through the form, see the flash, add and
+//! complete a todo, open a second page, log out. Screenshots go to `target/screenshots/`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cloakroom_testkit::webdriver::Browser;
+use cloakroom_testkit::{free_port, temp_dir};
+
+fn shot(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/screenshots")
+        .join(format!("{name}.png"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_in_a_real_browser() {
+    let Some(browser) = Browser::start().await else { return };
+    let dir = temp_dir("browser-app");
+    let store = dir.display().to_string();
+    let app = common::app_with(&["--store", &store]).await;
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(listener, app.router.clone())));
+    let base = format!("http://localhost:{port}");
+
+    let step = async {
+        browser.goto(&format!("{base}/")).await?;
+        assert!(browser.text("h1").await?.contains("You are not logged in"));
+        browser.screenshot(&shot("1-logged-out")).await?;
+
+        browser.click("a.button").await?;
+        browser.type_into("#username", "alice").await?;
+        browser.click("form button").await?;
+        assert_eq!(browser.url().await?, format!("{base}/"));
+        assert_eq!(browser.text("#user").await?, "alice");
+        assert!(browser.text(".flashes").await?.contains("Welcome, alice!"));
+        assert_eq!(browser.text("#visits").await?, "1");
+        let cookies = browser.cookies().await?;
+        assert!(cookies.iter().any(|(n, _)| n == "sid"), "the session cookie is set: {cookies:?}");
+        browser.screenshot(&shot("2-logged-in")).await?;
+
+        browser.type_into("#title", "Water the <plants>").await?;
+        browser.click("form.add button").await?;
+        assert_eq!(browser.text(".todos .title").await?, "Water the <plants>");
+        assert!(browser.find(".flashes").await.is_err(), "the welcome flash was shown once");
+        browser.click(".todos form[action$='/done'] button").await?;
+        browser.find(".todos li.done").await?;
+        browser.screenshot(&shot("3-todo-done")).await?;
+
+        browser.goto(&format!("{base}/views/about")).await?;
+        browser.goto(&format!("{base}/views/about")).await?;
+        assert_eq!(browser.text("body").await?, "you viewed this page 2 times");
+        browser.screenshot(&shot("4-second-page")).await?;
+
+        browser.goto(&format!("{base}/")).await?;
+        assert_eq!(browser.text("#visits").await?, "3");
+        browser.click("form.logout button").await?;
+        assert!(browser.text("h1").await?.contains("You are not logged in"));
+        assert!(browser.text(".flashes").await?.contains("You have been logged out."));
+        browser.screenshot(&shot("5-logged-out-again")).await?;
+        Ok::<(), String>(())
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(120), step).await;
+    server.abort();
+    app.backend.close();
+    outcome.expect("the browser test finishes in time").expect("every browser step succeeds");
+}

@@ -72,13 +72,18 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
             "no SESSION_SECRET: using the saved development secret (set SESSION_SECRET in production)"
         ),
     }
-    if args.insecure_cookie {
-        tracing::warn!("session cookie sent without Secure (development switch)");
+    // Browsers drop `Secure` cookies sent over plain http, so development on a loopback
+    // address goes without it; production always has it unless explicitly switched off.
+    let secure = !(args.insecure_cookie || (!production && args.listen_host().is_loopback()));
+    if !secure {
+        tracing::warn!(
+            "session cookie sent without Secure (development on loopback, or --insecure-cookie)"
+        );
     }
     let config = SessionConfig::builder(keys)
         .with_cookie_name(args.cookie_name.clone())
         .with_same_site(args.same_site)
-        .with_secure(!args.insecure_cookie)
+        .with_secure(secure)
         .with_idle_timeout(args.idle_timeout)
         .with_absolute_lifetime(args.absolute_lifetime)
         .with_grace(args.grace)

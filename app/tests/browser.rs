@@ -17,13 +17,20 @@ fn shot(name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visit_in_a_real_browser() {
-    let Some(browser) = Browser::start().await else { return };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
     let dir = temp_dir("browser-app");
     let store = dir.display().to_string();
     let app = common::app_with(&["--store", &store]).await;
     let port = free_port();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(listener, app.router.clone())));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+        listener,
+        app.router.clone(),
+    )));
     let base = format!("http://localhost:{port}");
 
     let step = async {
@@ -39,13 +46,19 @@ async fn a_visit_in_a_real_browser() {
         assert!(browser.text(".flashes").await?.contains("Welcome, alice!"));
         assert_eq!(browser.text("#visits").await?, "1");
         let cookies = browser.cookies().await?;
-        assert!(cookies.iter().any(|(n, _)| n == "sid"), "the session cookie is set: {cookies:?}");
+        assert!(
+            cookies.iter().any(|(n, _)| n == "sid"),
+            "the session cookie is set: {cookies:?}"
+        );
         browser.screenshot(&shot("2-logged-in")).await?;
 
         browser.type_into("#title", "Water the <plants>").await?;
         browser.click("form.add button").await?;
         assert_eq!(browser.text(".todos .title").await?, "Water the <plants>");
-        assert!(browser.find(".flashes").await.is_err(), "the welcome flash was shown once");
+        assert!(
+            browser.find(".flashes").await.is_err(),
+            "the welcome flash was shown once"
+        );
         browser.click(".todos form[action$='/done'] button").await?;
         browser.find(".todos li.done").await?;
         browser.screenshot(&shot("3-todo-done")).await?;
@@ -56,15 +69,24 @@ async fn a_visit_in_a_real_browser() {
         browser.screenshot(&shot("4-second-page")).await?;
 
         browser.goto(&format!("{base}/")).await?;
-        assert_eq!(browser.text("#visits").await?, "3");
+        assert_eq!(
+            browser.text("#visits").await?,
+            "4",
+            "every visit to / counts, redirects included"
+        );
         browser.click("form.logout button").await?;
         assert!(browser.text("h1").await?.contains("You are not logged in"));
-        assert!(browser.text(".flashes").await?.contains("You have been logged out."));
+        assert!(browser
+            .text(".flashes")
+            .await?
+            .contains("You have been logged out."));
         browser.screenshot(&shot("5-logged-out-again")).await?;
         Ok::<(), String>(())
     };
     let outcome = tokio::time::timeout(Duration::from_secs(120), step).await;
     server.abort();
     app.backend.close();
-    outcome.expect("the browser test finishes in time").expect("every browser step succeeds");
+    outcome
+        .expect("the browser test finishes in time")
+        .expect("every browser step succeeds");
 }

@@ -68,12 +68,44 @@ pub async fn request(
         head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body.as_bytes()).await?;
+        // Some servers (chromedriver) keep the connection open despite `connection: close`,
+        // so read exactly the framed body rather than to end-of-stream.
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
+        let mut chunk = [0u8; 8192];
+        loop {
+            if complete(&raw) {
+                break;
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        }
         parse(&raw)
     })
     .await
     .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP request timed out"))?
+}
+
+/// Whether `raw` holds a whole response (headers plus the body they announce).
+fn complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    match head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(len) => body.len() >= len,
+        None => false,
+    }
 }
 
 fn parse(raw: &[u8]) -> std::io::Result<Response> {

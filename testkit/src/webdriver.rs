@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 
 use crate::http;
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f405c7a9a2e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A chromedriver process and one browser session. Ended when dropped.
 pub struct Browser {

@@ -9,8 +9,10 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 /// The app on the memory store, with extra serve flags.
 pub async fn app_with(flags: &[&str]) -> App {
-    let mut args = vec!["--store", "memory"];
-    args.extend_from_slice(flags);
+    let mut args = flags.to_vec();
+    if !flags.contains(&"--store") {
+        args.extend_from_slice(&["--store", "memory"]);
+    }
     let args = ServeArgs::parse_args(args).expect("valid flags");
     serve::build(&args, Some(SECRET)).await.expect("app builds")
 }

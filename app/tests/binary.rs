@@ -1,0 +1,156 @@
+//! The `cloakroom` binary as a process: restart on the same data folder keeps sessions and
+//! todos; bad configuration is a clear error at start.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use cloakroom_testkit::http::{request, wait_healthy};
+use cloakroom_testkit::{free_port, temp_dir};
+use tokio::process::{Child, Command};
+
+const SECRET: &str = "binary-test-secret-binary-test-secret-01";
+
+fn start(port: u16, store: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(["serve", "--port", &port.to_string(), "--store", store])
+        .env("SESSION_SECRET", SECRET)
+        .env_remove("HOST")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary")
+}
+
+async fn stop(child: &mut Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("graceful stop in time");
+    assert!(
+        exit.expect("exit status").success(),
+        "SIGTERM is a clean shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_todos_survive_a_restart() {
+    let dir = temp_dir("restart");
+    let store = dir.display().to_string();
+    let port = free_port();
+    let mut app = start(port, &store);
+    wait_healthy(port, Duration::from_secs(15)).await.unwrap();
+    let json = [("content-type", "application/json")];
+    let login = request(
+        port,
+        "POST",
+        "/api/login",
+        &json,
+        Some(r#"{"username":"alice"}"#),
+    )
+    .await
+    .unwrap();
+    let cookie = login.cookie().expect("a session cookie");
+    let with_cookie = [
+        ("content-type", "application/json"),
+        ("cookie", cookie.as_str()),
+    ];
+    let added = request(
+        port,
+        "POST",
+        "/api/todos",
+        &with_cookie,
+        Some(r#"{"title":"survive"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(added.status, 201);
+    stop(&mut app).await;
+
+    let mut app = start(port, &store);
+    wait_healthy(port, Duration::from_secs(15)).await.unwrap();
+    let profile = request(port, "GET", "/api/profile", &with_cookie[1..], None)
+        .await
+        .unwrap();
+    assert_eq!(profile.status, 200, "{}", profile.body);
+    assert_eq!(profile.json()["user_id"], "alice");
+    let todos = request(port, "GET", "/api/todos", &with_cookie[1..], None)
+        .await
+        .unwrap();
+    assert_eq!(todos.json()["todos"][0]["title"], "survive");
+    stop(&mut app).await;
+}
+
+async fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+    cmd.args(args)
+        .env_remove("SESSION_SECRET")
+        .env_remove("CLOAKROOM_ENV");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(15), cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "refused with exit code 2");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn bad_configuration_is_a_clear_error() {
+    let dir = temp_dir("refuse").display().to_string();
+    let port = free_port().to_string();
+    let err = refused(
+        &["serve", "--production", "--store", &dir, "--port", &port],
+        &[],
+    )
+    .await;
+    assert!(
+        err.contains("SESSION_SECRET is required in production"),
+        "{err}"
+    );
+    let err = refused(
+        &["serve", "--store", &dir, "--port", &port],
+        &[("CLOAKROOM_ENV", "production")],
+    )
+    .await;
+    assert!(
+        err.contains("SESSION_SECRET is required in production"),
+        "{err}"
+    );
+    let err = refused(
+        &["serve", "--port", &port],
+        &[("DB", "mysql://u:hunter2@h/db")],
+    )
+    .await;
+    assert!(
+        err.contains("Accepted") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = refused(
+        &["serve", "--port", &port, "--store", &dir],
+        &[("SESSION_SECRET", "short")],
+    )
+    .await;
+    assert!(err.contains("invalid SESSION_SECRET"), "{err}");
+    let bad = temp_dir("corrupt");
+    std::fs::write(bad.join("sessions.redb"), vec![7u8; 4096]).unwrap();
+    let err = refused(
+        &[
+            "serve",
+            "--port",
+            &port,
+            "--store",
+            &bad.display().to_string(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(err.contains("Move it aside"), "{err}");
+}

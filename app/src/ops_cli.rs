@@ -50,8 +50,8 @@ pub async fn stats(store: &StoreArgs) -> Result<String, OpsError> {
     );
     if let Some(bytes) = stats.bytes {
         let _ = writeln!(out, "bytes: {bytes}");
-        if stats.sessions > 0 {
-            let _ = writeln!(out, "bytes per session: {}", bytes / stats.sessions);
+        if let Some(per) = bytes.checked_div(stats.sessions) {
+            let _ = writeln!(out, "bytes per session: {per}");
         }
     }
     Ok(out)

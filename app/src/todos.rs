@@ -82,14 +82,17 @@ pub trait TodoStore: Send + Sync + 'static {
     async fn delete(&self, user: &str, id: u64) -> Result<bool, TodoError>;
 }
 
+/// Per user: the last id used and the todos by id.
+type Lists = HashMap<String, (u64, BTreeMap<u64, Todo>)>;
+
 /// Todos in memory (with the memory session store).
 #[derive(Default)]
 pub struct MemoryTodos {
-    lists: Mutex<HashMap<String, (u64, BTreeMap<u64, Todo>)>>,
+    lists: Mutex<Lists>,
 }
 
 impl MemoryTodos {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (u64, BTreeMap<u64, Todo>)>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Lists) -> T) -> T {
         let mut guard = self
             .lists
             .lock()

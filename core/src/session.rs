@@ -566,13 +566,12 @@ impl Session {
         }
         let changes = std::mem::take(&mut state.pending);
         match (state.existence, state.key) {
-            (Existence::Absent, _) | (_, None) => {
-                if !changes.is_empty() {
-                    let mut record = self.shared.new_record(now_millis());
-                    record.apply(&changes)?;
-                    self.create(&mut state, record).await?;
-                }
+            (Existence::Absent, _) | (_, None) if !changes.is_empty() => {
+                let mut record = self.shared.new_record(now_millis());
+                record.apply(&changes)?;
+                self.create(&mut state, record).await?;
             }
+            (Existence::Absent, _) | (_, None) => {}
             (_, Some(old)) if state.cycle => self.cycle(&mut state, old, &changes).await?,
             (_, Some(key)) if !changes.is_empty() => {
                 bump(&store.metrics.applies);

@@ -20,7 +20,6 @@ pub fn esc(text: &str) -> String {
 }
 
 /// The page frame around `body` (already HTML).
-#[must_use]
 pub fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>\

@@ -186,6 +186,9 @@ impl Reader {
     }
 }
 
+/// What `apply` wrote: the key it landed on, the new record, and the incremented counters.
+pub(crate) type AppliedRecord = (SessionKey, Record, BTreeMap<String, i64>);
+
 /// Read-write access inside one transaction of the writer.
 pub(crate) struct Tables<'t> {
     sessions: Table<'t, Bytes, Bytes>,
@@ -285,7 +288,7 @@ impl<'t> Tables<'t> {
         key: &SessionKey,
         changes: &Changes,
         now: Millis,
-    ) -> Result<Option<(SessionKey, Record, BTreeMap<String, i64>)>, StoreError> {
+    ) -> Result<Option<AppliedRecord>, StoreError> {
         let Some((target, before)) = resolve_in(&self.sessions, &self.aliases, key, now)? else {
             return Ok(None);
         };

@@ -731,6 +731,69 @@ pub async fn destroy_is_idempotent_and_follows_aliases(store: DynStore) {
     store.destroy(&key()).await.unwrap();
 }
 
+/// A store wrapper: `before` runs ahead of every call (to count it, fail it, or stall it),
+/// then the call goes to `inner`. Test doubles implement this instead of the whole contract.
+#[async_trait]
+pub trait Hook: Send + Sync + 'static {
+    /// The wrapped store.
+    fn inner(&self) -> &DynStore;
+    /// Runs before each call; an error is returned instead of calling the store.
+    async fn before(&self, op: &'static str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<H: Hook> SessionStore for H {
+    async fn load(
+        &self,
+        k: &SessionKey,
+        now: Millis,
+        r: Option<Refresh>,
+    ) -> Result<Option<Loaded>, StoreError> {
+        self.before("load").await?;
+        self.inner().load(k, now, r).await
+    }
+    async fn create(&self, k: &SessionKey, r: &Record) -> Result<(), StoreError> {
+        self.before("create").await?;
+        self.inner().create(k, r).await
+    }
+    async fn apply(&self, k: &SessionKey, c: &Changes, now: Millis) -> Result<Applied, StoreError> {
+        self.before("apply").await?;
+        self.inner().apply(k, c, now).await
+    }
+    async fn cycle(
+        &self,
+        o: &SessionKey,
+        n: &SessionKey,
+        c: &Changes,
+        now: Millis,
+        g: Millis,
+    ) -> Result<Applied, StoreError> {
+        self.before("cycle").await?;
+        self.inner().cycle(o, n, c, now, g).await
+    }
+    async fn destroy(&self, k: &SessionKey) -> Result<(), StoreError> {
+        self.before("destroy").await?;
+        self.inner().destroy(k).await
+    }
+    async fn list_user(&self, u: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
+        self.before("list_user").await?;
+        self.inner().list_user(u, now).await
+    }
+    async fn destroy_user(
+        &self,
+        u: &str,
+        keep: Option<&SessionKey>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        self.before("destroy_user").await?;
+        self.inner().destroy_user(u, keep, now).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.before("stats").await?;
+        self.inner().stats().await
+    }
+}
+
 /// Counts every call into a store.
 pub struct CountingStore {
     inner: DynStore,
@@ -770,55 +833,13 @@ impl CountingStore {
 }
 
 #[async_trait]
-impl SessionStore for CountingStore {
-    async fn load(
-        &self,
-        k: &SessionKey,
-        now: Millis,
-        r: Option<Refresh>,
-    ) -> Result<Option<Loaded>, StoreError> {
-        self.count("load");
-        self.inner.load(k, now, r).await
+impl Hook for CountingStore {
+    fn inner(&self) -> &DynStore {
+        &self.inner
     }
-    async fn create(&self, k: &SessionKey, r: &Record) -> Result<(), StoreError> {
-        self.count("create");
-        self.inner.create(k, r).await
-    }
-    async fn apply(&self, k: &SessionKey, c: &Changes, now: Millis) -> Result<Applied, StoreError> {
-        self.count("apply");
-        self.inner.apply(k, c, now).await
-    }
-    async fn cycle(
-        &self,
-        o: &SessionKey,
-        n: &SessionKey,
-        c: &Changes,
-        now: Millis,
-        g: Millis,
-    ) -> Result<Applied, StoreError> {
-        self.count("cycle");
-        self.inner.cycle(o, n, c, now, g).await
-    }
-    async fn destroy(&self, k: &SessionKey) -> Result<(), StoreError> {
-        self.count("destroy");
-        self.inner.destroy(k).await
-    }
-    async fn list_user(&self, u: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
-        self.count("list_user");
-        self.inner.list_user(u, now).await
-    }
-    async fn destroy_user(
-        &self,
-        u: &str,
-        keep: Option<&SessionKey>,
-        now: Millis,
-    ) -> Result<u64, StoreError> {
-        self.count("destroy_user");
-        self.inner.destroy_user(u, keep, now).await
-    }
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.count("stats");
-        self.inner.stats().await
+    async fn before(&self, op: &'static str) -> Result<(), StoreError> {
+        self.count(op);
+        Ok(())
     }
 }
 
@@ -918,8 +939,14 @@ impl FlakyStore {
             hang: AtomicBool::new(false),
         }
     }
+}
 
-    async fn check(&self) -> Result<(), StoreError> {
+#[async_trait]
+impl Hook for FlakyStore {
+    fn inner(&self) -> &DynStore {
+        &self.inner
+    }
+    async fn before(&self, _op: &'static str) -> Result<(), StoreError> {
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
@@ -930,58 +957,5 @@ impl FlakyStore {
             )));
         }
         Ok(())
-    }
-}
-
-#[async_trait]
-impl SessionStore for FlakyStore {
-    async fn load(
-        &self,
-        k: &SessionKey,
-        now: Millis,
-        r: Option<Refresh>,
-    ) -> Result<Option<Loaded>, StoreError> {
-        self.check().await?;
-        self.inner.load(k, now, r).await
-    }
-    async fn create(&self, k: &SessionKey, r: &Record) -> Result<(), StoreError> {
-        self.check().await?;
-        self.inner.create(k, r).await
-    }
-    async fn apply(&self, k: &SessionKey, c: &Changes, now: Millis) -> Result<Applied, StoreError> {
-        self.check().await?;
-        self.inner.apply(k, c, now).await
-    }
-    async fn cycle(
-        &self,
-        o: &SessionKey,
-        n: &SessionKey,
-        c: &Changes,
-        now: Millis,
-        g: Millis,
-    ) -> Result<Applied, StoreError> {
-        self.check().await?;
-        self.inner.cycle(o, n, c, now, g).await
-    }
-    async fn destroy(&self, k: &SessionKey) -> Result<(), StoreError> {
-        self.check().await?;
-        self.inner.destroy(k).await
-    }
-    async fn list_user(&self, u: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
-        self.check().await?;
-        self.inner.list_user(u, now).await
-    }
-    async fn destroy_user(
-        &self,
-        u: &str,
-        keep: Option<&SessionKey>,
-        now: Millis,
-    ) -> Result<u64, StoreError> {
-        self.check().await?;
-        self.inner.destroy_user(u, keep, now).await
-    }
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.check().await?;
-        self.inner.stats().await
     }
 }

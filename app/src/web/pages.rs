@@ -186,6 +186,33 @@ pub async fn add_todo(
     Ok(Redirect::to("/").into_response())
 }
 
+/// Which change a todo form asks for.
+#[derive(Clone, Copy)]
+enum TodoAction {
+    Complete,
+    Delete,
+}
+
+/// The shared path of the per-todo forms: CSRF, login, the change, back home.
+async fn change_todo(
+    state: &AppState,
+    session: &Session,
+    id: u64,
+    csrf: Option<&str>,
+    action: TodoAction,
+) -> PageResult {
+    require_csrf(session, csrf).await?;
+    let user = logged_in(session).await?;
+    let found = match action {
+        TodoAction::Complete => state.todos.complete(&user, id).await?,
+        TodoAction::Delete => state.todos.delete(&user, id).await?,
+    };
+    if !found {
+        return Err(AppError::NotFound.into());
+    }
+    Ok(Redirect::to("/").into_response())
+}
+
 /// `POST /todos/{id}/done`.
 pub async fn complete_todo(
     State(state): State<AppState>,
@@ -193,12 +220,14 @@ pub async fn complete_todo(
     Path(id): Path<u64>,
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
-    require_csrf(&session, form.csrf.as_deref()).await?;
-    let user = logged_in(&session).await?;
-    if !state.todos.complete(&user, id).await? {
-        return Err(AppError::NotFound.into());
-    }
-    Ok(Redirect::to("/").into_response())
+    change_todo(
+        &state,
+        &session,
+        id,
+        form.csrf.as_deref(),
+        TodoAction::Complete,
+    )
+    .await
 }
 
 /// `POST /todos/{id}/delete`.
@@ -208,10 +237,12 @@ pub async fn delete_todo(
     Path(id): Path<u64>,
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
-    require_csrf(&session, form.csrf.as_deref()).await?;
-    let user = logged_in(&session).await?;
-    if !state.todos.delete(&user, id).await? {
-        return Err(AppError::NotFound.into());
-    }
-    Ok(Redirect::to("/").into_response())
+    change_todo(
+        &state,
+        &session,
+        id,
+        form.csrf.as_deref(),
+        TodoAction::Delete,
+    )
+    .await
 }

@@ -146,7 +146,7 @@ pub mod embedded {
     use async_trait::async_trait;
     use cloakroom::{now_millis, StoreError};
     use cloakroom_embedded::EmbeddedStore;
-    use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+    use redb::{ReadableTable, TableDefinition};
 
     type Bytes = &'static [u8];
     /// (user length, user, id) → JSON todo.
@@ -268,7 +268,6 @@ pub mod embedded {
                     {
                         return Ok(None);
                     }
-                    let _ = todos.len();
                     let mut ids = txn.open_table(TODO_IDS).map_err(backend)?;
                     let id = ids
                         .get(user.as_str())

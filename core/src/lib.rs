@@ -58,7 +58,7 @@ pub mod testing;
 
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
 pub use error::SessionError;
-pub use id::{SessionId, SessionKey};
+pub use id::{SessionId, SessionKey, ID_LEN, KEY_LEN};
 pub use keyring::{generate_secret, KeyRing, KeyRingError, Verified, MIN_SECRET_LEN};
 pub use layer::{SessionLayer, SessionService};
 pub use memory::MemoryStore;

@@ -18,11 +18,7 @@ const SESSIONS: TableDefinition<Bytes, Bytes> = TableDefinition::new("sessions")
 const ALIASES: TableDefinition<Bytes, Bytes> = TableDefinition::new("aliases");
 const USERS: TableDefinition<Bytes, ()> = TableDefinition::new("user_sessions");
 const EXPIRY: TableDefinition<Bytes, ()> = TableDefinition::new("expiry");
-const KEY_LEN: usize = cloakroom_key_len();
-
-const fn cloakroom_key_len() -> usize {
-    16
-}
+use cloakroom::KEY_LEN;
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::unavailable(e)

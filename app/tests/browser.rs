@@ -38,9 +38,9 @@ async fn a_visit_in_a_real_browser() {
         assert!(browser.text("h1").await?.contains("You are not logged in"));
         browser.screenshot(&shot("1-logged-out")).await?;
 
-        browser.click("a.button").await?;
+        browser.navigate_by("a.button").await?;
         browser.type_into("#username", "alice").await?;
-        browser.click("form button").await?;
+        browser.navigate_by("form button").await?;
         assert_eq!(browser.url().await?, format!("{base}/"));
         assert_eq!(browser.text("#user").await?, "alice");
         assert!(browser.text(".flashes").await?.contains("Welcome, alice!"));
@@ -53,13 +53,15 @@ async fn a_visit_in_a_real_browser() {
         browser.screenshot(&shot("2-logged-in")).await?;
 
         browser.type_into("#title", "Water the <plants>").await?;
-        browser.click("form.add button").await?;
+        browser.navigate_by("form.add button").await?;
         assert_eq!(browser.text(".todos .title").await?, "Water the <plants>");
         assert!(
             browser.find(".flashes").await.is_err(),
             "the welcome flash was shown once"
         );
-        browser.click(".todos form[action$='/done'] button").await?;
+        browser
+            .navigate_by(".todos form[action$='/done'] button")
+            .await?;
         browser.find(".todos li.done").await?;
         browser.screenshot(&shot("3-todo-done")).await?;
 
@@ -74,7 +76,7 @@ async fn a_visit_in_a_real_browser() {
             "4",
             "every visit to / counts, redirects included"
         );
-        browser.click("form.logout button").await?;
+        browser.navigate_by("form.logout button").await?;
         assert!(browser.text("h1").await?.contains("You are not logged in"));
         assert!(browser
             .text(".flashes")

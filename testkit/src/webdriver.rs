@@ -108,6 +108,32 @@ impl Browser {
             .ok_or_else(|| format!("no element {css}: {reply}"))
     }
 
+    /// Runs `step` on the element matching `css`, retrying (bounded: 2 s) while the page is
+    /// still changing under it: after a click that navigates, the old page's elements go
+    /// stale and the new page's may not exist yet.
+    async fn on_element(&self, css: &str, step: impl Fn(String) -> String) -> Result<Value> {
+        let mut last = String::new();
+        for _ in 0..40 {
+            let outcome = match self.find(css).await {
+                Ok(id) => {
+                    let path = self.path(&step(id));
+                    if path.ends_with("/text") {
+                        get(self.port, &path).await
+                    } else {
+                        post(self.port, &path, &json!({})).await
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Err(e) if e.contains("stale element") || e.contains("no element") => last = e,
+                other => return other,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(last)
+    }
+
     /// Types `text` into the element matching `css`.
     ///
     /// # Errors
@@ -128,14 +154,26 @@ impl Browser {
     /// # Errors
     /// WebDriver errors.
     pub async fn click(&self, css: &str) -> Result<()> {
-        let id = self.find(css).await?;
-        post(
-            self.port,
-            &self.path(&format!("/element/{id}/click")),
-            &json!({}),
-        )
-        .await
-        .map(|_| ())
+        self.on_element(css, |id| format!("/element/{id}/click"))
+            .await
+            .map(|_| ())
+    }
+
+    /// Clicks a link or submit button and waits (bounded: 5 s) until the next page has
+    /// replaced this one, so that what follows reads the new page, not the old.
+    ///
+    /// # Errors
+    /// WebDriver errors, or if no new page arrives in time.
+    pub async fn navigate_by(&self, css: &str) -> Result<()> {
+        let before = self.find("html").await?;
+        self.click(css).await?;
+        for _ in 0..100 {
+            match self.find("html").await {
+                Ok(now) if now != before => return Ok(()),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Err(format!("clicking {css} did not load a new page"))
     }
 
     /// The visible text of the element matching `css`.
@@ -143,8 +181,9 @@ impl Browser {
     /// # Errors
     /// WebDriver errors.
     pub async fn text(&self, css: &str) -> Result<String> {
-        let id = self.find(css).await?;
-        let reply = get(self.port, &self.path(&format!("/element/{id}/text"))).await?;
+        let reply = self
+            .on_element(css, |id| format!("/element/{id}/text"))
+            .await?;
         Ok(reply["value"].as_str().unwrap_or_default().to_owned())
     }
 

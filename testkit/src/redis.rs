@@ -101,8 +101,12 @@ impl RedisServer {
             cmd.arg("--requirepass").arg(password);
         }
         if let Some((user, password)) = &self.options.acl_user {
+            // One argument per ACL rule: redis-server reads them as separate words.
             cmd.arg("--user")
-                .arg(format!("{user} on >{password} ~* &* +@all"));
+                .arg(user)
+                .arg("on")
+                .arg(format!(">{password}"))
+                .args(["~*", "&*", "+@all"]);
         }
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -180,5 +184,98 @@ impl RedisServer {
             .await
             .expect("read from redis");
         reply
+    }
+}
+
+impl Tls {
+    /// A fresh CA and a server certificate for 127.0.0.1 signed by it, made with the
+    /// `openssl` command in `dir`; `None` outside CI when `openssl` is missing.
+    ///
+    /// # Panics
+    /// In CI when `openssl` is missing, or if it fails.
+    #[must_use]
+    pub fn generate(dir: &std::path::Path) -> Option<Self> {
+        let openssl = crate::require("openssl", "openssl")?;
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(&openssl)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("write san.ext");
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cloakroom test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        Some(Self {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        })
+    }
+}
+
+impl RedisServer {
+    /// How many times each command ran, from `INFO commandstats` (lower-case names).
+    pub async fn command_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let info = self.command(&["INFO", "commandstats"]).await;
+        info.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("cmdstat_")?;
+                let (name, stats) = rest.split_once(':')?;
+                let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+                Some((name.to_owned(), calls.parse().ok()?))
+            })
+            .collect()
     }
 }

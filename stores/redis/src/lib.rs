@@ -1,2 +1,41 @@
-//! Redis store (see issue #4).
+//! The Redis/Valkey store for Cloakroom sessions.
+//!
+//! # Design
+//!
+//! * **One hash per session**, named by the configured prefix (default `session:`) and a hash of
+//!   the session ID, never the ID. One field per session key holding its JSON text, plus short
+//!   metadata fields: `__c` created, `__i` idle deadline, `__a` absolute deadline, `__u` user,
+//!   `__v` version. The key's TTL is the nearer deadline, so Redis drops dead sessions itself.
+//! * **Every operation is one server-side script** (EVALSHA; reloaded on NOSCRIPT) that checks
+//!   the session is alive, by the caller's clock, before writing anything. A write to a session
+//!   that was destroyed or expired answers [`cloakroom::Applied::Gone`] and never recreates it.
+//!   Increments return their new values from the same script.
+//! * **Round trips**: a read is one (the sliding-expiry refresh runs inside the load script when
+//!   due), a write is one, a login is two (take the old session and leave an alias; file the new
+//!   one together with its per-user index entry), a logout is one.
+//! * **Per-user index**: a sorted set per user of session keys scored by absolute deadline,
+//!   pruned whenever it is written or read; no keyspace notifications needed.
+//! * **Cheap count**: live sessions are counted per minute of expiry in one small hash, so
+//!   [`cloakroom::SessionStore::stats`] needs no `KEYS` or `SCAN`. Nothing uses `CONFIG`,
+//!   `KEYS` or `MONITOR`, which managed services disable.
+//! * **Connections**: one multiplexed connection (redis-rs `ConnectionManager`) shared by all
+//!   requests, reconnecting in the background with bounded backoff; bounded connect and command
+//!   timeouts. `redis://` and `rediss://` URLs, ACL user names, a password fallback for URLs
+//!   without one (the `REDIS_AUTH` convention) and a custom CA for TLS.
+//!
+//! `docs/redis-data-model.md` in the repository lists every key, which keys a script touches,
+//! and what Redis Cluster will need.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod codec;
+mod config;
+mod connection;
+mod error;
+mod keys;
+mod scripts;
+mod store;
+
+pub use config::{RedisConfig, DEFAULT_PREFIX};
+pub use error::RedisError;
+pub use store::RedisStore;

@@ -1,0 +1,100 @@
+//! How to reach Redis: URL, credentials, TLS trust and time limits.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Connection settings for [`crate::RedisStore`]. Private fields behind `with_*` builders, so
+/// new options never break callers.
+///
+/// ```
+/// use std::time::Duration;
+/// use cloakroom_redis::RedisConfig;
+/// let config = RedisConfig::new("rediss://default@cache.internal:6380/0")
+///     .with_password(Some("from REDIS_AUTH".into()))
+///     .with_prefix("myapp:session:")
+///     .with_response_timeout(Duration::from_millis(300));
+/// assert_eq!(config.prefix(), "myapp:session:");
+/// ```
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub(crate) url: String,
+    pub(crate) password: Option<String>,
+    pub(crate) prefix: String,
+    pub(crate) ca_certificate: Option<Vec<u8>>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+}
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "session:";
+
+impl RedisConfig {
+    /// Settings for `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS),
+    /// with the defaults: prefix `session:`, 2 s to connect, 1 s per command.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            password: None,
+            prefix: DEFAULT_PREFIX.into(),
+            ca_certificate: None,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// A password to use when the URL carries none (the `REDIS_AUTH` convention).
+    #[must_use]
+    pub fn with_password(mut self, password: Option<String>) -> Self {
+        self.password = password.filter(|p| !p.is_empty());
+        self
+    }
+
+    /// The prefix of every key this store writes (default `session:`).
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// A PEM CA certificate to trust for `rediss://` (managed services with their own CA, such
+    /// as Memorystore); without it the system roots are used.
+    #[must_use]
+    pub fn with_ca_certificate(mut self, pem: Option<Vec<u8>>) -> Self {
+        self.ca_certificate = pem;
+        self
+    }
+
+    /// How long one connection attempt may take.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one command may take before it fails.
+    #[must_use]
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The key prefix.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    // Never print credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("prefix", &self.prefix)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca_certificate", &self.ca_certificate.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
+}

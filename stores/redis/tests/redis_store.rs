@@ -1,0 +1,279 @@
+//! The behavioural suite against a real `redis-server`, plus what only Redis has: TLS, AUTH,
+//! ACL users, outages and restarts, forgotten scripts, and the commands each request costs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cloakroom::testing::{DynStore, Hook};
+use cloakroom::{
+    now_millis, Applied, Changes, Record, SessionId, SessionKey, SessionStore, StoreError,
+};
+use cloakroom_redis::{RedisConfig, RedisError, RedisStore};
+use cloakroom_testkit::redis::{Options, RedisServer, Tls};
+
+/// A store on its own fresh server, which lives as long as the store.
+struct OnRedis {
+    store: DynStore,
+    _server: RedisServer,
+}
+
+#[async_trait]
+impl Hook for OnRedis {
+    fn inner(&self) -> &DynStore {
+        &self.store
+    }
+    async fn before(&self, _op: &'static str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+async fn server(options: Options) -> RedisServer {
+    RedisServer::start_with(options)
+        .await
+        .expect("redis-server is required: apt-get install redis-server (scripts/test does this)")
+}
+
+async fn connect(server: &RedisServer) -> RedisStore {
+    RedisStore::connect(RedisConfig::new(server.url()))
+        .await
+        .expect("connect to the test server")
+}
+
+async fn make_store() -> OnRedis {
+    let server = server(Options::default()).await;
+    OnRedis {
+        store: Arc::new(connect(&server).await),
+        _server: server,
+    }
+}
+
+cloakroom::store_suite!(make_store);
+
+fn key() -> SessionKey {
+    SessionId::random().unwrap().key()
+}
+
+fn fresh(now: u64) -> Record {
+    Record::new(now, now + 60_000, now + 120_000)
+}
+
+async fn round_trip(store: &RedisStore) {
+    let (k, now) = (key(), now_millis());
+    store.create(&k, &fresh(now)).await.unwrap();
+    assert!(store.load(&k, now + 1, None).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_certificate_made_at_test_time() {
+    let dir = cloakroom_testkit::temp_dir("redis-tls");
+    let Some(tls) = Tls::generate(&dir) else {
+        return;
+    };
+    let ca = std::fs::read(&tls.ca).unwrap();
+    let server = server(Options {
+        tls: Some(tls),
+        ..Options::default()
+    })
+    .await;
+    assert!(server.url().starts_with("rediss://"));
+    let store = RedisStore::connect(RedisConfig::new(server.url()).with_ca_certificate(Some(ca)))
+        .await
+        .expect("TLS with the test CA");
+    round_trip(&store).await;
+    // Without trusting that CA the handshake must fail, with a typed error.
+    let untrusted = RedisStore::connect(
+        RedisConfig::new(server.url()).with_connect_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(matches!(untrusted, Err(RedisError::Connect(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_from_the_url_or_the_fallback() {
+    let server = server(Options {
+        password: Some("s3cret-pass".into()),
+        ..Options::default()
+    })
+    .await;
+    round_trip(&connect(&server).await).await;
+    let bare = format!("redis://127.0.0.1:{}/0", server.port);
+    let store =
+        RedisStore::connect(RedisConfig::new(&bare).with_password(Some("s3cret-pass".into())))
+            .await
+            .expect("password from the REDIS_AUTH-style fallback");
+    round_trip(&store).await;
+    for wrong in [None, Some("wrong".to_owned())] {
+        let refused = RedisStore::connect(RedisConfig::new(&bare).with_password(wrong)).await;
+        assert!(
+            matches!(refused, Err(RedisError::Connect(_))),
+            "a missing or wrong password is refused at connect time"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_user_names() {
+    let server = server(Options {
+        acl_user: Some(("sessions".into(), "acl-pass".into())),
+        ..Options::default()
+    })
+    .await;
+    assert!(server.url().contains("sessions:acl-pass@"));
+    round_trip(&connect(&server).await).await;
+    let user_only = format!("redis://sessions@127.0.0.1:{}/0", server.port);
+    let store =
+        RedisStore::connect(RedisConfig::new(user_only).with_password(Some("acl-pass".into())))
+            .await
+            .expect("ACL user from the URL, password from the fallback");
+    round_trip(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_and_prefixes_are_typed_errors() {
+    for url in ["http://x", "redis://", "redis://host:notaport"] {
+        assert!(
+            matches!(
+                RedisStore::connect(RedisConfig::new(url)).await,
+                Err(RedisError::Url(_) | RedisError::Connect(_))
+            ),
+            "{url}"
+        );
+    }
+    for prefix in ["", "has space", "{tag}"] {
+        assert!(matches!(
+            RedisStore::connect(RedisConfig::new("redis://127.0.0.1:1").with_prefix(prefix)).await,
+            Err(RedisError::Prefix(_))
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_fast_and_ends_without_a_restart() {
+    let mut server = server(Options::default()).await;
+    let store = RedisStore::connect(
+        RedisConfig::new(server.url()).with_response_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    let (k, now) = (key(), now_millis());
+    store.create(&k, &fresh(now)).await.unwrap();
+    server.kill().await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let result = store.load(&k, now_millis(), None).await;
+        assert!(matches!(result, Err(e) if e.is_outage()));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "bounded by the timeouts"
+        );
+    }
+    server.restart().await;
+    // The restarted server is empty and has forgotten the scripts: the store reconnects and
+    // loads them again by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let k2 = key();
+        match store.create(&k2, &fresh(now_millis())).await {
+            Ok(()) => {
+                assert!(store.load(&k2, now_millis(), None).await.unwrap().is_some());
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "no recovery: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_scripts_are_reloaded() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    server.command(&["SCRIPT", "FLUSH"]).await;
+    round_trip(&store).await;
+    server.command(&["SCRIPT", "FLUSH"]).await;
+    let (k, now) = (key(), now_millis());
+    let mut record = fresh(now);
+    record.user = Some("alice".into());
+    // create + index entry in one pipeline: both scripts forgotten, both run exactly once.
+    store.create(&k, &record).await.unwrap();
+    assert_eq!(store.list_user("alice", now + 1).await.unwrap().len(), 1);
+}
+
+/// EVALSHA calls between two `INFO commandstats` readings. Commands a script runs are counted
+/// too, so every other command must be one the scripts use: the client sent nothing else.
+fn round_trips(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> u64 {
+    const INSIDE_SCRIPTS: [&str; 10] = [
+        "hgetall", "hmget", "hget", "hset", "hdel", "hincrby", "hkeys", "pexpire", "del", "exists",
+    ];
+    let mut evalsha = 0;
+    for (name, n) in after {
+        let ran = n - before.get(name).copied().unwrap_or(0);
+        match name.as_str() {
+            _ if ran == 0 => {}
+            "evalsha" => evalsha = ran,
+            "info" | "auth" | "quit" => {} // the readings themselves
+            other => assert!(INSIDE_SCRIPTS.contains(&other), "{other} sent on its own"),
+        }
+    }
+    evalsha
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_per_read_and_per_write() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let (k, now) = (key(), now_millis());
+    store.create(&k, &fresh(now)).await.unwrap();
+    let before = server.command_calls().await;
+    store.load(&k, now + 1, None).await.unwrap().unwrap();
+    assert_eq!(
+        round_trips(&before, &server.command_calls().await),
+        1,
+        "a read"
+    );
+    let before = server.command_calls().await;
+    let mut changes = Changes::default();
+    changes.increments.insert("visits".into(), 1);
+    changes.set.insert("page".into(), "\"home\"".into());
+    let done = store.apply(&k, &changes, now + 2).await.unwrap();
+    assert!(matches!(done, Applied::Done { counters, .. } if counters["visits"] == 1));
+    assert_eq!(
+        round_trips(&before, &server.command_calls().await),
+        1,
+        "a write"
+    );
+    store.stats().await.unwrap();
+    let all = server.command_calls().await;
+    for banned in ["keys", "scan", "config", "monitor"] {
+        assert!(!all.contains_key(banned), "{banned} used");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_data_is_a_typed_error() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let now = now_millis();
+    let k = key();
+    server
+        .command(&["HSET", &store.key_name(&k), "__c", "x", "__i", "y"])
+        .await;
+    assert!(matches!(
+        store.load(&k, now, None).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    let k2 = key();
+    server
+        .command(&["SET", &store.key_name(&k2), "plain"])
+        .await;
+    assert!(matches!(
+        store.load(&k2, now, None).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        store.apply(&k2, &Changes::default(), now).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cloakroom::{MemoryStore, SessionStore};
 use cloakroom_embedded::{EmbeddedError, EmbeddedStore};
 
-use crate::config::{redact, StoreSpec};
+use crate::config::{StoreArgs, StoreSpec};
 use crate::todos::{embedded::EmbeddedTodos, MemoryTodos, TodoStore};
 
 /// Why the backend could not be opened.
@@ -15,13 +15,21 @@ pub enum BackendError {
     /// The embedded store failed to open.
     #[error(transparent)]
     Embedded(#[from] EmbeddedError),
-    /// The Redis store failed to connect or is not built in.
-    #[error("cannot use the Redis store at {url}: {reason}")]
+    /// The Redis store failed to connect.
+    #[error("cannot use the Redis store at {url}: {source}")]
     Redis {
         /// The URL, password redacted.
         url: String,
         /// What went wrong.
-        reason: String,
+        source: cloakroom_redis::RedisError,
+    },
+    /// The CA certificate for `rediss://` could not be read.
+    #[error("cannot read the Redis CA certificate {}: {source}", path.display())]
+    RedisCa {
+        /// The file named by `--redis-ca` / `REDIS_CA_CERT`.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
 }
 
@@ -43,7 +51,7 @@ impl Backend {
     ///
     /// # Errors
     /// [`BackendError`] with a message that says what to fix.
-    pub async fn open(spec: &StoreSpec) -> Result<Self, BackendError> {
+    pub async fn open(spec: &StoreSpec, args: &StoreArgs) -> Result<Self, BackendError> {
         match spec {
             StoreSpec::Memory => Ok(Self {
                 sessions: Arc::new(MemoryStore::default()),
@@ -62,14 +70,7 @@ impl Backend {
                     embedded: Some(store),
                 })
             }
-            StoreSpec::Redis(url) => {
-                crate::redis_backend::open(url)
-                    .await
-                    .map_err(|reason| BackendError::Redis {
-                        url: redact(url),
-                        reason,
-                    })
-            }
+            StoreSpec::Redis(url) => crate::redis_backend::open(url, args).await,
         }
     }
 

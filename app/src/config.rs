@@ -63,6 +63,15 @@ pub struct StoreArgs {
     /// `redis://[user:password@]host:port[/db]` / `rediss://…` [env: SESSION_STORE, DB, REDIS_URL]
     #[arg(long)]
     pub store: Option<String>,
+    /// Redis password, used when the URL carries none.
+    #[arg(long, env = "REDIS_AUTH", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// A PEM file with the CA certificate to trust for `rediss://` (e.g. Memorystore's).
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca: Option<PathBuf>,
+    /// Prefix of the session keys in Redis.
+    #[arg(long, env = "SESSION_KEY_PREFIX", default_value = cloakroom_redis::DEFAULT_PREFIX)]
+    pub key_prefix: String,
 }
 
 impl StoreArgs {

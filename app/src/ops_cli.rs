@@ -33,7 +33,7 @@ async fn open(store: &StoreArgs) -> Result<Backend, OpsError> {
     if spec == crate::config::StoreSpec::Memory {
         return Err(OpsError::Memory);
     }
-    Ok(Backend::open(&spec).await?)
+    Ok(Backend::open(&spec, store).await?)
 }
 
 /// `cloakroom stats`.

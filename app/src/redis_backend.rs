@@ -1,11 +1,39 @@
-//! The Redis backend (sessions and todos on Redis/Valkey).
+//! The Redis backend: sessions and todo lists on one Redis/Valkey connection.
 
-use crate::backend::Backend;
+use std::sync::Arc;
 
-/// Connects to Redis at `url`.
+use cloakroom_redis::{RedisConfig, RedisStore};
+
+use crate::backend::{Backend, BackendError};
+use crate::config::{redact, StoreArgs};
+use crate::todos::redis::RedisTodos;
+
+/// Connects to Redis at `url` with the password, CA and prefix from `args`.
 ///
 /// # Errors
-/// A message saying why.
-pub async fn open(_url: &str) -> Result<Backend, String> {
-    Err("the Redis store is not part of this build yet".into())
+/// [`BackendError`] naming the URL (password redacted) and what went wrong.
+pub async fn open(url: &str, args: &StoreArgs) -> Result<Backend, BackendError> {
+    let ca = match &args.redis_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|source| BackendError::RedisCa {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let config = RedisConfig::new(url)
+        .with_password(args.redis_password.clone())
+        .with_ca_certificate(ca)
+        .with_prefix(args.key_prefix.clone());
+    let store = RedisStore::connect(config)
+        .await
+        .map_err(|source| BackendError::Redis {
+            url: redact(url),
+            source,
+        })?;
+    let todos = RedisTodos::new(store.connection());
+    Ok(Backend::from_parts(
+        Arc::new(store),
+        Arc::new(todos),
+        format!("Redis at {}", redact(url)),
+    ))
 }

@@ -53,7 +53,7 @@ pub struct App {
 pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App, StartError> {
     let spec: StoreSpec = args.store.resolve().parse()?;
     let production = args.is_production();
-    let backend = Backend::open(&spec).await?;
+    let backend = Backend::open(&spec, &args.store).await?;
     let data_dir = backend
         .data_dir
         .clone()

@@ -140,6 +140,8 @@ impl TodoStore for MemoryTodos {
     }
 }
 
+pub mod redis;
+
 /// Todos in the embedded store's file, in tables of their own.
 pub mod embedded {
     use super::{Todo, TodoError, TodoStore, MAX_TODOS};

@@ -28,6 +28,8 @@ pub struct Options {
     pub acl_user: Option<(String, String)>,
     /// Serve TLS only (no plain port).
     pub tls: Option<Tls>,
+    /// Keep data across `restart` (append-only file, fsync on every write).
+    pub persist: bool,
 }
 
 /// A running `redis-server`. Killed when dropped.
@@ -73,7 +75,9 @@ impl RedisServer {
             .arg("--save")
             .arg("")
             .arg("--appendonly")
-            .arg("no")
+            .arg(if self.options.persist { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("always")
             .arg("--dir")
             .arg(&self.dir)
             .arg("--protected-mode")
@@ -146,7 +150,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (empty: persistence is off).
+    /// Starts it again on the same port (empty unless started with `persist`).
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;

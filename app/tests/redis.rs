@@ -1,0 +1,217 @@
+//! The app on Redis, as processes: three instances sharing one Redis, and an outage with
+//! recovery in the same app process.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cloakroom_testkit::free_port;
+use cloakroom_testkit::http::{request, wait_healthy, Response};
+use cloakroom_testkit::redis::{Options, RedisServer};
+use tokio::process::{Child, Command};
+
+const SECRET: &str = "redis-test-secret-redis-test-secret-0001";
+
+/// Starts the binary with the store URL in the environment variable `var`.
+async fn app(var: &str, url: &str, extra: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(["serve", "--port", &port.to_string()])
+        .args(extra)
+        .env_remove("SESSION_STORE")
+        .env_remove("DB")
+        .env_remove("REDIS_URL")
+        .env(var, url)
+        .env("SESSION_SECRET", SECRET)
+        .env_remove("HOST")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
+    wait_healthy(port, Duration::from_secs(15))
+        .await
+        .expect("the app starts on Redis");
+    (child, port)
+}
+
+async fn server(persist: bool) -> Option<RedisServer> {
+    RedisServer::start_with(Options {
+        persist,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: Option<&str>,
+) -> Response {
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(cookie) = cookie {
+        headers.push(("cookie", cookie));
+    }
+    request(port, method, path, &headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+async fn login(port: u16, user: &str) -> String {
+    let reply = call(
+        port,
+        "POST",
+        "/api/login",
+        None,
+        Some(&format!(r#"{{"username":"{user}"}}"#)),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.cookie().expect("a session cookie")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_sessions_and_todos() {
+    let Some(redis) = server(false).await else {
+        return;
+    };
+    let url = redis.url();
+    // The three ways tutorials name the store.
+    let (_a, first) = app("SESSION_STORE", &url, &[]).await;
+    let (_b, second) = app("DB", &url, &[]).await;
+    let (_c, third) = app("REDIS_URL", &url, &[]).await;
+
+    let cookie = login(first, "alice").await;
+    let added = call(
+        first,
+        "POST",
+        "/api/todos",
+        Some(&cookie),
+        Some(r#"{"title":"shared"}"#),
+    )
+    .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    let profile = call(second, "GET", "/api/profile", Some(&cookie), None).await;
+    assert_eq!(profile.status, 200, "{}", profile.body);
+    assert_eq!(profile.json()["user_id"], "alice");
+    let todos = call(second, "GET", "/api/todos", Some(&cookie), None).await;
+    assert_eq!(todos.json()["todos"][0]["title"], "shared");
+    let visits = call(third, "POST", "/api/visits", Some(&cookie), None).await;
+    assert_eq!(visits.status, 200, "{}", visits.body);
+    let logout = call(third, "POST", "/api/logout", Some(&cookie), None).await;
+    assert!(logout.status < 300, "{}", logout.body);
+    let replay = call(first, "GET", "/api/profile", Some(&cookie), None).await;
+    assert_eq!(
+        replay.status, 401,
+        "a logged-out cookie is dead on every instance"
+    );
+    // A write with the dead cookie starts a fresh anonymous session; the old one stays dead.
+    let again = call(second, "POST", "/api/visits", Some(&cookie), None).await;
+    assert_eq!(again.json()["visits"], 1, "{}", again.body);
+    assert_ne!(again.cookie().as_deref(), Some(cookie.as_str()));
+    let replay = call(third, "GET", "/api/profile", Some(&cookie), None).await;
+    assert_eq!(replay.status, 401, "not resurrected by the write");
+    let relogin = login(second, "alice").await;
+    let todos = call(third, "GET", "/api/todos", Some(&relogin), None).await;
+    assert_eq!(
+        todos.json()["todos"][0]["title"],
+        "shared",
+        "todos outlive the session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_answers_503_fast_and_recovers_without_a_restart() {
+    let Some(mut redis) = server(true).await else {
+        return;
+    };
+    let (_app, port) = app("SESSION_STORE", &redis.url(), &["--store-timeout", "300ms"]).await;
+    let cookie = login(port, "bob").await;
+    assert_eq!(
+        call(port, "POST", "/api/visits", Some(&cookie), None)
+            .await
+            .status,
+        200
+    );
+
+    // A background load across the kill and the restart: bounded in count and time.
+    let load = tokio::spawn({
+        let cookie = cookie.clone();
+        async move {
+            let (mut slowest, mut statuses) = (Duration::ZERO, std::collections::BTreeSet::new());
+            let stop = Instant::now() + Duration::from_secs(8);
+            for _ in 0..400 {
+                let t = Instant::now();
+                let reply = call(port, "GET", "/api/profile", Some(&cookie), None).await;
+                slowest = slowest.max(t.elapsed());
+                statuses.insert(reply.status);
+                if Instant::now() > stop {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (slowest, statuses)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.kill().await;
+    // A bounded load while Redis is down: session routes fail fast, the rest stays up.
+    let started = Instant::now();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let profile = call(port, "GET", "/api/profile", Some(&cookie), None).await;
+        assert_eq!(profile.status, 503, "{}", profile.body);
+        assert!(profile.header("retry-after").is_some());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "503 within the timeout, took {:?}",
+            t.elapsed()
+        );
+        let write = call(port, "POST", "/api/visits", Some(&cookie), None).await;
+        assert_eq!(write.status, 503);
+        assert_eq!(call(port, "GET", "/healthz", None, None).await.status, 200);
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    assert_eq!(
+        call(port, "GET", "/readyz", None, None).await.status,
+        503,
+        "readyz reports the outage"
+    );
+
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let profile = call(port, "GET", "/api/profile", Some(&cookie), None).await;
+        if profile.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {} {}",
+            profile.status,
+            profile.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The acknowledged write before the outage survived (Redis with an fsync'd AOF).
+    let visits = call(port, "POST", "/api/visits", Some(&cookie), None).await;
+    assert_eq!(visits.status, 200);
+    assert_eq!(
+        visits.json()["visits"],
+        2,
+        "the increment before the outage was kept"
+    );
+    assert_eq!(call(port, "GET", "/readyz", None, None).await.status, 200);
+    let (slowest, statuses) = load.await.unwrap();
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "no request hung: slowest {slowest:?}"
+    );
+}

@@ -1,0 +1,55 @@
+//! Cloakroom on Redis, serving the bench routes.
+
+use axum::extract::Query;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloakroom::{now_millis, KeyRing, Session, SessionConfig, SessionError, SessionLayer};
+use cloakroom_redis::{RedisConfig, RedisStore};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+async fn login(session: Session, Query(q): Query<Login>) -> Result<Response, SessionError> {
+    session.cycle_id().await;
+    session.set_user(&q.user).await?;
+    session.insert("login_time", now_millis()).await?;
+    Ok(Json(json!({ "user": q.user })).into_response())
+}
+
+async fn profile(session: Session) -> Result<Response, SessionError> {
+    let Some(user) = session.user().await? else {
+        return Ok(StatusCode::UNAUTHORIZED.into_response());
+    };
+    let login_time: Option<u64> = session.get("login_time").await?;
+    Ok(Json(json!({ "user_id": user, "login_time": login_time })).into_response())
+}
+
+async fn visits(session: Session) -> Result<Response, SessionError> {
+    let n = session.increment("visits", 1).await?;
+    Ok(Json(json!({ "visits": n })).into_response())
+}
+
+#[tokio::main]
+async fn main() {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let url = std::env::var("REDIS_URL").expect("REDIS_URL");
+    let store = RedisStore::connect(RedisConfig::new(url)).await.expect("redis");
+    let keys = KeyRing::from_comma_separated("bench-secret-bench-secret-bench-secret-0001").unwrap();
+    let config = SessionConfig::builder(keys)
+        .with_secure(false)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/api/login", post(login))
+        .route("/api/profile", get(profile))
+        .route("/api/visits", post(visits))
+        .layer(SessionLayer::new(store, config));
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await.unwrap();
+    axum::serve(listener, app).await.unwrap();
+}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cloakroom::{Record, SessionKey, StoreError};
+use cloakroom::{Millis, Record, SessionKey, StoreError};
 use redis::Value;
 
 const CREATED: &str = "__c";
@@ -12,6 +12,7 @@ const ABSOLUTE: &str = "__a";
 const USER: &str = "__u";
 const VERSION: &str = "__v";
 const ALIAS: &str = "__to";
+const GRACE: &str = "__g";
 
 /// The field/value pairs that file `record` (for the create script).
 pub(crate) fn record_fields(record: &Record) -> Vec<String> {
@@ -34,6 +35,40 @@ pub(crate) fn record_fields(record: &Record) -> Vec<String> {
         out.push(value.clone());
     }
     out
+}
+
+/// What a key's HGETALL holds.
+pub(crate) enum Stored {
+    /// Nothing (never filed, expired by TTL, or destroyed).
+    Missing,
+    /// A cycle's alias: the new key and the end of the grace window.
+    Alias(SessionKey, Millis),
+    /// A session (alive or not: the caller judges by its clock).
+    Session(Record),
+}
+
+/// Decodes a flat HGETALL reply.
+pub(crate) fn stored_from_flat(flat: Vec<Value>) -> Result<Stored, StoreError> {
+    if flat.is_empty() {
+        return Ok(Stored::Missing);
+    }
+    let alias = flat
+        .chunks(2)
+        .any(|pair| matches!(&pair[0], Value::BulkString(b) if b == ALIAS.as_bytes()));
+    if !alias {
+        return record_from_flat(flat).map(Stored::Session);
+    }
+    let (mut to, mut until) = (None, 0);
+    let mut items = flat.into_iter();
+    while let (Some(name), Some(value)) = (items.next(), items.next()) {
+        match text(name)?.as_str() {
+            ALIAS => to = SessionKey::parse(&text(value)?),
+            GRACE => until = number(&text(value)?)?,
+            _ => {}
+        }
+    }
+    to.map(|to| Stored::Alias(to, until))
+        .ok_or_else(|| StoreError::Corrupt("alias with a malformed target".into()))
 }
 
 /// A record from a flat HGETALL reply.

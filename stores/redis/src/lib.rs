@@ -6,12 +6,13 @@
 //!   the session ID, never the ID. One field per session key holding its JSON text, plus short
 //!   metadata fields: `__c` created, `__i` idle deadline, `__a` absolute deadline, `__u` user,
 //!   `__v` version. The key's TTL is the nearer deadline, so Redis drops dead sessions itself.
-//! * **Every operation is one server-side script** (EVALSHA; reloaded on NOSCRIPT) that checks
+//! * **Every write is one server-side script** (EVALSHA; reloaded on NOSCRIPT) that checks
 //!   the session is alive, by the caller's clock, before writing anything. A write to a session
 //!   that was destroyed or expired answers [`cloakroom::Applied::Gone`] and never recreates it.
 //!   Increments return their new values from the same script.
-//! * **Round trips**: a read is one (the sliding-expiry refresh runs inside the load script when
-//!   due), a write is one, a login is two (take the old session and leave an alias; file the new
+//! * **Round trips**: a read is one plain `HGETALL`, judged by the caller's clock (a due
+//!   sliding-expiry refresh, at most once per tenth of the idle timeout, adds the `load`
+//!   script), a write is one, a login is two (take the old session and leave an alias; file the new
 //!   one together with its per-user index entry), a logout is one.
 //! * **Per-user index**: a sorted set per user of session keys scored by absolute deadline,
 //!   pruned whenever it is written or read; no keyspace notifications needed.

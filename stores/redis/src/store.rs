@@ -10,7 +10,9 @@ use cloakroom::{
 use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 
-use crate::codec::{array, counters, record_fields, record_from_flat, text, Reply};
+use crate::codec::{
+    array, counters, record_fields, record_from_flat, stored_from_flat, text, Reply, Stored,
+};
 use crate::config::RedisConfig;
 use crate::error::RedisError;
 use crate::keys::Keys;
@@ -129,11 +131,25 @@ impl RedisStore {
             .map_err(|e| self.failed(e))
     }
 
+    /// Sends one command; a forgotten script is loaded and the command sent again.
     async fn one(&self, cmd: Cmd) -> Result<Value, StoreError> {
-        self.run(vec![cmd])
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("Redis sent no reply".into()))
+        match cmd.query_async(&mut self.conn.clone()).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.load_scripts().await.map_err(|e| self.failed(e))?;
+                cmd.query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(|e| self.failed(e))
+            }
+            reply => reply.map_err(|e| self.failed(e)),
+        }
+    }
+
+    /// What `key` holds, by plain HGETALL: the cheapest read Redis has (a script call costs
+    /// about twice as much server time as the command it runs).
+    async fn read(&self, key: &SessionKey) -> Result<Stored, StoreError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.keys.session(key));
+        stored_from_flat(array(self.one(cmd).await?)?)
     }
 
     /// EVALSHA of a session script on `key` (with the live-count key beside it).
@@ -280,14 +296,33 @@ impl SessionStore for RedisStore {
         now: Millis,
         refresh: Option<Refresh>,
     ) -> Result<Option<Loaded>, StoreError> {
-        let (target, reply) = match self.load_once(key, now, refresh).await? {
+        let (target, record) = match self.read(key).await? {
+            Stored::Session(record) => (*key, record),
             // Within a cycle's grace window: one more hop, never two.
-            Reply::Alias(target) => (target, self.load_once(&target, now, refresh).await?),
-            reply => (*key, reply),
+            Stored::Alias(target, until) if now < until => match self.read(&target).await? {
+                Stored::Session(record) => (target, record),
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
         };
-        match reply {
-            Reply::Tagged(tag, rest) => loaded(target, &tag, rest).map(Some),
-            Reply::Gone | Reply::Alias(_) => Ok(None),
+        // Judged by the app's clock; Redis's TTL drops the key soon after anyway.
+        if !record.is_alive(now) {
+            return Ok(None);
+        }
+        match refresh {
+            // Due at most once per refresh interval: the load script re-checks and slides
+            // the deadline atomically, so concurrent refreshes cannot revive a dead session.
+            Some(r) if record.idle_deadline < r.if_deadline_before => {
+                match self.load_once(&target, now, refresh).await? {
+                    Reply::Tagged(tag, rest) => loaded(target, &tag, rest).map(Some),
+                    Reply::Gone | Reply::Alias(_) => Ok(None),
+                }
+            }
+            _ => Ok(Some(Loaded {
+                record,
+                key: target,
+                refreshed: false,
+            })),
         }
     }
 

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Load harness: the same routes served by Cloakroom, its peers and a no-session baseline, one
+after another against one loopback redis-server. Everything is bounded in count and time.
+
+Needs: redis-server, wrk, and `cargo build --release` in bench/ (this script runs it).
+Usage: bench/run.py [--seconds N] [--connections N] [--only NAME[,NAME]]
+Prints a Markdown report (paste into docs/benchmarks.md).
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SERVERS = ["cloakroom", "tower-sessions", "actix-session", "baseline"]
+# Commands the Cloakroom scripts run inside one EVALSHA (counted by INFO commandstats too).
+INSIDE_SCRIPTS = {"hgetall", "hmget", "hget", "hset", "hdel", "hincrby", "hkeys", "pexpire",
+                  "del", "exists", "zremrangebyscore", "zadd", "zrem", "zcard", "pttl"}
+HARNESS = {"info", "config", "flushall", "dbsize", "ping", "client", "hello", "select",
+           "auth", "shutdown", "memory"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, limit=20.0):
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port} after {limit}s")
+
+
+class Redis:
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def cmd(self, *args):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            out = f"*{len(args)}\r\n" + "".join(f"${len(str(a))}\r\n{a}\r\n" for a in args)
+            s.sendall(out.encode())
+            data = b""
+            s.settimeout(5)
+            while True:
+                chunk = s.recv(65536)
+                data += chunk
+                if self._complete(data):
+                    return data.decode(errors="replace")
+
+    @staticmethod
+    def _complete(data):
+        if data.startswith(b"$"):
+            head, _, rest = data.partition(b"\r\n")
+            n = int(head[1:])
+            return n < 0 or len(rest) >= n + 2
+        return data.endswith(b"\r\n")
+
+    def commandstats(self):
+        stats = {}
+        for m in re.finditer(r"cmdstat_([a-z|]+):calls=(\d+)", self.cmd("INFO", "commandstats")):
+            stats[m.group(1)] = int(m.group(2))
+        return stats
+
+    def used_memory(self):
+        return int(re.search(r"used_memory:(\d+)", self.cmd("INFO", "memory")).group(1))
+
+    def dbsize(self):
+        return int(self.cmd("DBSIZE").strip().lstrip(":"))
+
+
+def request(port, method, path, cookie=None, timeout=30):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {"Cookie": cookie} if cookie else {}
+    conn.request(method, path, headers=headers)
+    resp = conn.getresponse()
+    body = resp.read().decode(errors="replace")
+    set_cookie = resp.getheader("set-cookie")
+    conn.close()
+    return resp.status, body, (set_cookie.split(";")[0] if set_cookie else None)
+
+
+def login(port, user="alice", need_cookie=True):
+    status, body, cookie = request(port, "POST", f"/api/login?user={user}")
+    assert status == 200 and (cookie or not need_cookie), (status, body)
+    return cookie
+
+
+def wrk(port, method, path, cookie, seconds, connections):
+    script = os.path.join(HERE, f"wrk-{method.lower()}.lua")
+    with open(script, "w") as f:
+        f.write(f'wrk.method = "{method}"\n')
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", script,
+            f"http://127.0.0.1:{port}{path}"]
+    if cookie:
+        args[1:1] = ["-H", f"Cookie: {cookie}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, total, int(errors.group(1)) if errors else 0
+
+
+def per_request(before, after, requests):
+    """Top-level commands (round trips) and all commands, per request."""
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    diff = {k: v for k, v in diff.items() if v > 0 and k not in HARNESS}
+    scripted = "evalsha" in diff or "eval" in diff
+    top = sum(v for k, v in diff.items() if not (scripted and k in INSIDE_SCRIPTS))
+    mix = {k: round(v / requests, 2) for k, v in sorted(diff.items())}
+    return top / requests, sum(diff.values()) / requests, mix
+
+
+def concurrent_increments(port, n=200):
+    cookie = login(port, "racer")
+    barrier = threading.Barrier(n)
+    statuses = []
+
+    def hit():
+        barrier.wait(timeout=30)
+        statuses.append(request(port, "POST", "/api/visits", cookie)[0])
+
+    threads = [threading.Thread(target=hit) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    status, body, _ = request(port, "POST", "/api/visits", cookie)
+    kept = json.loads(body)["visits"] - 1 if status == 200 else None
+    return kept, sum(1 for s in statuses if s == 200)
+
+
+def memory_per_session(redis, port, sessions):
+    redis.cmd("FLUSHALL")
+    time.sleep(0.2)
+    before = redis.used_memory()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for i in range(sessions):
+        conn.request("POST", f"/api/login?user=user{i}")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200, resp.status
+    conn.close()
+    time.sleep(0.2)
+    return (redis.used_memory() - before) / sessions, redis.dbsize()
+
+
+def outage_stall(redis, port):
+    cookie = login(port, "outage")
+    redis.stop()
+    started = time.time()
+    try:
+        status = request(port, "GET", "/api/profile", cookie, timeout=30)[0]
+    except Exception as e:  # a hang or a dropped connection
+        status = type(e).__name__
+    stalled = time.time() - started
+    redis.start()
+    return status, stalled
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--sessions", type=int, default=10_000)
+    ap.add_argument("--only", default=",".join(SERVERS))
+    opts = ap.parse_args()
+    for tool in ["redis-server", "wrk"]:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} missing: apt-get install {tool}")
+    subprocess.run(["cargo", "build", "--release", "-q"], cwd=HERE, check=True)
+    redis = Redis()
+    results = {}
+    for name in opts.only.split(","):
+        port = free_port()
+        env = dict(os.environ, PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
+                   RUST_LOG="error")
+        server = subprocess.Popen([os.path.join(HERE, "target/release", f"bench-{name}")],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            redis.cmd("FLUSHALL")
+            r = {}
+            cookie = login(port, need_cookie=name != "baseline")
+            wrk(port, "GET", "/api/profile", cookie, 2, opts.connections)  # warm-up
+            for label, method, path in [("read", "GET", "/api/profile"),
+                                        ("write", "POST", "/api/visits")]:
+                before = redis.commandstats()
+                rps, total, errors = wrk(port, method, path, cookie, opts.seconds, opts.connections)
+                top, every, diff = per_request(before, redis.commandstats(), total)
+                r[label] = dict(rps=rps, errors=errors, round_trips=top, commands=every, diff=diff)
+            if name != "baseline":
+                r["kept"], r["ok"] = concurrent_increments(port)
+                r["bytes"], r["keys"] = memory_per_session(redis, port, opts.sessions)
+                r["outage"] = outage_stall(redis, port)
+            results[name] = r
+            print(name, json.dumps(r), file=sys.stderr)
+        finally:
+            server.kill()
+            server.wait(timeout=10)
+    redis.stop()
+    report(results, opts)
+
+
+def report(results, opts):
+    base = results.get("baseline")
+    peers = [n for n in ("tower-sessions", "actix-session") if n in results]
+    print(f"Command: `bench/run.py --seconds {opts.seconds} --connections {opts.connections} "
+          f"--sessions {opts.sessions}` ({time.strftime('%Y-%m-%d')})\n")
+    print("| server | read req/s | write req/s | round trips / read | round trips / write "
+          "| Redis commands / read, write | 200 concurrent increments kept | bytes / session "
+          "| request while Redis is down |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        def cell(key, fmt):
+            return fmt.format(r[key]) if key in r else "—"
+        outage = (f"{r['outage'][0]} after {r['outage'][1]:.2f} s" if "outage" in r else "—")
+        print(f"| {name} | {r['read']['rps']:,.0f} | {r['write']['rps']:,.0f} "
+              f"| {r['read']['round_trips']:.2f} | {r['write']['round_trips']:.2f} "
+              f"| {r['read']['commands']:.2f}, {r['write']['commands']:.2f} "
+              f"| {cell('kept', '{}')} / 200 | {cell('bytes', '{:,.0f}')} | {outage} |")
+    if "cloakroom" in results:
+        c = results["cloakroom"]
+        print()
+        if base:
+            print(f"- read vs no-session baseline: {c['read']['rps'] / base['read']['rps']:.2f}× "
+                  f"(target ≥ 0.7×)")
+        if peers:
+            best_read = max(results[p]["read"]["rps"] for p in peers)
+            best_write = max(results[p]["write"]["rps"] for p in peers)
+            print(f"- read vs best peer: {c['read']['rps'] / best_read:.2f}× (target ≥ 1.8×)")
+            print(f"- write vs best peer: {c['write']['rps'] / best_write:.2f}× (target ≥ 1.5×)")
+        if "tower-sessions" in results and "bytes" in c:
+            t = results["tower-sessions"]["bytes"]
+            print(f"- Redis bytes per session vs tower-sessions: {c['bytes']:,.0f} vs {t:,.0f}")
+    print("\nRedis commands per request (INFO commandstats; script-internal ones included):\n")
+    for name, r in results.items():
+        for label in ("read", "write"):
+            mix = ", ".join(f"{k} {v}" for k, v in r[label]["diff"].items()) or "none"
+            print(f"- {name}, {label}: {mix}")
+
+
+if __name__ == "__main__":
+    main()

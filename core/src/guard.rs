@@ -41,10 +41,14 @@ impl Breaker {
                 let until = now_millis() + u64::try_from(self.cooldown.as_millis()).unwrap_or(1000);
                 self.open_until.store(until, Ordering::Release);
             }
-        } else {
+        } else if self.failures.load(Ordering::Acquire) != 0 {
             self.failures.store(0, Ordering::Release);
         }
-        self.probing.store(false, Ordering::Release);
+        // Read before writing: a store on every healthy call would bounce this cache line
+        // between cores on every request.
+        if self.probing.load(Ordering::Acquire) {
+            self.probing.store(false, Ordering::Release);
+        }
     }
 }
 

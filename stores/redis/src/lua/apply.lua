@@ -32,19 +32,23 @@ local sets = {}
 for j = 8 + nr, 7 + nr + 2 * ns, 2 do sets[ARGV[j]] = ARGV[j + 1] end
 
 -- Counters stay exact: Lua numbers are doubles, so both operands are held to 15 digits.
+local function integer(text)
+  if text == '0' then return 0 end
+  local digits = string.match(text, '^-?([1-9]%d*)$')
+  if digits and #digits <= 15 then return tonumber(text) end
+  return nil
+end
 local counters = {}
 for j = 0, ni - 1 do
-  local field, by_text = ARGV[first_inc + 2 * j], ARGV[first_inc + 2 * j + 1]
-  local base_text = '0'
+  local field = ARGV[first_inc + 2 * j]
+  local base, by = 0, integer(ARGV[first_inc + 2 * j + 1])
   if not (clear or removed[field]) then
-    base_text = sets[field] or m[7 + j] or '0'
+    local text = sets[field] or m[7 + j]
+    if text then base = integer(text) end
   end
-  for _, text in ipairs({ base_text, by_text }) do
-    local digits = string.match(text, '^-?([1-9]%d*)$')
-    if text ~= '0' and not (digits and #digits <= 15) then return { 'nan', field } end
-  end
+  if not base or not by then return { 'nan', field } end
   counters[#counters + 1] = field
-  counters[#counters + 1] = tonumber(base_text) + tonumber(by_text)
+  counters[#counters + 1] = base + by
 end
 
 local removes = {}

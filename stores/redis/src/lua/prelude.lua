@@ -22,6 +22,10 @@ end
 
 -- HSET in slices: Lua's stack caps how many values one call can unpack.
 local function hset_all(key, list, from)
+  if #list - from < 400 then
+    if #list >= from then redis.call('HSET', key, unpack(list, from)) end
+    return
+  end
   local i = from
   while i <= #list do
     local last = math.min(i + 199, #list)

@@ -2,7 +2,8 @@
 """Load harness: the same routes served by Cloakroom, its peers and a no-session baseline, one
 after another against one loopback redis-server. Everything is bounded in count and time.
 
-Needs: redis-server, wrk, and `cargo build --release` in bench/ (this script runs it).
+Needs: redis-server, wrk, node and npm (express-session), and `cargo build --release` in
+bench/ (this script runs it, and `npm install` for express-session).
 Usage: bench/run.py [--seconds N] [--connections N] [--only NAME[,NAME]]
 Prints a Markdown report (paste into docs/benchmarks.md).
 """
@@ -21,7 +22,12 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SERVERS = ["cloakroom", "tower-sessions", "actix-session", "baseline"]
+SERVERS = ["cloakroom", "tower-sessions", "actix-session", "express-session", "baseline",
+           "cloakroom-memory"]
+EXPRESS = os.path.join(HERE, "servers", "express-session")
+# name -> (binary, extra environment). cloakroom-memory is the same server on the in-process
+# store: the layer's own cost, without Redis.
+BINARIES = {"cloakroom-memory": ("cloakroom", {"STORE": "memory"})}
 # Commands the Cloakroom scripts run inside one EVALSHA (counted by INFO commandstats too).
 INSIDE_SCRIPTS = {"hgetall", "hmget", "hget", "hset", "hdel", "hincrby", "hkeys", "pexpire",
                   "del", "exists", "zremrangebyscore", "zadd", "zrem", "zcard", "pttl"}
@@ -197,13 +203,24 @@ def main():
         if not shutil.which(tool):
             raise SystemExit(f"{tool} missing: apt-get install {tool}")
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=HERE, check=True)
+    if "express-session" in opts.only:
+        if not shutil.which("npm"):
+            raise SystemExit("node and npm missing (needed for express-session): apt-get install nodejs npm")
+        if not os.path.isdir(os.path.join(EXPRESS, "node_modules")):
+            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=EXPRESS,
+                           check=True)
     redis = Redis()
     results = {}
     for name in opts.only.split(","):
         port = free_port()
+        binary, extra = BINARIES.get(name, (name, {}))
         env = dict(os.environ, PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
-                   RUST_LOG="error")
-        server = subprocess.Popen([os.path.join(HERE, "target/release", f"bench-{name}")],
+                   RUST_LOG="error", **extra)
+        if name == "express-session":
+            command = ["node", os.path.join(EXPRESS, "server.js")]
+        else:
+            command = [os.path.join(HERE, "target/release", f"bench-{binary}")]
+        server = subprocess.Popen(command,
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port(port)
@@ -217,7 +234,7 @@ def main():
                 rps, total, errors = wrk(port, method, path, cookie, opts.seconds, opts.connections)
                 top, every, diff = per_request(before, redis.commandstats(), total)
                 r[label] = dict(rps=rps, errors=errors, round_trips=top, commands=every, diff=diff)
-            if name != "baseline":
+            if name not in ("baseline", "cloakroom-memory"):
                 r["kept"], r["ok"] = concurrent_increments(port)
                 r["bytes"], r["keys"] = memory_per_session(redis, port, opts.sessions)
                 r["outage"] = outage_stall(redis, port)
@@ -232,7 +249,7 @@ def main():
 
 def report(results, opts):
     base = results.get("baseline")
-    peers = [n for n in ("tower-sessions", "actix-session") if n in results]
+    peers = [n for n in ("tower-sessions", "actix-session", "express-session") if n in results]
     print(f"Command: `bench/run.py --seconds {opts.seconds} --connections {opts.connections} "
           f"--sessions {opts.sessions}` ({time.strftime('%Y-%m-%d')})\n")
     print("| server | read req/s | write req/s | round trips / read | round trips / write "

@@ -39,7 +39,12 @@ async fn visits(session: Session) -> Result<Response, SessionError> {
 async fn main() {
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let url = std::env::var("REDIS_URL").expect("REDIS_URL");
-    let store = RedisStore::connect(RedisConfig::new(url)).await.expect("redis");
+    // STORE=memory isolates the layer's own cost from the Redis client's (for profiling).
+    let store: std::sync::Arc<dyn cloakroom::SessionStore> = if std::env::var("STORE").as_deref() == Ok("memory") {
+        std::sync::Arc::new(cloakroom::MemoryStore::default())
+    } else {
+        std::sync::Arc::new(RedisStore::connect(RedisConfig::new(url)).await.expect("redis"))
+    };
     let keys = KeyRing::from_comma_separated("bench-secret-bench-secret-bench-secret-0001").unwrap();
     let config = SessionConfig::builder(keys)
         .with_secure(false)
@@ -49,7 +54,7 @@ async fn main() {
         .route("/api/login", post(login))
         .route("/api/profile", get(profile))
         .route("/api/visits", post(visits))
-        .layer(SessionLayer::new(store, config));
+        .layer(SessionLayer::from_arc(store, config));
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await.unwrap();
     axum::serve(listener, app).await.unwrap();
 }

@@ -62,3 +62,18 @@ local function alive(idle_text, abs_text, now)
   return idle, abs
 end
 
+-- HGETALL of a live session with its deadlines; otherwise nil and the reply to give instead
+-- (false when there is no live session, the alias's target, or a corruption report).
+local function read_live(now)
+  local flat = redis.call('HGETALL', KEYS[1])
+  if #flat == 0 then return nil, false end
+  local m = meta_of(flat)
+  if m.__to then return nil, alias(m.__to, m.__g, now) end
+  local idle, abs = alive(m.__i, m.__a, now)
+  if not idle then
+    if abs == 'corrupt' then return nil, { 'corrupt', 'deadlines missing' } end
+    return nil, false
+  end
+  return flat, idle, abs
+end
+

@@ -4,7 +4,7 @@ after another against one loopback redis-server. Everything is bounded in count 
 
 Needs: redis-server, wrk, node and npm (express-session), and `cargo build --release` in
 bench/ (this script runs it, and `npm install` for express-session).
-Usage: bench/run.py [--seconds N] [--connections N] [--only NAME[,NAME]]
+Usage: bench/run.py [--runs N] [--seconds N] [--connections N] [--only NAME[,NAME]]
 Prints a Markdown report (paste into docs/benchmarks.md).
 """
 
@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -198,6 +199,7 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--only", default=",".join(SERVERS))
+    ap.add_argument("--runs", type=int, default=3)
     opts = ap.parse_args()
     for tool in ["redis-server", "wrk"]:
         if not shutil.which(tool):
@@ -211,47 +213,63 @@ def main():
                            check=True)
     redis = Redis()
     results = {}
-    for name in opts.only.split(","):
-        port = free_port()
-        binary, extra = BINARIES.get(name, (name, {}))
-        env = dict(os.environ, PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
-                   RUST_LOG="error", **extra)
-        if name == "express-session":
-            command = ["node", os.path.join(EXPRESS, "server.js")]
-        else:
-            command = [os.path.join(HERE, "target/release", f"bench-{binary}")]
-        server = subprocess.Popen(command,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_port(port)
-            redis.cmd("FLUSHALL")
-            r = {}
-            cookie = login(port, need_cookie=name != "baseline")
-            wrk(port, "GET", "/api/profile", cookie, 2, opts.connections)  # warm-up
-            for label, method, path in [("read", "GET", "/api/profile"),
-                                        ("write", "POST", "/api/visits")]:
-                before = redis.commandstats()
-                rps, total, errors = wrk(port, method, path, cookie, opts.seconds, opts.connections)
-                top, every, diff = per_request(before, redis.commandstats(), total)
-                r[label] = dict(rps=rps, errors=errors, round_trips=top, commands=every, diff=diff)
-            if name not in ("baseline", "cloakroom-memory"):
-                r["kept"], r["ok"] = concurrent_increments(port)
-                r["bytes"], r["keys"] = memory_per_session(redis, port, opts.sessions)
-                r["outage"] = outage_stall(redis, port)
-            results[name] = r
+    # Servers take turns within each run, so a slow spell of the machine hits them all;
+    # throughput is the median over runs, the one-off checks run in the first.
+    for run in range(opts.runs):
+        for name in opts.only.split(","):
+            r = measure(name, redis, opts, first=run == 0)
+            if run == 0:
+                results[name] = r
+            else:
+                for label in ("read", "write"):
+                    results[name][label]["all"] += r[label]["all"]
             print(name, json.dumps(r), file=sys.stderr)
-        finally:
-            server.kill()
-            server.wait(timeout=10)
+    for r in results.values():
+        for label in ("read", "write"):
+            r[label]["rps"] = statistics.median(r[label]["all"])
     redis.stop()
     report(results, opts)
+
+
+def measure(name, redis, opts, first):
+    port = free_port()
+    binary, extra = BINARIES.get(name, (name, {}))
+    env = dict(os.environ, PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
+               RUST_LOG="error", **extra)
+    if name == "express-session":
+        command = ["node", os.path.join(EXPRESS, "server.js")]
+    else:
+        command = [os.path.join(HERE, "target/release", f"bench-{binary}")]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        redis.cmd("FLUSHALL")
+        r = {}
+        cookie = login(port, need_cookie=name != "baseline")
+        wrk(port, "GET", "/api/profile", cookie, 2, opts.connections)  # warm-up
+        for label, method, path in [("read", "GET", "/api/profile"),
+                                    ("write", "POST", "/api/visits")]:
+            before = redis.commandstats()
+            rps, total, errors = wrk(port, method, path, cookie, opts.seconds, opts.connections)
+            top, every, diff = per_request(before, redis.commandstats(), total)
+            r[label] = dict(all=[rps], errors=errors, round_trips=top, commands=every, diff=diff)
+        if first and name not in ("baseline", "cloakroom-memory"):
+            r["kept"], r["ok"] = concurrent_increments(port)
+            r["bytes"], r["keys"] = memory_per_session(redis, port, opts.sessions)
+            r["outage"] = outage_stall(redis, port)
+        return r
+    finally:
+        server.kill()
+        server.wait(timeout=10)
 
 
 def report(results, opts):
     base = results.get("baseline")
     peers = [n for n in ("tower-sessions", "actix-session", "express-session") if n in results]
-    print(f"Command: `bench/run.py --seconds {opts.seconds} --connections {opts.connections} "
-          f"--sessions {opts.sessions}` ({time.strftime('%Y-%m-%d')})\n")
+    print(f"Command: `bench/run.py --runs {opts.runs} --seconds {opts.seconds} "
+          f"--connections {opts.connections} --sessions {opts.sessions}` "
+          f"({time.strftime('%Y-%m-%d')}); req/s are medians over the runs\n")
     print("| server | read req/s | write req/s | round trips / read | round trips / write "
           "| Redis commands / read, write | 200 concurrent increments kept | bytes / session "
           "| request while Redis is down |")

@@ -1,25 +1,19 @@
 //! The `cloakroom` binary as a process: restart on the same data folder keeps sessions and
 //! todos; bad configuration is a clear error at start.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use cloakroom_testkit::http::{request, wait_healthy};
 use cloakroom_testkit::{free_port, temp_dir};
 use tokio::process::{Child, Command};
 
-const SECRET: &str = "binary-test-secret-binary-test-secret-01";
+mod common;
 
 fn start(port: u16, store: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cloakroom"))
-        .args(["serve", "--port", &port.to_string(), "--store", store])
-        .env("SESSION_SECRET", SECRET)
-        .env_remove("HOST")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary")
+    common::spawn_binary(
+        &["serve", "--port", &port.to_string(), "--store", store],
+        &[],
+    )
 }
 
 async fn stop(child: &mut Child) {

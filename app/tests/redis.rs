@@ -1,7 +1,6 @@
 //! The app on Redis, as processes: three instances sharing one Redis, and an outage with
 //! recovery in the same app process.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cloakroom_testkit::free_port;
@@ -9,25 +8,15 @@ use cloakroom_testkit::http::{request, wait_healthy, Response};
 use cloakroom_testkit::redis::{Options, RedisServer};
 use tokio::process::{Child, Command};
 
-const SECRET: &str = "redis-test-secret-redis-test-secret-0001";
+mod common;
 
 /// Starts the binary with the store URL in the environment variable `var`.
 async fn app(var: &str, url: &str, extra: &[&str]) -> (Child, u16) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
-        .args(["serve", "--port", &port.to_string()])
-        .args(extra)
-        .env_remove("SESSION_STORE")
-        .env_remove("DB")
-        .env_remove("REDIS_URL")
-        .env(var, url)
-        .env("SESSION_SECRET", SECRET)
-        .env_remove("HOST")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary");
+    let port_text = port.to_string();
+    let mut args = vec!["serve", "--port", &port_text];
+    args.extend_from_slice(extra);
+    let child = common::spawn_binary(&args, &[(var, url)]);
     wait_healthy(port, Duration::from_secs(15))
         .await
         .expect("the app starts on Redis");
@@ -119,6 +108,22 @@ async fn three_instances_share_sessions_and_todos() {
         "shared",
         "todos outlive the session"
     );
+    // The operator CLI reads the same Redis.
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(args)
+            .arg("--store")
+            .arg(&url)
+            .output()
+    };
+    let stats = cli(&["stats"]).await.unwrap();
+    let text = String::from_utf8_lossy(&stats.stdout).into_owned();
+    assert!(stats.status.success(), "{text}");
+    assert!(text.contains("sessions: "), "{text}");
+    let listed = cli(&["list", "--user", "alice"]).await.unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.status.success(), "{text}");
+    assert!(!text.trim().is_empty(), "alice's session is listed: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

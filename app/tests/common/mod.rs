@@ -76,3 +76,21 @@ pub fn location(reply: &Reply) -> &str {
 pub fn json(reply: &Reply) -> serde_json::Value {
     serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.body))
 }
+
+/// Starts the `cloakroom` binary with `args`, the test secret, no store variables from the
+/// outer environment, and then `env`. Killed when dropped.
+pub fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+    cmd.args(args).env("SESSION_SECRET", SECRET);
+    for var in ["HOST", "SESSION_STORE", "DB", "REDIS_URL"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary")
+}

@@ -64,7 +64,7 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// The key prefix this store writes under.
+    /// The Redis key that holds the session `key` (for operators and tests).
     #[must_use]
     pub fn key_name(&self, key: &SessionKey) -> String {
         self.keys.session(key)

@@ -88,9 +88,15 @@ impl RedisStore {
         }
     }
 
-    /// Sends `cmds` as one pipeline (one round trip). Scripts the server has forgotten (after a
-    /// restart) are loaded and just those commands sent again: they did not run the first time.
+    /// Sends `cmds` as one pipeline (one round trip); the first failed command fails the call.
     async fn run(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+        self.run_each(cmds).await?.into_iter().collect()
+    }
+
+    /// Sends `cmds` as one pipeline and answers each command's outcome. Scripts the server has
+    /// forgotten (after a restart) are loaded and just those commands sent again: they did not
+    /// run the first time.
+    async fn run_each(&self, cmds: Vec<Cmd>) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
         let mut replies = self.send(&cmds).await?;
         let forgotten: Vec<usize> = replies
             .iter()
@@ -114,10 +120,10 @@ impl RedisStore {
                 replies[i] = reply;
             }
         }
-        replies
+        Ok(replies
             .into_iter()
             .map(|r| r.map_err(|e| self.failed(e)))
-            .collect()
+            .collect())
     }
 
     async fn send(&self, cmds: &[Cmd]) -> Result<Vec<redis::RedisResult<Value>>, StoreError> {
@@ -405,14 +411,20 @@ impl SessionStore for RedisStore {
             return Ok(Applied::Gone);
         };
         let before = loaded(source, "ok", rest)?.record;
+        // From here the old key is only an alias: whatever stops the new key from being filed
+        // must put the session back under the old one (best effort: in an outage that fails
+        // too, and the pre-login session is lost; see docs/redis-data-model.md).
+        let restore = || async {
+            let put_back = self.create_cmd(&source, &before, now, Some(new));
+            if let Err(e) = self.one(put_back).await {
+                tracing::warn!(error = %e, "could not restore a session after a failed cycle");
+            }
+        };
         let mut record = before.clone();
-        let applied = record.apply(changes);
-        let counters = match applied {
+        let counters = match record.apply(changes) {
             Ok(counters) => counters,
             Err(error) => {
-                // Nothing may change when the changes are refused: put the session back.
-                self.run(vec![self.create_cmd(&source, &before, now, Some(new))])
-                    .await?;
+                restore().await;
                 return Err(error);
             }
         };
@@ -424,18 +436,35 @@ impl SessionStore for RedisStore {
             record.absolute_deadline,
             now,
         ));
-        let replies = self.run(cmds).await?;
-        match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
-            Reply::Tagged(tag, _) if tag == "ok" => Ok(Applied::Done {
+        let filed = match self.run_each(cmds).await {
+            Ok(replies) => {
+                let mut replies = replies.into_iter();
+                let created = replies
+                    .next()
+                    .unwrap_or(Ok(Value::Nil))
+                    .and_then(Reply::decode);
+                if let Some(Err(e)) = replies.find(Result::is_err) {
+                    // The session is filed; only listing by user will miss it until it ends.
+                    tracing::warn!(error = %e, "per-user index not updated after a cycle");
+                }
+                match created {
+                    Ok(Reply::Tagged(tag, _)) if tag == "ok" => Ok(()),
+                    Ok(Reply::Tagged(tag, _)) if tag == "collision" => Err(StoreError::IdCollision),
+                    Ok(_) => Err(StoreError::Corrupt("unexpected reply to cycle".into())),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match filed {
+            Ok(()) => Ok(Applied::Done {
                 counters,
                 key: *new,
             }),
-            Reply::Tagged(tag, _) if tag == "collision" => {
-                self.run(vec![self.create_cmd(&source, &before, now, Some(new))])
-                    .await?;
-                Err(StoreError::IdCollision)
+            Err(error) => {
+                restore().await;
+                Err(error)
             }
-            _ => Err(StoreError::Corrupt("unexpected reply to cycle".into())),
         }
     }
 

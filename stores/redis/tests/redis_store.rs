@@ -279,3 +279,33 @@ async fn damaged_data_is_a_typed_error() {
         Err(StoreError::Corrupt(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_that_cannot_file_the_new_key_puts_the_session_back() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let (old, new, now) = (key(), key(), now_millis());
+    let mut record = fresh(now);
+    record.fields.insert("cart".into(), "[1]".into());
+    store.create(&old, &record).await.unwrap();
+    // Something already sits where the new key goes: filing it fails after the old key has
+    // become an alias (the same restore runs when the second round trip fails outright).
+    server
+        .command(&["SET", &store.key_name(&new), "not a session"])
+        .await;
+    let mut login = Changes::default();
+    login.set.insert("login".into(), "true".into());
+    let result = store.cycle(&old, &new, &login, now + 1, now + 30_000).await;
+    assert!(matches!(result, Err(StoreError::IdCollision)), "{result:?}");
+    let back = store
+        .load(&old, now + 2, None)
+        .await
+        .unwrap()
+        .expect("restored");
+    assert_eq!(back.key, old);
+    assert_eq!(back.record.fields["cart"], "[1]");
+    assert!(
+        !back.record.fields.contains_key("login"),
+        "the failed change is not applied"
+    );
+}

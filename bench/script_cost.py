@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Redis server cost per request, counted in instructions, not seconds.
+
+Runs one loopback redis-server under valgrind's callgrind and counts the instructions it
+executes for each request path: the peers' reads and writes (GET; GET + SET of a 72-byte
+string, tower-sessions' login record) and ours (HGETALL of a login session; the apply script
+incrementing a counter; the load script sliding the idle deadline). Instruction counts repeat
+exactly for the same binary and input, so this measures what the wall-clock harness
+(run.py) cannot on a noisy shared machine: how much of one Redis thread each request uses,
+which is what caps every app instance that shares that Redis.
+
+Needs: redis-server, valgrind. Usage: bench/script_cost.py [--calls N]
+"""
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import free_port, wait_port  # noqa: E402
+
+LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "stores", "redis", "src",
+                   "lua")
+NOW = 1_795_394_499_940
+DAY, WEEK = 86_400_000, 604_800_000
+KEY, LIVE = "session:jnEfQVTP-YI-gQHPZYrwqg", "session:live"
+
+
+def lua(name):
+    """A session script as the store loads it: the shared prelude, then the script."""
+    with open(os.path.join(LUA, "prelude.lua")) as p, open(os.path.join(LUA, name)) as s:
+        return p.read() + s.read()
+
+
+def encode(*args):
+    out = f"*{len(args)}\r\n"
+    for a in args:
+        a = str(a)
+        out += f"${len(a.encode())}\r\n{a}\r\n"
+    return out.encode()
+
+
+class Server:
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-callgrind-")
+        self.out = os.path.join(self.dir, "callgrind.out")
+        self.proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}",
+             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, limit=60)
+
+    def send(self, payload, replies):
+        """Pipes raw commands and reads `replies` replies through redis-cli's --pipe mode."""
+        run = subprocess.run(["redis-cli", "-p", str(self.port), "--pipe"], input=payload,
+                             capture_output=True, timeout=300)
+        tail = run.stdout.decode().strip().splitlines()[-1]
+        if f"errors: 0, replies: {replies}" not in tail:
+            raise SystemExit(f"redis-cli --pipe: {tail}")
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), *map(str, args)],
+                              capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
+    def control(self, flag):
+        subprocess.run(["callgrind_control", flag, str(self.proc.pid)], capture_output=True,
+                       timeout=60, check=True)
+
+    def instructions(self, commands, calls):
+        """Instructions the server executes for `calls` repeats of `commands` (pipelined)."""
+        payload = b"".join(encode(*c) for c in commands)
+        self.send(payload * 50, 50 * len(commands))  # warm-up
+        for f in glob.glob(self.out + ".*"):
+            os.remove(f)
+        self.control("-z")
+        self.send(payload * calls, calls * len(commands))
+        self.control("-d")
+        for _ in range(100):
+            dumps = glob.glob(self.out + ".*")
+            if dumps:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
+        with open(dumps[0]) as f:
+            for line in f:
+                if line.startswith("summary:") or line.startswith("totals:"):
+                    return int(line.split()[1])
+        raise SystemExit("no totals in the callgrind dump")
+
+    def stop(self):
+        self.cli("SHUTDOWN", "NOSAVE") if self.proc.poll() is None else None
+        self.proc.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def session(server):
+    """A login session laid out as the create script files it."""
+    server.cli("DEL", KEY)
+    server.cli("HSET", KEY, "__c", NOW, "__i", NOW + DAY, "__a", NOW + WEEK, "__v", 1,
+               "__u", "user1234", "login_time", NOW)
+    server.cli("PEXPIRE", KEY, DAY)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=2000)
+    opts = ap.parse_args()
+    for tool in ["redis-server", "redis-cli", "valgrind", "callgrind_control"]:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} missing: apt-get install redis-server valgrind")
+    server = Server()
+    try:
+        apply = server.cli("SCRIPT", "LOAD", lua("apply.lua"))
+        load = server.cli("SCRIPT", "LOAD", lua("load.lua"))
+        tower = "x" * 72
+        server.cli("SET", "sZeZ0xNrZC-zUPxSo9umcg", tower, "PX", DAY)
+        session(server)
+        rows = [
+            ("peers' read: GET", [("GET", "sZeZ0xNrZC-zUPxSo9umcg")]),
+            ("peers' write: GET + SET", [("GET", "sZeZ0xNrZC-zUPxSo9umcg"),
+                                         ("SET", "sZeZ0xNrZC-zUPxSo9umcg", tower, "PX", DAY)]),
+            ("Cloakroom read: HGETALL", [("HGETALL", KEY)]),
+            ("Cloakroom write: apply script (increment)",
+             [("EVALSHA", apply, 2, KEY, LIVE, NOW, 0, "", "", "", 0, 0, 1, "visits", 1)]),
+            # Refresh due on every call: the deadline it asks for is always later.
+            ("Cloakroom read with refresh due: load script",
+             [("EVALSHA", load, 2, KEY, LIVE, NOW, NOW + 2 * WEEK, NOW + DAY)]),
+            ("empty script: EVALSHA of `return 1`",
+             [("EVALSHA", server.cli("SCRIPT", "LOAD", "return 1"), 0)]),
+        ]
+        print(f"Command: `bench/script_cost.py --calls {opts.calls}` "
+              f"({time.strftime('%Y-%m-%d')}; redis-server {server.cli('INFO', 'server').split('redis_version:')[1].split()[0]})\n")
+        print("| request path | Redis instructions per request |")
+        print("| --- | --- |")
+        for label, commands in rows:
+            n = server.instructions(commands, opts.calls) / opts.calls
+            print(f"| {label} | {n:,.0f} |")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -136,6 +136,21 @@ def wrk(port, method, path, cookie, seconds, connections):
     return rps, total, int(errors.group(1)) if errors else 0
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system) of a process and all its descendants, from /proc."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(cpu_seconds(int(child)) for child in f.read().split())
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return total
+
+
 def per_request(before, after, requests):
     """Top-level commands (round trips) and all commands, per request."""
     diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
@@ -222,11 +237,14 @@ def main():
                 results[name] = r
             else:
                 for label in ("read", "write"):
-                    results[name][label]["all"] += r[label]["all"]
+                    for series in ("all", "app_us", "redis_us"):
+                        results[name][label][series] += r[label][series]
             print(name, json.dumps(r), file=sys.stderr)
     for r in results.values():
         for label in ("read", "write"):
             r[label]["rps"] = statistics.median(r[label]["all"])
+            r[label]["app"] = statistics.median(r[label]["app_us"])
+            r[label]["redis"] = statistics.median(r[label]["redis_us"])
     redis.stop()
     report(results, opts)
 
@@ -251,9 +269,13 @@ def measure(name, redis, opts, first):
         for label, method, path in [("read", "GET", "/api/profile"),
                                     ("write", "POST", "/api/visits")]:
             before = redis.commandstats()
+            cpu_before = cpu_seconds(server.pid), cpu_seconds(redis.proc.pid)
             rps, total, errors = wrk(port, method, path, cookie, opts.seconds, opts.connections)
+            cpu = [(cpu_seconds(p) - b) * 1e6 / total
+                   for p, b in zip((server.pid, redis.proc.pid), cpu_before)]
             top, every, diff = per_request(before, redis.commandstats(), total)
-            r[label] = dict(all=[rps], errors=errors, round_trips=top, commands=every, diff=diff)
+            r[label] = dict(all=[rps], errors=errors, round_trips=top, commands=every, diff=diff,
+                            app_us=[cpu[0]], redis_us=[cpu[1]])
         if first and name not in ("baseline", "cloakroom-memory"):
             r["kept"], r["ok"] = concurrent_increments(port)
             r["bytes"], r["keys"] = memory_per_session(redis, port, opts.sessions)
@@ -282,6 +304,15 @@ def report(results, opts):
               f"| {r['read']['round_trips']:.2f} | {r['write']['round_trips']:.2f} "
               f"| {r['read']['commands']:.2f}, {r['write']['commands']:.2f} "
               f"| {cell('kept', '{}')} / 200 | {cell('bytes', '{:,.0f}')} | {outage} |")
+    print("\nCPU time per request during the wrk runs (medians; from /proc, the server with its "
+          "worker processes):\n")
+    print("| server | read: app µs | read: redis-server µs | write: app µs "
+          "| write: redis-server µs |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        rd, wr = r["read"], r["write"]
+        print(f"| {name} | {rd['app']:.1f} | {rd['redis']:.1f} | {wr['app']:.1f} "
+              f"| {wr['redis']:.1f} |")
     if "cloakroom" in results:
         c = results["cloakroom"]
         print()

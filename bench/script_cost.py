@@ -9,7 +9,7 @@ exactly for the same binary and input, so this measures what the wall-clock harn
 (run.py) cannot on a noisy shared machine: how much of one Redis thread each request uses,
 which is what caps every app instance that shares that Redis.
 
-Needs: redis-server, valgrind. Usage: bench/script_cost.py [--calls N]
+Needs: redis-server, valgrind. Usage: bench/script_cost.py [--calls N] [--breakdown]
 """
 
 import argparse
@@ -29,6 +29,8 @@ LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "stores", "
 NOW = 1_795_394_499_940
 DAY, WEEK = 86_400_000, 604_800_000
 KEY, LIVE = "session:jnEfQVTP-YI-gQHPZYrwqg", "session:live"
+# The apply script's arguments for one increment of `visits` (see apply.lua's header).
+APPLY_ARGS = (NOW, 0, "", "", "", 0, 0, 1, "visits", 1)
 
 
 def lua(name):
@@ -108,9 +110,38 @@ def session(server):
     server.cli("PEXPIRE", KEY, DAY)
 
 
+def breakdown(server, calls):
+    """Where the apply script's instructions go: cut-down variants with the same keys and
+    arguments, each adding one part. The differences between rows are the parts' prices."""
+    with open(os.path.join(LUA, "prelude.lua")) as p, open(os.path.join(LUA, "apply.lua")) as a:
+        prelude, apply = p.read(), a.read()
+    final = "return { 'ok', m[4] or '', m[3], counters }"
+    assert final in apply, "apply.lua's last line changed: update this breakdown"
+    variants = [
+        ("empty script, same 2 keys and 10 arguments", "return 1"),
+        ("+ the shared helpers (prelude)", prelude + "return 1"),
+        ("empty + HMGET of the checked fields", "local m = redis.call('HMGET', KEYS[1], '__to', "
+         "'__i', '__a', '__u', '__g', '__v', 'visits') return 1"),
+        ("empty + HSET of two fields", "redis.call('HSET', KEYS[1], 'visits', 5, '__v', 7) "
+         "return 1"),
+        ("apply, replying `1` instead of its result", prelude + apply.replace(final, "return 1")),
+        ("apply as shipped", prelude + apply),
+    ]
+    print("\nThe apply script in parts (the same call as above, cut down):\n")
+    print("| variant | Redis instructions per call |")
+    print("| --- | --- |")
+    for label, body in variants:
+        session(server)
+        sha = server.cli("SCRIPT", "LOAD", body)
+        n = server.instructions([("EVALSHA", sha, 2, KEY, LIVE, *APPLY_ARGS)], calls) / calls
+        print(f"| {label} | {n:,.0f} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also price the apply script's parts")
     opts = ap.parse_args()
     for tool in ["redis-server", "redis-cli", "valgrind", "callgrind_control"]:
         if not shutil.which(tool):
@@ -128,20 +159,25 @@ def main():
                                          ("SET", "sZeZ0xNrZC-zUPxSo9umcg", tower, "PX", DAY)]),
             ("Cloakroom read: HGETALL", [("HGETALL", KEY)]),
             ("Cloakroom write: apply script (increment)",
-             [("EVALSHA", apply, 2, KEY, LIVE, NOW, 0, "", "", "", 0, 0, 1, "visits", 1)]),
+             [("EVALSHA", apply, 2, KEY, LIVE, *APPLY_ARGS)]),
+            ("Cloakroom read through the load script, no refresh due",
+             [("EVALSHA", load, 2, KEY, LIVE, NOW, "", "")]),
             # Refresh due on every call: the deadline it asks for is always later.
             ("Cloakroom read with refresh due: load script",
              [("EVALSHA", load, 2, KEY, LIVE, NOW, NOW + 2 * WEEK, NOW + DAY)]),
             ("empty script: EVALSHA of `return 1`",
              [("EVALSHA", server.cli("SCRIPT", "LOAD", "return 1"), 0)]),
         ]
-        print(f"Command: `bench/script_cost.py --calls {opts.calls}` "
+        flags = f"--calls {opts.calls}" + (" --breakdown" if opts.breakdown else "")
+        print(f"Command: `python3 bench/script_cost.py {flags}` "
               f"({time.strftime('%Y-%m-%d')}; redis-server {server.cli('INFO', 'server').split('redis_version:')[1].split()[0]})\n")
         print("| request path | Redis instructions per request |")
         print("| --- | --- |")
         for label, commands in rows:
             n = server.instructions(commands, opts.calls) / opts.calls
             print(f"| {label} | {n:,.0f} |")
+        if opts.breakdown:
+            breakdown(server, opts.calls)
     finally:
         server.stop()
 

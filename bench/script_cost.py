@@ -115,16 +115,17 @@ def breakdown(server, calls):
     arguments, each adding one part. The differences between rows are the parts' prices."""
     with open(os.path.join(LUA, "prelude.lua")) as p, open(os.path.join(LUA, "apply.lua")) as a:
         prelude, apply = p.read(), a.read()
-    final = "return { 'ok', m[4] or '', m[3], counters }"
+    final = "return reply"
     assert final in apply, "apply.lua's last line changed: update this breakdown"
     variants = [
         ("empty script, same 2 keys and 10 arguments", "return 1"),
         ("+ the shared helpers (prelude)", prelude + "return 1"),
-        ("empty + HMGET of the checked fields", "local m = redis.call('HMGET', KEYS[1], '__to', "
-         "'__i', '__a', '__u', '__g', '__v', 'visits') return 1"),
+        ("empty + HMGET of the checked fields", "local m = redis.call('HMGET', KEYS[1], '__i', "
+         "'__a', '__v', 'visits') return 1"),
         ("empty + HSET of two fields", "redis.call('HSET', KEYS[1], 'visits', 5, '__v', 7) "
          "return 1"),
-        ("apply, replying `1` instead of its result", prelude + apply.replace(final, "return 1")),
+        ("apply, replying `1` instead of its result",
+         prelude + apply.replace(final, "do return 1 end")),
         ("apply as shipped", prelude + apply),
     ]
     print("\nThe apply script in parts (the same call as above, cut down):\n")

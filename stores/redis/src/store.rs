@@ -367,12 +367,19 @@ impl SessionStore for RedisStore {
             return Ok(Applied::Gone);
         };
         let mut rest = rest.into_iter();
-        let before = text(rest.next().unwrap_or(Value::Nil))?;
-        let absolute: Millis = text(rest.next().unwrap_or(Value::Nil))?
-            .parse()
-            .map_err(|_| StoreError::Corrupt("absolute deadline is not a number".into()))?;
-        let counters = counters(array(rest.next().unwrap_or(Value::Nil))?)?;
-        if changes.user.is_some() {
+        // Only a user change brings the user before and the absolute deadline: it re-indexes.
+        let owner = match changes.user {
+            Some(_) => {
+                let before = text(rest.next().unwrap_or(Value::Nil))?;
+                let absolute: Millis = text(rest.next().unwrap_or(Value::Nil))?
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("absolute deadline is not a number".into()))?;
+                Some((before, absolute))
+            }
+            None => None,
+        };
+        let counters = counters(rest.collect())?;
+        if let Some((before, absolute)) = owner {
             let before = Some(before.as_str()).filter(|u| !u.is_empty());
             let after = changes.user_after(before);
             let cmds = self.reindex(&target, before.map(|u| (u, &target)), after, absolute, now);

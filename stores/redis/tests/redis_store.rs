@@ -309,3 +309,82 @@ async fn a_cycle_that_cannot_file_the_new_key_puts_the_session_back() {
         "the failed change is not applied"
     );
 }
+
+/// Counters are Lua numbers (doubles) inside the write script: exact up to 15 digits, and
+/// anything else (a stored value that is not a plain JSON integer, a step too large) is
+/// refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_are_exact_or_refused() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let now = now_millis();
+    let k = key();
+    let mut record = fresh(now);
+    for (name, value) in [
+        ("big", "999999999999998"),
+        ("neg", "-12"),
+        ("zero", "0"),
+        ("float", "1.5"),
+        ("exponent", "1e3"),
+        ("padded", "007"),
+        ("minus_zero", "-0"),
+        ("sixteen", "1000000000000000"),
+        ("text", "\"7\""),
+    ] {
+        record.fields.insert(name.into(), value.into());
+    }
+    store.create(&k, &record).await.unwrap();
+    let by = |pairs: &[(&str, i64)]| {
+        let mut changes = Changes::default();
+        for (name, step) in pairs {
+            changes.increments.insert((*name).into(), *step);
+        }
+        changes
+    };
+    let done = store
+        .apply(
+            &k,
+            &by(&[("big", 1), ("neg", 2), ("zero", -5), ("new", 3)]),
+            now + 1,
+        )
+        .await
+        .unwrap();
+    let Applied::Done { counters, .. } = done else {
+        panic!("{done:?}")
+    };
+    let expected = [
+        ("big", 999_999_999_999_999),
+        ("neg", -10),
+        ("new", 3),
+        ("zero", -5),
+    ];
+    assert_eq!(
+        counters,
+        expected.map(|(n, v)| (n.to_owned(), v)).into_iter().collect()
+    );
+    let before = store.load(&k, now + 2, None).await.unwrap().unwrap().record;
+    for name in [
+        "float",
+        "exponent",
+        "padded",
+        "minus_zero",
+        "sixteen",
+        "text",
+    ] {
+        let result = store.apply(&k, &by(&[("new", 1), (name, 1)]), now + 3).await;
+        assert!(
+            matches!(&result, Err(StoreError::NotAnInteger(f)) if f == name),
+            "{name}: {result:?}"
+        );
+    }
+    for step in [i64::MAX, 1_000_000_000_000_000, -1_000_000_000_000_000] {
+        let result = store.apply(&k, &by(&[("new", step)]), now + 3).await;
+        assert!(
+            matches!(result, Err(StoreError::NotAnInteger(_))),
+            "{step}: {result:?}"
+        );
+    }
+    let after = store.load(&k, now + 4, None).await.unwrap().unwrap().record;
+    assert_eq!(after.fields, before.fields, "a refused write changes nothing");
+    assert_eq!(after.version, before.version);
+}

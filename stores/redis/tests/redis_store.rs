@@ -360,7 +360,10 @@ async fn counters_are_exact_or_refused() {
     ];
     assert_eq!(
         counters,
-        expected.map(|(n, v)| (n.to_owned(), v)).into_iter().collect()
+        expected
+            .map(|(n, v)| (n.to_owned(), v))
+            .into_iter()
+            .collect()
     );
     let before = store.load(&k, now + 2, None).await.unwrap().unwrap().record;
     for name in [
@@ -371,7 +374,9 @@ async fn counters_are_exact_or_refused() {
         "sixteen",
         "text",
     ] {
-        let result = store.apply(&k, &by(&[("new", 1), (name, 1)]), now + 3).await;
+        let result = store
+            .apply(&k, &by(&[("new", 1), (name, 1)]), now + 3)
+            .await;
         assert!(
             matches!(&result, Err(StoreError::NotAnInteger(f)) if f == name),
             "{name}: {result:?}"
@@ -385,6 +390,9 @@ async fn counters_are_exact_or_refused() {
         );
     }
     let after = store.load(&k, now + 4, None).await.unwrap().unwrap().record;
-    assert_eq!(after.fields, before.fields, "a refused write changes nothing");
+    assert_eq!(
+        after.fields, before.fields,
+        "a refused write changes nothing"
+    );
     assert_eq!(after.version, before.version);
 }

@@ -23,12 +23,9 @@ local user_op = ARGV[3]
 
 -- m[1..3]: idle and absolute deadlines, version; m[4]: the user when it may change; then the
 -- counters' current values.
-local wanted = { '__i', '__a', '__v', '__u' }
-local first_counter = 5
-if user_op == '' then
-  wanted[4] = nil
-  first_counter = 4
-end
+local wanted = { '__i', '__a', '__v' }
+if user_op ~= '' then wanted[4] = '__u' end
+local first_counter = #wanted + 1
 for j = 0, ni - 1 do wanted[first_counter + j] = ARGV[first_inc + 2 * j] end
 local m = redis.call('HMGET', KEYS[1], unpack(wanted))
 if not m[1] then

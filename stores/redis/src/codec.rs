@@ -1,40 +1,59 @@
-//! Between `Record` and the session hash: metadata in short `__` fields, one field per
-//! session key holding its JSON text. Script replies are decoded here too.
+//! Between `Record` and the session hash: the metadata packed in one `__m` field, one field
+//! per session key holding its JSON text. Script replies are decoded here too.
 
 use std::collections::BTreeMap;
 
 use cloakroom::{Millis, Record, SessionKey, StoreError};
 use redis::Value;
 
-const CREATED: &str = "__c";
-const IDLE: &str = "__i";
-const ABSOLUTE: &str = "__a";
-const USER: &str = "__u";
-const VERSION: &str = "__v";
+/// `created|idle|absolute|version`, then `|user` when there is one (last, so a user may
+/// contain `|`). The scripts read and write the same format (`meta` and `packed` in
+/// `lua/prelude.lua`).
+const META: &str = "__m";
 const ALIAS: &str = "__to";
 const GRACE: &str = "__g";
 
 /// The field/value pairs that file `record` (for the create script).
 pub(crate) fn record_fields(record: &Record) -> Vec<String> {
-    let mut out = Vec::with_capacity(10 + record.fields.len() * 2);
-    for (name, value) in [
-        (CREATED, record.created),
-        (IDLE, record.idle_deadline.min(record.absolute_deadline)),
-        (ABSOLUTE, record.absolute_deadline),
-        (VERSION, record.version),
-    ] {
-        out.push(name.to_owned());
-        out.push(value.to_string());
-    }
-    if let Some(user) = &record.user {
-        out.push(USER.to_owned());
-        out.push(user.clone());
-    }
+    let mut out = Vec::with_capacity(2 + record.fields.len() * 2);
+    out.push(META.to_owned());
+    out.push(packed_meta(record));
     for (name, value) in &record.fields {
         out.push(name.clone());
         out.push(value.clone());
     }
     out
+}
+
+fn packed_meta(record: &Record) -> String {
+    let idle = record.idle_deadline.min(record.absolute_deadline);
+    let mut meta = format!(
+        "{}|{idle}|{}|{}",
+        record.created, record.absolute_deadline, record.version
+    );
+    if let Some(user) = &record.user {
+        meta.push('|');
+        meta.push_str(user);
+    }
+    meta
+}
+
+/// Fills `record`'s metadata from the packed field.
+fn unpack_meta(text: &str, record: &mut Record) -> Result<(), StoreError> {
+    let mut parts = text.splitn(5, '|');
+    let mut next = || -> Result<u64, StoreError> {
+        let part = parts.next().unwrap_or_default();
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(StoreError::Corrupt(format!("damaged metadata {text:?}")));
+        }
+        number(part)
+    };
+    record.created = next()?;
+    record.idle_deadline = next()?;
+    record.absolute_deadline = next()?;
+    record.version = next()?;
+    record.user = parts.next().map(str::to_owned);
+    Ok(())
 }
 
 /// What a key's HGETALL holds.
@@ -74,16 +93,12 @@ pub(crate) fn stored_from_flat(flat: Vec<Value>) -> Result<Stored, StoreError> {
 /// A record from a flat HGETALL reply.
 pub(crate) fn record_from_flat(flat: Vec<Value>) -> Result<Record, StoreError> {
     let mut record = Record::new(0, 0, 0);
-    let (mut created, mut idle, mut absolute) = (None, None, None);
+    let mut meta = None;
     let mut items = flat.into_iter();
     while let (Some(name), Some(value)) = (items.next(), items.next()) {
         let (name, value) = (text(name)?, text(value)?);
         match name.as_str() {
-            CREATED => created = Some(number(&value)?),
-            IDLE => idle = Some(number(&value)?),
-            ABSOLUTE => absolute = Some(number(&value)?),
-            VERSION => record.version = number(&value)?,
-            USER => record.user = Some(value),
+            META => meta = Some(value),
             ALIAS => {
                 return Err(StoreError::Corrupt(
                     "alias where a session was expected".into(),
@@ -94,17 +109,10 @@ pub(crate) fn record_from_flat(flat: Vec<Value>) -> Result<Record, StoreError> {
             }
         }
     }
-    match (created, idle, absolute) {
-        (Some(c), Some(i), Some(a)) => {
-            record.created = c;
-            record.idle_deadline = i;
-            record.absolute_deadline = a;
-            Ok(record)
-        }
-        _ => Err(StoreError::Corrupt(
-            "session hash without its deadlines".into(),
-        )),
-    }
+    let meta =
+        meta.ok_or_else(|| StoreError::Corrupt("session hash without its metadata".into()))?;
+    unpack_meta(&meta, &mut record)?;
+    Ok(record)
 }
 
 /// What a script answered.
@@ -202,19 +210,27 @@ mod tests {
 
     #[test]
     fn a_record_survives_its_field_encoding() {
-        let mut record = Record::new(5, 10, 20);
-        record.version = 3;
-        record.user = Some("zoë".into());
-        record.fields.insert("cart".into(), "[1,2]".into());
-        let flat = record_fields(&record).iter().map(|s| bulk(s)).collect();
-        assert_eq!(record_from_flat(flat).unwrap(), record);
+        for user in [None, Some("zoë"), Some("a|b"), Some("")] {
+            let mut record = Record::new(5, 10, 20);
+            record.version = 3;
+            record.user = user.map(str::to_owned);
+            record.fields.insert("cart".into(), "[1,2]".into());
+            let fields = record_fields(&record);
+            assert_eq!(fields.len(), 4, "one metadata field, then the data");
+            let flat = fields.iter().map(|s| bulk(s)).collect();
+            assert_eq!(record_from_flat(flat).unwrap(), record);
+        }
     }
 
     #[test]
     fn damaged_hashes_are_corrupt_not_panics() {
         for flat in [
-            vec![bulk("__c"), bulk("x")],
-            vec![bulk("__c"), bulk("1")],
+            vec![bulk("cart"), bulk("[1]")],
+            vec![bulk("__m"), bulk("1|2|3")],
+            vec![bulk("__m"), bulk("1|2|3|x")],
+            vec![bulk("__m"), bulk("1|2|+3|4")],
+            vec![bulk("__m"), bulk("1||3|4")],
+            vec![bulk("__m"), bulk("99999999999999999999|2|3|4")],
             vec![bulk("__to"), bulk("abc")],
             vec![Value::BulkString(vec![0xff]), bulk("1")],
             vec![Value::Okay, bulk("1")],

@@ -3,9 +3,9 @@
 //! # Design
 //!
 //! * **One hash per session**, named by the configured prefix (default `session:`) and a hash of
-//!   the session ID, never the ID. One field per session key holding its JSON text, plus short
-//!   metadata fields: `__c` created, `__i` idle deadline, `__a` absolute deadline, `__u` user,
-//!   `__v` version. The key's TTL is the nearer deadline, so Redis drops dead sessions itself.
+//!   the session ID, never the ID. One field per session key holding its JSON text, plus one
+//!   metadata field `__m` packing created, idle deadline, absolute deadline, version and user.
+//!   The key's TTL is the nearer deadline, so Redis drops dead sessions itself.
 //! * **Every write is one server-side script** (EVALSHA; reloaded on NOSCRIPT) that checks
 //!   the session is alive, by the caller's clock, before writing anything. A write to a session
 //!   that was destroyed or expired answers [`cloakroom::Applied::Gone`] and never recreates it.

@@ -266,6 +266,19 @@ async fn damaged_data_is_a_typed_error() {
         store.load(&k, now, None).await,
         Err(StoreError::Corrupt(_))
     ));
+    // Metadata present but damaged: the scripts refuse it as the client does.
+    let k3 = key();
+    server
+        .command(&["HSET", &store.key_name(&k3), "__m", "1|2|x|4"])
+        .await;
+    assert!(matches!(
+        store.load(&k3, now, None).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        store.apply(&k3, &Changes::default(), now).await,
+        Err(StoreError::Corrupt(_))
+    ));
     let k2 = key();
     server
         .command(&["SET", &store.key_name(&k2), "plain"])
@@ -395,4 +408,36 @@ async fn counters_are_exact_or_refused() {
         "a refused write changes nothing"
     );
     assert_eq!(after.version, before.version);
+}
+
+/// The scripts rewrite the packed metadata on every write; a user name with the separator in
+/// it, or an empty one, comes back as it went in, and so do the deadlines and the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_metadata_round_trips_through_the_scripts() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let now = now_millis();
+    for user in ["a|b|c", "", "zoë"] {
+        let k = key();
+        let mut record = fresh(now);
+        record.user = Some(user.to_owned());
+        record.version = 7;
+        store.create(&k, &record).await.unwrap();
+        let mut bump = Changes::default();
+        bump.increments.insert("n".into(), 1);
+        bump.idle_deadline = Some(now + 90_000);
+        store.apply(&k, &bump, now + 1).await.unwrap();
+        let back = store.load(&k, now + 2, None).await.unwrap().unwrap().record;
+        assert_eq!(back.user.as_deref(), Some(user));
+        assert_eq!(back.version, 8);
+        assert_eq!(back.created, now);
+        assert_eq!(back.idle_deadline, now + 90_000);
+        assert_eq!(back.absolute_deadline, now + 120_000);
+        let mut clear = Changes::default();
+        clear.user = Some(cloakroom::UserChange::Clear);
+        store.apply(&k, &clear, now + 3).await.unwrap();
+        let back = store.load(&k, now + 4, None).await.unwrap().unwrap().record;
+        assert_eq!(back.user, None);
+        assert_eq!(back.fields["n"], "1");
+    }
 }

@@ -21,31 +21,27 @@ local first_inc = 9 + nr + 2 * ns
 local ni = small(ARGV[first_inc - 1])
 local user_op = ARGV[3]
 
--- m[1..3]: idle and absolute deadlines, version; m[4]: the user when it may change; then the
--- counters' current values.
-local wanted = { '__i', '__a', '__v' }
-if user_op ~= '' then wanted[4] = '__u' end
-local first_counter = #wanted + 1
-for j = 0, ni - 1 do wanted[first_counter + j] = ARGV[first_inc + 2 * j] end
-local m = redis.call('HMGET', KEYS[1], unpack(wanted))
-if not m[1] then
+-- got[1]: the packed metadata; then the counters' current values.
+local wanted = { '__m' }
+for j = 0, ni - 1 do wanted[2 + j] = ARGV[first_inc + 2 * j] end
+local got = redis.call('HMGET', KEYS[1], unpack(wanted))
+if not got[1] then
   -- Not a session: an alias of a cycle, nothing, or damage.
   local a = redis.call('HMGET', KEYS[1], '__to', '__g')
   if a[1] then return alias(a[1], a[2], now) end
   if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-  return { 'corrupt', 'deadlines missing' }
+  return { 'corrupt', 'metadata missing' }
 end
-local idle, abs = alive(m[1], m[2], now)
-if not idle then
-  if abs == 'corrupt' then return { 'corrupt', 'bad deadlines' } end
-  return false
-end
+local m = meta(got[1])
+if not m then return { 'corrupt', 'metadata damaged' } end
+if not alive(m, now) then return false end
+local idle, abs = m.idle, m.abs
 
 local clear = ARGV[2] == '1'
 local reply = { 'ok' }
 if user_op ~= '' then
-  reply[2] = m[4] or ''
-  reply[3] = m[2]
+  reply[2] = m.user or ''
+  reply[3] = m.a
 end
 -- The counters go straight into the reply, and from there into the HSET.
 local first_count = #reply + 1
@@ -62,7 +58,7 @@ if ni > 0 then
     if not by or by >= 1e15 or by <= -1e15 then return { 'nan', field } end
     local base = 0
     if not (clear or removed[field]) then
-      local text = sets[field] or m[first_counter + j]
+      local text = sets[field] or got[2 + j]
       if text and text ~= '0' then
         if #text > 16 or not string.find(text, '^-?[1-9]%d*$') then return { 'nan', field } end
         base = tonumber(text)
@@ -81,24 +77,20 @@ if clear then
     if not META[f] then removes[#removes + 1] = f end
   end
 end
-if user_op == 'c' then removes[#removes + 1] = '__u' end
 if #removes > 0 then redis.call('HDEL', KEYS[1], unpack(removes)) end
 
 local writes = {}
 for j = 8 + nr, 7 + nr + 2 * ns do writes[#writes + 1] = ARGV[j] end
 for j = first_count, #reply do writes[#writes + 1] = reply[j] end
-if user_op == 's' then
-  writes[#writes + 1] = '__u'
-  writes[#writes + 1] = ARGV[4]
-end
-writes[#writes + 1] = '__v'
-writes[#writes + 1] = (tonumber(m[3]) or 0) + 1
+if user_op == 's' then m.user = ARGV[4] elseif user_op == 'c' then m.user = nil end
+m.version = m.version + 1
 local deadline = nil
 if ARGV[5] ~= '' then
   deadline = math.min(tonumber(ARGV[5]), abs)
-  writes[#writes + 1] = '__i'
-  writes[#writes + 1] = deadline
+  slide(m, deadline)
 end
+writes[#writes + 1] = '__m'
+writes[#writes + 1] = packed(m)
 hset_all(KEYS[1], writes, 1)
 if deadline then
   count(expiry(idle, abs), -1)

@@ -1,6 +1,7 @@
 -- Shared by every session script. KEYS[1] is the session hash; KEYS[2] the live-count hash,
 -- which counts sessions per minute of expiry so `stats` can count without scanning keys.
-local META = { __c = true, __i = true, __a = true, __u = true, __v = true, __to = true, __g = true }
+-- Fields that are not session data: the packed metadata, and a cycle's alias.
+local META = { __m = true, __to = true, __g = true }
 local BUCKET_MS = 60000
 
 -- Integers travel as decimal text: Lua's own number formatting may use exponents.
@@ -34,13 +35,31 @@ local function hset_all(key, list, from)
   end
 end
 
--- Metadata of a flat HGETALL reply.
-local function meta_of(flat)
-  local m = {}
-  for i = 1, #flat, 2 do
-    if META[flat[i]] then m[flat[i]] = flat[i + 1] end
+-- A session's metadata lives in one field, `__m`: 'created|idle|absolute|version', then
+-- '|user' when it has one (last, so a user may contain '|'). One field instead of five keeps
+-- HGETALL short and the hash small. `meta` gives the deadlines and version as numbers and
+-- keeps the texts, so `packed` prints again only what changed (printing a number costs as
+-- much as parsing one); `slide` moves the idle deadline in both. nil if the text is damaged.
+local function meta(text)
+  if not text then return nil end
+  local c, i, a, v, rest = string.match(text, '^(%d+)|(%d+)|(%d+)|(%d+)(.*)$')
+  if not c then return nil end
+  local m = { c = c, i = i, a = a, idle = tonumber(i), abs = tonumber(a), version = tonumber(v) }
+  if rest ~= '' then
+    if string.sub(rest, 1, 1) ~= '|' then return nil end
+    m.user = string.sub(rest, 2)
   end
   return m
+end
+
+local function slide(m, deadline)
+  m.idle, m.i = deadline, int(deadline)
+end
+
+local function packed(m)
+  local text = m.c .. '|' .. m.i .. '|' .. m.a .. '|' .. int(m.version)
+  if m.user then return text .. '|' .. m.user end
+  return text
 end
 
 -- The target of a cycle's alias while its grace window (`__g`) lasts; a spent alias is deleted.
@@ -50,30 +69,28 @@ local function alias(to, grace_until, now)
   return false
 end
 
--- Deadlines of a live session, or nil after deleting a dead one (judged by the caller's clock).
-local function alive(idle_text, abs_text, now)
-  local idle, abs = tonumber(idle_text), tonumber(abs_text)
-  if not idle or not abs then return nil, 'corrupt' end
-  if now >= idle or now >= abs then
+-- Whether a session is alive by the caller's clock; a dead one is deleted here.
+local function alive(m, now)
+  if now >= m.idle or now >= m.abs then
     redis.call('DEL', KEYS[1])
-    count(expiry(idle, abs), -1)
-    return nil, 'gone'
+    count(expiry(m.idle, m.abs), -1)
+    return false
   end
-  return idle, abs
+  return true
 end
 
--- HGETALL of a live session with its deadlines; otherwise nil and the reply to give instead
+-- HGETALL of a live session with its metadata; otherwise nil and the reply to give instead
 -- (false when there is no live session, the alias's target, or a corruption report).
 local function read_live(now)
   local flat = redis.call('HGETALL', KEYS[1])
   if #flat == 0 then return nil, false end
-  local m = meta_of(flat)
-  if m.__to then return nil, alias(m.__to, m.__g, now) end
-  local idle, abs = alive(m.__i, m.__a, now)
-  if not idle then
-    if abs == 'corrupt' then return nil, { 'corrupt', 'deadlines missing' } end
-    return nil, false
+  local found = {}
+  for i = 1, #flat, 2 do
+    if META[flat[i]] then found[flat[i]] = flat[i + 1] end
   end
-  return flat, idle, abs
+  if found.__to then return nil, alias(found.__to, found.__g, now) end
+  local m = meta(found.__m)
+  if not m then return nil, { 'corrupt', 'metadata missing or damaged' } end
+  if not alive(m, now) then return nil, false end
+  return flat, m
 end
-

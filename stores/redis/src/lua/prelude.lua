@@ -36,8 +36,8 @@ local function hset_all(key, list, from)
 end
 
 -- A session's metadata lives in one field, `__m`: 'created|idle|absolute|version', then
--- '|user' when it has one (last, so a user may contain '|'). One field instead of five keeps
--- HGETALL short and the hash small. `meta` gives the deadlines and version as numbers and
+-- '|user' when it has one (last, so a user may contain '|'). One field instead of five halves
+-- Redis's work for a read's HGETALL. `meta` gives the deadlines and version as numbers and
 -- keeps the texts, so `packed` prints again only what changed (printing a number costs as
 -- much as parsing one); `slide` moves the idle deadline in both. nil if the text is damaged.
 local function meta(text)

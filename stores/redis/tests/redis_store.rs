@@ -258,39 +258,32 @@ async fn damaged_data_is_a_typed_error() {
     let server = server(Options::default()).await;
     let store = connect(&server).await;
     let now = now_millis();
-    let k = key();
-    server
-        .command(&["HSET", &store.key_name(&k), "__c", "x", "__i", "y"])
-        .await;
-    assert!(matches!(
-        store.load(&k, now, None).await,
-        Err(StoreError::Corrupt(_))
-    ));
-    // Metadata present but damaged: the scripts refuse it as the client does.
-    let k3 = key();
-    server
-        .command(&["HSET", &store.key_name(&k3), "__m", "1|2|x|4"])
-        .await;
-    assert!(matches!(
-        store.load(&k3, now, None).await,
-        Err(StoreError::Corrupt(_))
-    ));
-    assert!(matches!(
-        store.apply(&k3, &Changes::default(), now).await,
-        Err(StoreError::Corrupt(_))
-    ));
-    let k2 = key();
-    server
-        .command(&["SET", &store.key_name(&k2), "plain"])
-        .await;
-    assert!(matches!(
-        store.load(&k2, now, None).await,
-        Err(StoreError::Corrupt(_))
-    ));
-    assert!(matches!(
-        store.apply(&k2, &Changes::default(), now).await,
-        Err(StoreError::Corrupt(_))
-    ));
+    // A hash without metadata, metadata that does not parse (read by the client on load, by
+    // the script on apply: both must refuse it), and a key of the wrong type.
+    let damage: [&[&str]; 3] = [
+        &["HSET", "{key}", "cart", "[1]"],
+        &["HSET", "{key}", "__m", "1|2|x|4"],
+        &["SET", "{key}", "plain"],
+    ];
+    for command in damage {
+        let k = key();
+        let name = store.key_name(&k);
+        let command: Vec<&str> = command
+            .iter()
+            .map(|a| if *a == "{key}" { name.as_str() } else { a })
+            .collect();
+        server.command(&command).await;
+        let loaded = store.load(&k, now, None).await;
+        assert!(
+            matches!(loaded, Err(StoreError::Corrupt(_))),
+            "{command:?}: {loaded:?}"
+        );
+        let applied = store.apply(&k, &Changes::default(), now).await;
+        assert!(
+            matches!(applied, Err(StoreError::Corrupt(_))),
+            "{command:?}: {applied:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

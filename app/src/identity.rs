@@ -74,7 +74,7 @@ impl Login {
 /// # Errors
 /// A session error.
 pub async fn log_in(session: &Session, login: &Login) -> Result<(), SessionError> {
-    session.cycle_id().await;
+    session.cycle_id().await?;
     session.set_user(&login.user).await?;
     session.insert("user", &login.user).await?;
     session.insert("login_time", rfc3339(now_millis())).await?;

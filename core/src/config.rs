@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::guessing::GuessingPolicy;
 use crate::keyring::KeyRing;
 
 /// The `SameSite` attribute of the session cookie.
@@ -68,6 +69,12 @@ pub enum ConfigError {
     /// A duration that must be positive is zero, or the idle timeout exceeds the lifetime.
     #[error("invalid duration: {0}")]
     Duration(&'static str),
+    /// A cookie `Path` or `Domain` with a character that would break the `Set-Cookie` header
+    /// (`;`, a control character, white space) or, for a path, not starting with `/`.
+    #[error(
+        "invalid cookie {0} {1:?}: no ';', spaces or control characters (a Path starts with '/')"
+    )]
+    Attribute(&'static str, String),
     /// The refresh fraction must lie in (0, 1].
     #[error("the refresh fraction must be greater than 0 and at most 1")]
     RefreshFraction,
@@ -87,12 +94,24 @@ pub struct SessionConfig {
     pub(crate) absolute_lifetime: Duration,
     pub(crate) refresh_fraction: f64,
     pub(crate) grace: Duration,
+    pub(crate) renewal: Option<Duration>,
+    pub(crate) anonymous_idle_timeout: Option<Duration>,
     pub(crate) max_size: usize,
+    pub(crate) max_fields: usize,
+    pub(crate) cache_control: bool,
+    pub(crate) guessing: GuessingPolicy,
     pub(crate) max_key_len: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
+}
+
+/// Whether `value` can stand in a `Set-Cookie` attribute without changing its meaning.
+fn attribute_ok(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
 }
 
 /// Builder for [`SessionConfig`]; every option has a safe default.
@@ -120,9 +139,12 @@ pub struct SessionConfigBuilder {
 
 impl SessionConfig {
     /// Starts a configuration signed by `keys`, with the defaults: cookie `sid`, `HttpOnly`,
-    /// `Secure`, `SameSite=Lax`, `Path=/`, 24 h idle timeout, 7 days absolute lifetime,
-    /// refresh at most every tenth of the idle window, 30 s grace after `cycle_id`, 16 KiB
-    /// size limit, 256-byte keys, 500 ms store timeout, fail closed.
+    /// `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`, no `Max-Age` (a browser-session
+    /// cookie), 24 h idle timeout, 7 days absolute lifetime,
+    /// 1 h idle timeout for sessions without a user, refresh at most every tenth of the idle
+    /// window, no periodic renewal (30 s grace when enabled), 16 KiB and 64 fields per
+    /// session, 256-byte keys, `Cache-Control: no-store` on every response that used the
+    /// session, 500 ms store timeout, fail closed.
     #[must_use]
     pub fn builder(keys: KeyRing) -> SessionConfigBuilder {
         SessionConfigBuilder {
@@ -133,12 +155,17 @@ impl SessionConfig {
                 same_site: SameSite::Lax,
                 path: "/".into(),
                 domain: None,
-                browser_session: false,
+                browser_session: true,
                 idle_timeout: Duration::from_secs(24 * 3600),
                 absolute_lifetime: Duration::from_secs(7 * 24 * 3600),
                 refresh_fraction: 0.1,
                 grace: Duration::from_secs(30),
+                renewal: None,
+                anonymous_idle_timeout: Some(Duration::from_secs(3600)),
                 max_size: 16 * 1024,
+                max_fields: 64,
+                cache_control: true,
+                guessing: GuessingPolicy::default(),
                 max_key_len: 256,
                 store_timeout: Duration::from_millis(500),
                 failure_policy: FailurePolicy::FailClosed,
@@ -177,6 +204,11 @@ impl SessionConfig {
     #[must_use]
     pub fn failure_policy(&self) -> FailurePolicy {
         self.failure_policy
+    }
+    /// Whether the cookie carries `Secure`.
+    #[must_use]
+    pub fn secure(&self) -> bool {
+        self.secure
     }
 }
 
@@ -217,7 +249,8 @@ impl SessionConfigBuilder {
         /// The `SameSite` attribute (default `Lax`).
         with_same_site, same_site: SameSite);
     setter!(
-        /// Send the cookie without `Max-Age`, so the browser drops it when it closes.
+        /// Send the cookie without `Max-Age`, so the browser drops it when it closes (default
+        /// on, as OWASP recommends; `false` makes it persist for the idle timeout, "remember me").
         with_browser_session, browser_session: bool);
     setter!(
         /// Idle timeout: a session unused this long expires (default 24 h).
@@ -229,14 +262,42 @@ impl SessionConfigBuilder {
         /// Slide the idle deadline at most once per this fraction of the idle timeout (default 0.1).
         with_refresh_fraction, refresh_fraction: f64);
     setter!(
-        /// How long the old ID keeps working after `cycle_id` (default 30 s; zero disables).
+        /// How long the old ID keeps working, for reads only, after a periodic renewal
+        /// (default 30 s; zero disables). A cycle that changes privilege (`cycle_id`,
+        /// `set_user`) never leaves an old ID that works.
         with_grace, grace: Duration);
+    /// Rotates the session ID every `every` (default: never). The old ID can still read the
+    /// session for the grace window, so requests already in flight keep working.
+    #[must_use]
+    pub fn with_renewal(mut self, every: Duration) -> Self {
+        self.config.renewal = Some(every);
+        self
+    }
+    /// Idle timeout of sessions without a user (default 1 h): a flood of anonymous visitors
+    /// costs the store for this long, not for the full idle timeout. `None` uses the idle
+    /// timeout for every session.
+    #[must_use]
+    pub fn with_anonymous_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.anonymous_idle_timeout = timeout;
+        self
+    }
     setter!(
         /// Largest encoded session, in bytes (default 16 KiB).
         with_max_size, max_size: usize);
     setter!(
+        /// Most fields in one session, flash messages included (default 64).
+        with_max_fields, max_fields: usize);
+    setter!(
+        /// Send `Cache-Control: no-store` on every response that used the session (default
+        /// on; `Vary: Cookie` is always sent then). Turn it off only if the app sets its own.
+        with_cache_control, cache_control: bool);
+    setter!(
         /// Longest key, in bytes (default 256).
         with_max_key_len, max_key_len: usize);
+    setter!(
+        /// How invalid cookies are counted per client, logged and optionally throttled
+        /// (default: more than 20 a minute is logged, not throttled).
+        with_guessing_policy, guessing: GuessingPolicy);
     setter!(
         /// Bound on every store call (default 500 ms).
         with_store_timeout, store_timeout: Duration);
@@ -264,12 +325,20 @@ impl SessionConfigBuilder {
         if !name_ok {
             return Err(ConfigError::CookieName(c.cookie_name));
         }
-        if c.cookie_name.starts_with("__Host-")
-            && (!c.secure || c.path != "/" || c.domain.is_some())
-        {
+        // Browsers match the prefixes case-insensitively, so must we.
+        let lower = c.cookie_name.to_ascii_lowercase();
+        if lower.starts_with("__host-") && (!c.secure || c.path != "/" || c.domain.is_some()) {
             return Err(ConfigError::HostPrefix);
         }
-        if c.cookie_name.starts_with("__Secure-") && !c.secure {
+        if !attribute_ok(&c.path) || !c.path.starts_with('/') {
+            return Err(ConfigError::Attribute("Path", c.path));
+        }
+        if let Some(domain) = &c.domain {
+            if domain.is_empty() || !attribute_ok(domain) {
+                return Err(ConfigError::Attribute("Domain", domain.clone()));
+            }
+        }
+        if lower.starts_with("__secure-") && !c.secure {
             return Err(ConfigError::NeedsSecure("a __Secure- cookie"));
         }
         if c.same_site == SameSite::None && !c.secure {
@@ -278,6 +347,14 @@ impl SessionConfigBuilder {
         if c.idle_timeout.is_zero() || c.absolute_lifetime.is_zero() || c.store_timeout.is_zero() {
             return Err(ConfigError::Duration(
                 "timeouts and lifetimes must be positive",
+            ));
+        }
+        if c.renewal.is_some_and(|r| r.is_zero())
+            || c.anonymous_idle_timeout.is_some_and(|t| t.is_zero())
+            || c.max_fields == 0
+        {
+            return Err(ConfigError::Duration(
+                "the renewal interval, anonymous idle timeout and field limit must be positive",
             ));
         }
         if c.idle_timeout > c.absolute_lifetime {

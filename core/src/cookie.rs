@@ -7,21 +7,23 @@ use http::{header, HeaderMap, HeaderValue};
 use crate::config::SessionConfig;
 use crate::keyring::COOKIE_VALUE_LEN;
 
-/// What the request's `Cookie` headers say about our cookie.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Found {
-    /// No cookie of our name.
-    Absent,
-    /// Present but unusable: duplicated, oversized, or not ASCII.
-    Malformed,
-    /// Exactly one candidate value (not yet verified).
-    One(String),
+/// Every candidate value of our cookie, in header order, byte-wise so that non-UTF-8 input is
+/// safe. Values that cannot be ours (oversized, not ASCII) are counted, not returned.
+///
+/// Several values is the normal shape of a cookie-tossing attack: a sibling subdomain plants
+/// `sid=…; Domain=parent` beside the real one. The caller takes the first value whose
+/// signature verifies, so a planted cookie can neither replace nor lock out the real one.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Candidates {
+    pub(crate) values: Vec<String>,
+    pub(crate) malformed: usize,
 }
 
-/// Finds our cookie among every `Cookie` header, byte-wise so that non-UTF-8 input is safe.
-pub(crate) fn find(headers: &HeaderMap, name: &str) -> Found {
-    let mut found: Option<&[u8]> = None;
-    let mut malformed = false;
+/// More candidates than this are not looked at (each costs an HMAC).
+const MAX_CANDIDATES: usize = 4;
+
+pub(crate) fn find(headers: &HeaderMap, name: &str) -> Candidates {
+    let mut found = Candidates::default();
     for header in headers.get_all(header::COOKIE) {
         for pair in header.as_bytes().split(|&b| b == b';') {
             let pair = pair.trim_ascii();
@@ -35,20 +37,19 @@ pub(crate) fn find(headers: &HeaderMap, name: &str) -> Found {
             if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
                 value = &value[1..value.len() - 1];
             }
-            if found.is_some() {
-                // Two cookies of our name (e.g. one planted for a parent domain): refuse both
-                // rather than guess which one the browser meant.
-                return Found::Malformed;
+            if value.len() > COOKIE_VALUE_LEN * 2
+                || !value.is_ascii()
+                || found.values.len() >= MAX_CANDIDATES
+            {
+                found.malformed += 1;
+            } else {
+                found
+                    .values
+                    .push(String::from_utf8_lossy(value).into_owned());
             }
-            malformed |= value.len() > COOKIE_VALUE_LEN * 2 || !value.is_ascii();
-            found = Some(value);
         }
     }
-    match found {
-        None => Found::Absent,
-        Some(_) if malformed => Found::Malformed,
-        Some(value) => Found::One(String::from_utf8_lossy(value).into_owned()),
-    }
+    found
 }
 
 fn attributes(config: &SessionConfig, out: &mut String) {
@@ -98,23 +99,42 @@ mod tests {
         map
     }
 
-    #[test]
-    fn finds_one_cookie_among_others() {
-        let h = headers(&[b"a=1; sid=abc; b=2"]);
-        assert_eq!(find(&h, "sid"), Found::One("abc".into()));
-        assert_eq!(find(&h, "si"), Found::Absent);
+    fn values(found: Candidates) -> (Vec<String>, usize) {
+        (found.values, found.malformed)
     }
 
     #[test]
-    fn duplicates_and_garbage_are_malformed() {
-        assert_eq!(find(&headers(&[b"sid=a; sid=b"]), "sid"), Found::Malformed);
+    fn finds_one_cookie_among_others() {
+        let h = headers(&[b"a=1; sid=abc; b=2"]);
+        assert_eq!(values(find(&h, "sid")), (vec!["abc".into()], 0));
+        assert_eq!(values(find(&h, "si")), (vec![], 0));
+    }
+
+    #[test]
+    fn duplicates_are_all_candidates_and_garbage_is_counted() {
         assert_eq!(
-            find(&headers(&[b"sid=a", b"sid=b"]), "sid"),
-            Found::Malformed
+            values(find(&headers(&[b"sid=a; sid=b"]), "sid")),
+            (vec!["a".into(), "b".into()], 0)
         );
-        assert_eq!(find(&headers(&[b"sid=\xff\xfe"]), "sid"), Found::Malformed);
+        assert_eq!(
+            values(find(&headers(&[b"sid=a", b"sid=b"]), "sid")),
+            (vec!["a".into(), "b".into()], 0)
+        );
+        assert_eq!(
+            values(find(&headers(&[b"sid=\xff\xfe"]), "sid")),
+            (vec![], 1)
+        );
         let huge = format!("sid={}", "A".repeat(10_000));
-        assert_eq!(find(&headers(&[huge.as_bytes()]), "sid"), Found::Malformed);
-        assert_eq!(find(&headers(&[b";;=;sid"]), "sid"), Found::Absent);
+        assert_eq!(
+            values(find(&headers(&[huge.as_bytes()]), "sid")),
+            (vec![], 1)
+        );
+        assert_eq!(values(find(&headers(&[b";;=;sid"]), "sid")), (vec![], 0));
+        let many = "sid=a; ".repeat(10);
+        let found = find(&headers(&[many.as_bytes()]), "sid");
+        assert_eq!(
+            (found.values.len(), found.malformed),
+            (MAX_CANDIDATES, 10 - MAX_CANDIDATES)
+        );
     }
 }

@@ -8,7 +8,8 @@ use crate::store::StoreError;
 /// Why a session operation failed.
 ///
 /// Returning it from a handler gives a documented response: `503 Service Unavailable` with
-/// `Retry-After: 1` for store failures, `413`/`400` for data the handler tried to store, and a
+/// `Retry-After: 1` for store failures, `413`/`400` for data the handler tried to store, `409`
+/// for a write through a replaced ID or to an ended session, and a
 /// short JSON body (HTML for browsers that ask for it, when the layer can see `Accept`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -24,6 +25,23 @@ pub enum SessionError {
         /// The configured limit.
         limit: usize,
     },
+    /// Storing the value would give the session more fields than the configured limit.
+    #[error("the session would have {count} fields, over the limit of {limit}")]
+    TooManyFields {
+        /// The field count the session would have had.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The request reached its session through an ID that a renewal replaced. Such a
+    /// request may read the session for the grace window, but never change it, cycle it, or
+    /// receive a cookie: whoever holds an old ID must not be able to act as the session.
+    #[error("this request used a session ID that has been replaced; nothing was written")]
+    Superseded,
+    /// The store failed earlier in this request and the failure policy served the request
+    /// as anonymous: a write now would be lost, so it is refused instead.
+    #[error("the session store is unavailable; nothing was written")]
+    Unavailable,
     /// The key is empty, too long, or reserved (keys starting with `__` are Cloakroom's own).
     #[error("invalid session key {0:?}: keys must be 1 to the configured maximum bytes and not start with \"__\"")]
     InvalidKey(String),
@@ -70,18 +88,24 @@ impl SessionError {
             Self::Store(StoreError::NotAnInteger(_))
             | Self::InvalidKey(_)
             | Self::Encode { .. } => StatusCode::BAD_REQUEST,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Store(StoreError::LimitExceeded(_))
+            | Self::TooLarge { .. }
+            | Self::TooManyFields { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Store(_) | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Superseded => StatusCode::CONFLICT,
             Self::Decode { .. } | Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Gone => StatusCode::CONFLICT,
         }
     }
 
-    fn public_message(&self) -> &'static str {
+    pub(crate) fn public_message(&self) -> &'static str {
         match self {
             Self::Store(StoreError::NotAnInteger(_)) => "session value is not a number",
-            Self::Store(_) => "session store unavailable, please retry",
-            Self::TooLarge { .. } => "session data too large",
+            Self::Store(StoreError::LimitExceeded(_))
+            | Self::TooLarge { .. }
+            | Self::TooManyFields { .. } => "session data too large",
+            Self::Store(_) | Self::Unavailable => "session store unavailable, please retry",
+            Self::Superseded => "this session ID has been replaced, please retry",
             Self::InvalidKey(_) | Self::Encode { .. } => "invalid session data",
             Self::Decode { .. } => "session data could not be read",
             Self::Gone => "session ended, please sign in again",

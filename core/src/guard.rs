@@ -20,18 +20,41 @@ struct Breaker {
     probing: AtomicBool,
 }
 
+/// Leave to make one store call. A probe's permit gives the probe back when dropped, so a
+/// probe whose future is cancelled (a client hung up, an outer timeout) cannot leave the
+/// breaker waiting forever for an answer that will never come.
+struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.breaker.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
 impl Breaker {
-    fn allow(&self) -> bool {
+    fn allow(&self) -> Option<Permit<'_>> {
         if self.threshold == 0 || self.failures.load(Ordering::Acquire) < self.threshold {
-            return true;
+            return Some(Permit {
+                breaker: self,
+                probe: false,
+            });
         }
         if now_millis() < self.open_until.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         // Half-open: exactly one caller probes.
         self.probing
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+            .then_some(Permit {
+                breaker: self,
+                probe: true,
+            })
     }
 
     fn record(&self, outage: bool) {
@@ -43,11 +66,6 @@ impl Breaker {
             }
         } else if self.failures.load(Ordering::Acquire) != 0 {
             self.failures.store(0, Ordering::Release);
-        }
-        // Read before writing: a store on every healthy call would bounce this cache line
-        // between cores on every request.
-        if self.probing.load(Ordering::Acquire) {
-            self.probing.store(false, Ordering::Release);
         }
     }
 }
@@ -86,10 +104,10 @@ impl Guarded {
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        if !self.breaker.allow() {
+        let Some(_permit) = self.breaker.allow() else {
             bump(&self.metrics.circuit_rejections);
             return Err(StoreError::CircuitOpen);
-        }
+        };
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) => {
@@ -113,5 +131,59 @@ impl Guarded {
         self.breaker.threshold > 0
             && self.breaker.failures.load(Ordering::Acquire) >= self.breaker.threshold
             && now_millis() < self.breaker.open_until.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    use super::*;
+    use crate::MemoryStore;
+
+    fn guarded() -> Guarded {
+        Guarded::new(
+            Arc::new(MemoryStore::default()),
+            Duration::from_secs(5),
+            1,
+            Duration::from_millis(20),
+        )
+    }
+
+    async fn outage() -> Result<(), StoreError> {
+        Err(StoreError::unavailable(std::io::Error::other("down")))
+    }
+
+    /// A probe whose future is dropped after any number of polls gives the probe back: the
+    /// breaker never stays open for good (hole 4 of the security review).
+    #[tokio::test]
+    async fn a_cancelled_probe_never_wedges_the_breaker() {
+        for polls in 0..3 {
+            let g = guarded();
+            assert!(g.call(outage()).await.is_err());
+            assert!(matches!(
+                g.call(async { Ok(()) }).await,
+                Err(StoreError::CircuitOpen)
+            ));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            // The probe: a store call that never answers, dropped after `polls` polls.
+            let mut probe = Box::pin(g.call(std::future::pending::<Result<(), StoreError>>()));
+            let mut seen = 0;
+            poll_fn(|cx| {
+                while seen < polls {
+                    seen += 1;
+                    let _ = probe.as_mut().poll(cx);
+                }
+                Poll::Ready(())
+            })
+            .await;
+            drop(probe);
+            assert!(
+                g.call(async { Ok(()) }).await.is_ok(),
+                "after a probe cancelled at poll {polls}, the next call probes and closes the breaker"
+            );
+            assert!(!g.is_open());
+        }
     }
 }

@@ -11,12 +11,13 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::SessionConfig;
-use crate::cookie::{self, Found};
+use crate::cookie;
 use crate::error::{error_response, wants_html, ErrorMarker};
 use crate::guard::Guarded;
+use crate::guessing::{Detector, Verdict};
 use crate::keyring::Verified;
 use crate::metrics::{bump, SessionMetrics};
-use crate::session::{CookieOut, Session, Shared};
+use crate::session::{Committed, CookieOut, Session, Shared};
 use crate::store::{SessionStore, StoreError, StoreStats};
 
 /// Adds sessions to an axum/tower service. Clone it freely: clones share the store, the
@@ -39,6 +40,14 @@ use crate::store::{SessionStore, StoreError, StoreStats};
 #[derive(Clone)]
 pub struct SessionLayer {
     shared: Arc<Shared>,
+    guesses: Arc<Detector>,
+}
+
+/// What the request's cookies said, before any store call.
+enum Arrival {
+    Session(Session),
+    /// The client keeps sending invalid cookies and the policy throttles it.
+    Throttled,
 }
 
 impl SessionLayer {
@@ -57,6 +66,7 @@ impl SessionLayer {
         );
         Self {
             shared: Arc::new(Shared { config, store }),
+            guesses: Arc::default(),
         }
     }
 
@@ -93,28 +103,57 @@ impl SessionLayer {
     /// The session a request would get, without running a service (for tests and tools).
     #[must_use]
     pub fn session_for(&self, headers: &http::HeaderMap) -> Session {
-        let config = &self.shared.config;
-        let cookie = match cookie::find(headers, &config.cookie_name) {
-            Found::Absent => None,
-            Found::Malformed => {
-                self.reject("malformed or duplicated");
-                None
-            }
-            Found::One(value) => match config.keys.verify(&value) {
-                Some(Verified::Current(id)) => Some((id, false)),
-                Some(Verified::Stale(id)) => Some((id, true)),
-                None => {
-                    self.reject("bad signature");
-                    None
-                }
-            },
-        };
-        Session::new(self.shared.clone(), cookie)
+        match self.arrive(headers, None) {
+            Arrival::Session(session) => session,
+            Arrival::Throttled => Session::new(self.shared.clone(), None),
+        }
     }
 
-    fn reject(&self, why: &'static str) {
-        bump(&self.shared.store.metrics.rejected_cookies);
-        tracing::info!(reason = why, "session cookie refused");
+    /// Takes the first cookie of our name whose signature verifies; the others are counted
+    /// as rejected (a planted duplicate can neither replace the real cookie nor lock it out).
+    fn arrive(&self, headers: &http::HeaderMap, peer: Option<std::net::IpAddr>) -> Arrival {
+        let config = &self.shared.config;
+        let found = cookie::find(headers, &config.cookie_name);
+        let mut rejected = found.malformed;
+        let mut chosen = None;
+        for value in &found.values {
+            match config.keys.verify(value) {
+                Some(Verified::Current(id)) if chosen.is_none() => chosen = Some((id, false)),
+                Some(Verified::Stale(id)) if chosen.is_none() => chosen = Some((id, true)),
+                Some(_) => {}
+                None => rejected += 1,
+            }
+        }
+        if rejected > 0 {
+            bump(&self.shared.store.metrics.rejected_cookies);
+            tracing::info!(
+                count = rejected,
+                "session cookie refused: bad signature or malformed"
+            );
+            if chosen.is_none() && self.guessed(headers, peer) {
+                return Arrival::Throttled;
+            }
+        }
+        Arrival::Session(Session::new(self.shared.clone(), chosen))
+    }
+
+    /// Counts an invalid cookie against its client; true if the client is to be throttled.
+    fn guessed(&self, headers: &http::HeaderMap, peer: Option<std::net::IpAddr>) -> bool {
+        let policy = &self.shared.config.guessing;
+        let Some(client) = policy.client(peer, headers) else {
+            return false;
+        };
+        match self.guesses.invalid(policy, client) {
+            Verdict::Counted => false,
+            Verdict::Flagged => {
+                tracing::warn!(%client, "possible session-ID guessing: many invalid cookies from one client");
+                false
+            }
+            Verdict::Throttled => {
+                bump(&self.shared.store.metrics.guessing_throttled);
+                true
+            }
+        }
     }
 }
 
@@ -150,8 +189,25 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let session = self.layer.session_for(request.headers());
         let html = wants_html(request.headers());
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let session = match self.layer.arrive(request.headers(), peer) {
+            Arrival::Session(session) => session,
+            Arrival::Throttled => {
+                let mut response = error_response(
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    "too many invalid session cookies",
+                    html,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                return Box::pin(async move { Ok(response) });
+            }
+        };
         request.extensions_mut().insert(session.clone());
         // Take the service that was driven to readiness; leave a fresh clone behind.
         let clone = self.inner.clone();
@@ -176,18 +232,19 @@ async fn finish(
             response = error_response(marker.status, marker.message, true);
         }
     }
-    let (action, value) = match session.commit().await {
-        Ok(outcome) => outcome,
+    let committed = match session.commit().await {
+        Ok(committed) => committed,
         Err(error) => {
             // An unacknowledged write must not look like a success.
             tracing::warn!(%error, "session commit failed");
-            return error_response(
-                error.status(),
-                "session store unavailable, please retry",
-                html,
-            );
+            return error_response(error.status(), error.public_message(), html);
         }
     };
+    let Committed {
+        cookie: action,
+        value,
+        touched,
+    } = committed;
     let cookie = match (action, value) {
         (CookieOut::Set, Some(value)) => {
             let max_age = session.cookie_max_age().await;
@@ -196,10 +253,17 @@ async fn finish(
         (CookieOut::Remove, _) => Some(cookie::removal(&shared.config)),
         _ => None,
     };
-    if let Some(cookie) = cookie {
-        let headers = response.headers_mut();
-        headers.append(header::SET_COOKIE, cookie);
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    if let Some(cookie) = &cookie {
+        headers.append(header::SET_COOKIE, cookie.clone());
+    }
+    // A response that depends on the session must not be cached, nor served to another
+    // browser by a shared cache.
+    if touched || cookie.is_some() {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+        if shared.config.cache_control || cookie.is_some() {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
     }
     response
 }

@@ -42,9 +42,11 @@
 
 mod config;
 mod cookie;
+mod csrf;
 mod error;
 mod extract;
 mod guard;
+mod guessing;
 mod id;
 mod keyring;
 mod layer;
@@ -57,14 +59,16 @@ mod store;
 pub mod testing;
 
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
+pub use csrf::{CsrfLayer, CsrfService};
 pub use error::SessionError;
+pub use guessing::GuessingPolicy;
 pub use id::{SessionId, SessionKey, ID_LEN, KEY_LEN};
 pub use keyring::{generate_secret, KeyRing, KeyRingError, Verified, MIN_SECRET_LEN};
 pub use layer::{SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use metrics::SessionMetrics;
 pub use record::{
-    now_millis, Applied, Changes, Loaded, Millis, Record, Refresh, UserChange, UserSession,
+    now_millis, Applied, Changes, Limits, Loaded, Millis, Record, Refresh, UserChange, UserSession,
 };
 pub use session::{Session, SessionInfo};
-pub use store::{SessionStore, StoreError, StoreStats};
+pub use store::{Limit, SessionStore, StoreError, StoreStats};

@@ -38,6 +38,11 @@ impl State {
         }
     }
 
+    /// Whether `key` is a live alias at `now`: readable, never writable.
+    fn is_alias(&self, key: &SessionKey, now: Millis) -> bool {
+        self.aliases.get(key).is_some_and(|&(_, until)| now < until)
+    }
+
     fn remove(&mut self, key: &SessionKey) -> Option<Record> {
         let record = self.sessions.remove(key)?;
         if let Some(user) = &record.user {
@@ -128,15 +133,15 @@ impl SessionStore for MemoryStore {
             .sessions
             .get_mut(&target)
             .ok_or_else(|| StoreError::Corrupt("resolved key vanished".into()))?;
-        let refreshed = match refresh {
-            Some(r) if record.idle_deadline < r.if_deadline_before => {
+        let refreshed = match refresh.and_then(|r| r.due(record)) {
+            Some(deadline) => {
                 record.apply(&Changes {
-                    idle_deadline: Some(r.new_deadline),
+                    idle_deadline: Some(deadline),
                     ..Changes::default()
                 })?;
                 true
             }
-            _ => false,
+            None => false,
         };
         Ok(Some(Loaded {
             record: record.clone(),
@@ -161,6 +166,9 @@ impl SessionStore for MemoryStore {
         now: Millis,
     ) -> Result<Applied, StoreError> {
         let mut state = self.state();
+        if state.is_alias(key, now) {
+            return Ok(Applied::Aliased);
+        }
         let Some(target) = state.resolve(key, now) else {
             return Ok(Applied::Gone);
         };
@@ -189,6 +197,9 @@ impl SessionStore for MemoryStore {
         let mut state = self.state();
         if state.sessions.contains_key(new) || state.aliases.contains_key(new) {
             return Err(StoreError::IdCollision);
+        }
+        if state.is_alias(old, now) {
+            return Ok(Applied::Aliased);
         }
         let Some(source) = state.resolve(old, now) else {
             return Ok(Applied::Gone);

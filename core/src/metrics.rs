@@ -39,8 +39,14 @@ counters! {
     destroys,
     /// Idle deadlines slid forward.
     refreshes,
-    /// Cookies refused: forged, malformed, duplicated, or signed by an unknown key.
+    /// Cookies refused: forged, malformed, or signed by an unknown key.
     rejected_cookies,
+    /// Validly signed cookies whose session had expired or was unknown to the store.
+    expired_seen,
+    /// Requests refused with `429` because their client kept sending invalid cookies.
+    guessing_throttled,
+    /// Unsafe cross-site requests refused by the CSRF guard.
+    csrf_rejections,
     /// Writes refused because the session had ended (a would-be resurrection).
     writes_to_ended_sessions,
     /// Store calls that failed.

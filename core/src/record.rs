@@ -75,8 +75,24 @@ impl Record {
     ///
     /// # Errors
     /// [`crate::StoreError::NotAnInteger`] if an increment targets a field holding something
-    /// else; in that case `self` is left untouched.
+    /// else, [`crate::StoreError::LimitExceeded`] if the result would break `changes.limits`;
+    /// in both cases `self` is left untouched.
     pub fn apply(&mut self, changes: &Changes) -> Result<BTreeMap<String, i64>, crate::StoreError> {
+        let Some(limits) = changes.limits else {
+            return self.apply_unchecked(changes);
+        };
+        // Checked on a copy: a change over the limits leaves the record as it was.
+        let mut next = self.clone();
+        let counters = next.apply_unchecked(changes)?;
+        limits.check(&next)?;
+        *self = next;
+        Ok(counters)
+    }
+
+    fn apply_unchecked(
+        &mut self,
+        changes: &Changes,
+    ) -> Result<BTreeMap<String, i64>, crate::StoreError> {
         let mut counters = BTreeMap::new();
         for (key, by) in &changes.increments {
             let base = if changes.clear || changes.remove.contains(key) {
@@ -120,6 +136,33 @@ impl Record {
     }
 }
 
+/// The size bounds a write must keep a session within. The layer checks them before it
+/// writes, and sends them with every write so that a store can check what the layer could
+/// not see (a blind increment that creates a field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest [`Record::data_size`], in bytes.
+    pub max_bytes: usize,
+    /// Most data fields (flash messages included).
+    pub max_fields: usize,
+}
+
+impl Limits {
+    /// Whether `record` is within the limits.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::LimitExceeded`] naming the limit it breaks.
+    pub fn check(&self, record: &Record) -> Result<(), crate::StoreError> {
+        if record.fields.len() > self.max_fields {
+            return Err(crate::StoreError::LimitExceeded(crate::Limit::Fields));
+        }
+        if record.data_size() > self.max_bytes {
+            return Err(crate::StoreError::LimitExceeded(crate::Limit::Bytes));
+        }
+        Ok(())
+    }
+}
+
 /// A change of the session's owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserChange {
@@ -146,6 +189,8 @@ pub struct Changes {
     pub user: Option<UserChange>,
     /// A new sliding deadline (expiry refresh), if any.
     pub idle_deadline: Option<Millis>,
+    /// Bounds the result must stay within; the store refuses the whole change otherwise.
+    pub limits: Option<Limits>,
 }
 
 impl Changes {
@@ -178,6 +223,22 @@ pub struct Refresh {
     pub if_deadline_before: Millis,
     /// The new idle deadline (capped by the absolute deadline).
     pub new_deadline: Millis,
+    /// The same pair for sessions without a user, when anonymous sessions have their own
+    /// (shorter) idle timeout; `None` when they share the signed-in one.
+    pub anonymous: Option<(Millis, Millis)>,
+}
+
+impl Refresh {
+    /// The new idle deadline for `record` if its refresh is due, else `None`. Stores call this
+    /// so that every store applies the same throttle and the same anonymous window.
+    #[must_use]
+    pub fn due(&self, record: &Record) -> Option<Millis> {
+        let (before, new) = match (self.anonymous, &record.user) {
+            (Some(window), None) => window,
+            _ => (self.if_deadline_before, self.new_deadline),
+        };
+        (record.idle_deadline < before).then_some(new)
+    }
 }
 
 /// A session found by [`crate::SessionStore::load`].
@@ -211,6 +272,9 @@ pub enum Applied {
     },
     /// The session does not exist (never did, expired, or was destroyed): nothing was written.
     Gone,
+    /// The key is the alias a renewal left behind: it may still be read within its grace
+    /// window, but never written through. Nothing was written.
+    Aliased,
 }
 
 /// One session of a user, as listed by the per-user index.

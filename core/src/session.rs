@@ -1,27 +1,39 @@
 //! The session handle a handler works with: lazy loading, field-level change tracking, and
 //! the commit that runs before the response head is sent.
+//!
+//! A request's session moves through one [`Lifecycle`]: it stays *kept* (nothing about its
+//! identity changed: maybe data was written), becomes *issued* (created, cycled, renewed or
+//! refreshed: the browser gets a fresh cookie), or *purged* (destroyed, expired or gone: the
+//! browser is told to forget the cookie). The cookie the response carries is derived from that
+//! and from how the request reached the session ([`Access`]), in one place: [`State::cookie`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::{FailurePolicy, SessionConfig};
 use crate::guard::Guarded;
 use crate::id::{SessionId, SessionKey};
 use crate::metrics::bump;
-use crate::record::{now_millis, Applied, Changes, Millis, Record, Refresh, UserChange};
+use crate::record::{now_millis, Applied, Changes, Limits, Millis, Record, Refresh, UserChange};
 use crate::store::StoreError;
 use crate::SessionError;
 
 /// Prefix of the fields Cloakroom keeps for itself (flash messages); user keys may not use it.
 pub(crate) const RESERVED_PREFIX: &str = "__";
 const FLASH_PREFIX: &str = "__flash.";
+/// The synchronizer token of HTML forms.
+const CSRF_FIELD: &str = "__csrf";
+/// When the current ID was issued, kept only when periodic renewal is on.
+const ISSUED_FIELD: &str = "__issued";
 /// Attempts at drawing an unused ID before giving up (a collision is astronomically unlikely;
 /// more than one in a row means something else is wrong).
 const CREATE_ATTEMPTS: usize = 3;
+/// Room an integer counter takes, counted against the size limit before the store answers.
+const COUNTER_BYTES: usize = 20;
 
 /// Everything a layer shares with the sessions it hands out.
 pub(crate) struct Shared {
@@ -30,12 +42,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn millis(d: Duration) -> Millis {
+    pub(crate) fn millis(d: Duration) -> Millis {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn refresh(&self, now: Millis) -> Refresh {
-        let idle = Self::millis(self.config.idle_timeout);
+    /// The idle timeout of a session with (`true`) or without a user.
+    fn idle(&self, signed_in: bool) -> Millis {
+        let config = &self.config;
+        match config.anonymous_idle_timeout {
+            Some(anonymous) if !signed_in => Self::millis(anonymous.min(config.idle_timeout)),
+            _ => Self::millis(config.idle_timeout),
+        }
+    }
+
+    fn window(&self, now: Millis, idle: Millis) -> (Millis, Millis) {
         // Truncation is fine: this is a throttle, not a deadline.
         #[allow(
             clippy::cast_possible_truncation,
@@ -43,18 +63,38 @@ impl Shared {
             clippy::cast_precision_loss
         )]
         let interval = (idle as f64 * self.config.refresh_fraction) as u64;
+        (
+            now.saturating_add(idle).saturating_sub(interval),
+            now.saturating_add(idle),
+        )
+    }
+
+    fn refresh(&self, now: Millis) -> Refresh {
+        let (if_deadline_before, new_deadline) = self.window(now, self.idle(true));
+        let anonymous = self
+            .config
+            .anonymous_idle_timeout
+            .map(|_| self.window(now, self.idle(false)));
         Refresh {
-            if_deadline_before: now.saturating_add(idle).saturating_sub(interval),
-            new_deadline: now.saturating_add(idle),
+            if_deadline_before,
+            new_deadline,
+            anonymous,
         }
     }
 
     fn new_record(&self, now: Millis) -> Record {
         Record::new(
             now,
-            now.saturating_add(Self::millis(self.config.idle_timeout)),
+            now.saturating_add(self.idle(false)),
             now.saturating_add(Self::millis(self.config.absolute_lifetime)),
         )
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.config.max_size,
+            max_fields: self.config.max_fields,
+        }
     }
 }
 
@@ -71,6 +111,38 @@ enum Existence {
     Absent,
 }
 
+/// How the request reached its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// No session yet.
+    None,
+    /// Through the current ID; `stale_signature` if an older key signed the cookie.
+    Direct { stale_signature: bool },
+    /// Through an ID a renewal replaced (within its grace window): read-only, and never
+    /// handed a cookie, because the browser may already hold the new one.
+    Alias,
+}
+
+/// What this request did to the session's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    /// Same ID, same expiry on the client: no cookie needed.
+    Kept,
+    /// Created, cycled, renewed, or its expiry refreshed: send the cookie.
+    Issued,
+    /// Destroyed, expired or gone: tell the browser to forget the cookie.
+    Purged,
+}
+
+/// Why the ID changes at commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cycle {
+    /// Login, logout to another user, or any privilege change: the old ID dies at once.
+    Privilege,
+    /// Periodic renewal: the old ID may still read for the grace window.
+    Renewal,
+}
+
 /// What the response must do with the cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CookieOut {
@@ -79,23 +151,77 @@ pub(crate) enum CookieOut {
     Remove,
 }
 
+/// The result of a commit, for the layer to turn into headers.
+pub(crate) struct Committed {
+    pub(crate) cookie: CookieOut,
+    /// The signed cookie value, when `cookie` is [`CookieOut::Set`].
+    pub(crate) value: Option<String>,
+    /// Whether the handler used the session at all (its response then depends on the cookie).
+    pub(crate) touched: bool,
+}
+
 struct State {
     id: Option<SessionId>,
     key: Option<SessionKey>,
     existence: Existence,
+    access: Access,
+    lifecycle: Lifecycle,
     /// Working copy: the loaded record with this request's changes applied.
     record: Option<Record>,
     pending: Changes,
-    cycle: bool,
+    cycle: Option<Cycle>,
     /// A session this request ended, to delete in the store at commit.
     destroyed: Option<SessionKey>,
-    /// Reached through a cycle's alias: this client must not be handed a cookie.
-    via_alias: bool,
-    /// The cookie was signed by an older key and should be re-signed.
-    stale_signature: bool,
-    /// The store failed under [`FailurePolicy::Anonymous`]: write nothing.
+    /// The store failed under [`FailurePolicy::Anonymous`]: reads see no session, writes fail.
     degraded: bool,
-    cookie: CookieOut,
+    touched: bool,
+}
+
+impl State {
+    /// The one place the response's cookie is decided.
+    fn cookie(&self) -> CookieOut {
+        match (self.lifecycle, self.access) {
+            (Lifecycle::Purged, _) => CookieOut::Remove,
+            // The browser may already hold the new cookie; never overwrite it with the old one.
+            (_, Access::Alias) | (Lifecycle::Kept, Access::None) => CookieOut::Keep,
+            (Lifecycle::Issued, _) => CookieOut::Set,
+            (Lifecycle::Kept, Access::Direct { stale_signature }) => {
+                if stale_signature && self.id.is_some() {
+                    CookieOut::Set
+                } else {
+                    CookieOut::Keep
+                }
+            }
+        }
+    }
+
+    /// Whether this request may change the session.
+    fn writable(&self) -> Result<(), SessionError> {
+        if self.degraded {
+            return Err(SessionError::Unavailable);
+        }
+        if self.access == Access::Alias {
+            return Err(SessionError::Superseded);
+        }
+        Ok(())
+    }
+
+    /// The session is gone for this request: no ID, no data.
+    fn forget(&mut self) {
+        self.id = None;
+        self.key = None;
+        self.record = None;
+        self.existence = Existence::Absent;
+        self.access = Access::None;
+    }
+
+    fn remove_field(&mut self, key: &str) {
+        if let Some(record) = self.record.as_mut() {
+            record.fields.remove(key);
+        }
+        self.pending.set.remove(key);
+        self.pending.remove.insert(key.to_owned());
+    }
 }
 
 /// A request's session. Cheap to clone; every clone is the same session.
@@ -134,12 +260,17 @@ fn check_key(shared: &Shared, key: &str) -> Result<(), SessionError> {
 
 impl Session {
     pub(crate) fn new(shared: Arc<Shared>, cookie: Option<(SessionId, bool)>) -> Self {
-        let (id, key, existence, stale) = match cookie {
-            Some((id, stale)) => {
+        let (id, key, existence, access) = match cookie {
+            Some((id, stale_signature)) => {
                 let key = id.key();
-                (Some(id), Some(key), Existence::Unknown, stale)
+                (
+                    Some(id),
+                    Some(key),
+                    Existence::Unknown,
+                    Access::Direct { stale_signature },
+                )
             }
-            None => (None, None, Existence::Absent, false),
+            None => (None, None, Existence::Absent, Access::None),
         };
         Self {
             shared,
@@ -147,16 +278,30 @@ impl Session {
                 id,
                 key,
                 existence,
+                access,
+                lifecycle: Lifecycle::Kept,
                 record: None,
                 pending: Changes::default(),
-                cycle: false,
+                cycle: None,
                 destroyed: None,
-                via_alias: false,
-                stale_signature: stale,
                 degraded: false,
-                cookie: CookieOut::Keep,
+                touched: false,
             })),
         }
+    }
+
+    /// The state, marked as used by the handler (its response now depends on the session).
+    async fn touch(&self) -> MutexGuard<'_, State> {
+        let mut state = self.state.lock().await;
+        state.touched = true;
+        state
+    }
+
+    /// The state, loaded from the store if this request has not yet.
+    async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
+        let mut state = self.touch().await;
+        self.ensure_loaded(&mut state).await?;
+        Ok(state)
     }
 
     /// Loads the session if this request has not yet.
@@ -174,30 +319,48 @@ impl Session {
         bump(&store.metrics.loads);
         match store.call(store.store.load(&key, now, Some(refresh))).await {
             Ok(Some(loaded)) => {
-                state.via_alias = loaded.via_alias(&key);
+                if loaded.via_alias(&key) {
+                    state.access = Access::Alias;
+                }
                 if loaded.refreshed {
                     bump(&store.metrics.refreshes);
                     if !self.shared.config.browser_session {
-                        state.cookie = CookieOut::Set;
+                        state.lifecycle = Lifecycle::Issued;
                     }
+                }
+                if state.access != Access::Alias && self.renewal_due(&loaded.record, now) {
+                    state.cycle.get_or_insert(Cycle::Renewal);
                 }
                 state.key = Some(loaded.key);
                 state.record = Some(loaded.record);
                 state.existence = Existence::Loaded;
             }
             Ok(None) => {
-                tracing::debug!(session = %key.fingerprint(), "cookie names no live session");
-                forget(state);
-                state.cookie = CookieOut::Remove;
+                tracing::info!(session = %key.fingerprint(), "session expired or unknown: cookie cleared");
+                bump(&store.metrics.expired_seen);
+                state.forget();
+                state.lifecycle = Lifecycle::Purged;
             }
             Err(e) if self.shared.config.failure_policy == FailurePolicy::Anonymous => {
-                tracing::warn!(error = %e, "session store failed; serving as anonymous");
-                forget(state);
+                tracing::warn!(error = %e, "session store failed; serving as anonymous, refusing writes");
+                state.forget();
                 state.degraded = true;
             }
             Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+
+    fn renewal_due(&self, record: &Record, now: Millis) -> bool {
+        let Some(every) = self.shared.config.renewal else {
+            return false;
+        };
+        let issued = record
+            .fields
+            .get(ISSUED_FIELD)
+            .and_then(|t| t.parse::<Millis>().ok())
+            .unwrap_or(record.created);
+        now >= issued.saturating_add(Shared::millis(every))
     }
 
     /// Reads the value under `key`, or `None` if there is none.
@@ -206,8 +369,7 @@ impl Session {
     /// [`SessionError::Store`] if the session cannot be loaded, [`SessionError::Decode`] if the
     /// stored value is not a `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
-        let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
+        let state = self.loaded().await?;
         let Some(text) = state.record.as_ref().and_then(|r| r.fields.get(key)) else {
             return Ok(None);
         };
@@ -222,8 +384,9 @@ impl Session {
     /// Stores `value` under `key` (written when the request ends).
     ///
     /// # Errors
-    /// [`SessionError::InvalidKey`], [`SessionError::Encode`], [`SessionError::TooLarge`]
-    /// (nothing is stored then), or a store error from loading the session.
+    /// [`SessionError::InvalidKey`], [`SessionError::Encode`], [`SessionError::TooLarge`],
+    /// [`SessionError::TooManyFields`] (nothing is stored then), [`SessionError::Superseded`]
+    /// through a replaced ID, or a store error from loading the session.
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
         check_key(&self.shared, key)?;
         let text = serde_json::to_string(&value).map_err(|source| SessionError::Encode {
@@ -233,20 +396,28 @@ impl Session {
         self.set_field(key, text).await
     }
 
-    async fn set_field(&self, key: &str, text: String) -> Result<(), SessionError> {
-        let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
+    /// Whether `state` may grow by one field `key` holding `len` bytes.
+    fn check_growth(&self, state: &State, key: &str, len: usize) -> Result<(), SessionError> {
+        let record = state.record.as_ref();
+        let replaced = record.and_then(|r| r.fields.get(key));
+        let count = record.map_or(0, |r| r.fields.len()) + usize::from(replaced.is_none());
+        let limit = self.shared.config.max_fields;
+        if count > limit {
+            return Err(SessionError::TooManyFields { count, limit });
+        }
+        let current = record.map_or(0, Record::data_size);
+        let size = current - replaced.map_or(0, |old| key.len() + old.len()) + key.len() + len;
         let limit = self.shared.config.max_size;
-        let current = state.record.as_ref().map_or(0, Record::data_size);
-        let replaced = state
-            .record
-            .as_ref()
-            .and_then(|r| r.fields.get(key))
-            .map_or(0, |old| key.len() + old.len());
-        let size = current - replaced + key.len() + text.len();
         if size > limit {
             return Err(SessionError::TooLarge { size, limit });
         }
+        Ok(())
+    }
+
+    async fn set_field(&self, key: &str, text: String) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        state.writable()?;
+        self.check_growth(&state, key, text.len())?;
         let now = now_millis();
         let shared = &self.shared;
         state
@@ -262,11 +433,14 @@ impl Session {
     /// Removes `key`, returning the value it held.
     ///
     /// # Errors
-    /// As [`Session::get`].
+    /// As [`Session::get`]; [`SessionError::Superseded`] through a replaced ID.
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let old = self.get::<T>(key).await?;
-        let mut state = self.state.lock().await;
-        remove_field(&mut state, key);
+        let mut state = self.touch().await;
+        if old.is_some() {
+            state.writable()?;
+            state.remove_field(key);
+        }
         Ok(old)
     }
 
@@ -274,16 +448,19 @@ impl Session {
     /// and returns the new value: concurrent increments are never lost.
     ///
     /// Costs one store call and needs no prior load; any other pending changes go with it.
+    /// The store checks the session's size and field limits before it writes.
     ///
     /// # Errors
     /// [`SessionError::InvalidKey`]; [`SessionError::Store`] with
-    /// [`StoreError::NotAnInteger`] if the key holds something else; [`SessionError::Gone`] if
-    /// the session ended while this request was using it.
+    /// [`StoreError::NotAnInteger`] if the key holds something else, or
+    /// [`StoreError::LimitExceeded`]; [`SessionError::Gone`] if the session ended while this
+    /// request was using it; [`SessionError::Superseded`] through a replaced ID.
     pub async fn increment(&self, key: &str, by: i64) -> Result<i64, SessionError> {
         check_key(&self.shared, key)?;
-        let mut state = self.state.lock().await;
-        if state.degraded {
-            return Err(StoreError::CircuitOpen.into());
+        let mut state = self.touch().await;
+        state.writable()?;
+        if state.existence == Existence::Loaded {
+            self.check_growth(&state, key, COUNTER_BYTES)?;
         }
         let mut changes = std::mem::take(&mut state.pending);
         changes.increments.insert(key.to_owned(), by);
@@ -311,35 +488,40 @@ impl Session {
         changes: &Changes,
     ) -> Result<BTreeMap<String, i64>, SessionError> {
         let now = now_millis();
+        let mut changes = changes.clone();
+        changes.limits = Some(self.shared.limits());
         if let Some(key) = state.key.filter(|_| state.existence != Existence::Absent) {
             let store = &self.shared.store;
             bump(&store.metrics.applies);
-            match store.call(store.store.apply(&key, changes, now)).await? {
+            match store.call(store.store.apply(&key, &changes, now)).await? {
                 Applied::Done {
                     counters,
                     key: target,
                 } => {
-                    state.via_alias |= target != key;
                     state.key = Some(target);
                     if state.existence == Existence::Unknown {
                         state.existence = Existence::Confirmed;
                     }
                     return Ok(counters);
                 }
+                Applied::Aliased => {
+                    state.access = Access::Alias;
+                    return Err(SessionError::Superseded);
+                }
                 Applied::Gone if state.existence == Existence::Unknown => {
                     // A blind write to a cookie whose session expired: like no cookie at all.
-                    forget(state);
+                    state.forget();
                 }
                 Applied::Gone => {
                     bump(&store.metrics.writes_to_ended_sessions);
-                    forget(state);
-                    state.cookie = CookieOut::Remove;
+                    state.forget();
+                    state.lifecycle = Lifecycle::Purged;
                     return Err(SessionError::Gone);
                 }
             }
         }
         let mut record = self.shared.new_record(now);
-        let counters = record.apply(changes).map_err(SessionError::Store)?;
+        let counters = record.apply(&changes).map_err(SessionError::Store)?;
         self.create(state, record).await?;
         Ok(counters)
     }
@@ -353,13 +535,15 @@ impl Session {
             bump(&store.metrics.creates);
             match store.call(store.store.create(&key, &record)).await {
                 Ok(()) => {
-                    tracing::debug!(session = %key.fingerprint(), "session created");
+                    tracing::info!(session = %key.fingerprint(), "session created");
                     state.id = Some(id);
                     state.key = Some(key);
                     state.record = Some(record);
                     state.existence = Existence::Loaded;
-                    state.via_alias = false;
-                    state.cookie = CookieOut::Set;
+                    state.access = Access::Direct {
+                        stale_signature: false,
+                    };
+                    state.lifecycle = Lifecycle::Issued;
                     return Ok(());
                 }
                 Err(StoreError::IdCollision) => continue,
@@ -387,13 +571,16 @@ impl Session {
         self.set_field(&key, text).await
     }
 
-    /// Takes every flash message, oldest first; they are gone for later requests.
+    /// Takes every flash message, oldest first; they are gone for later requests. A request
+    /// through a replaced ID sees none: they stay for the current one.
     ///
     /// # Errors
     /// As [`Session::get`].
     pub async fn take_flashes(&self) -> Result<Vec<String>, SessionError> {
-        let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
+        let mut state = self.loaded().await?;
+        if state.writable().is_err() {
+            return Ok(Vec::new());
+        }
         let flashes: Vec<(String, String)> = state
             .record
             .as_ref()
@@ -407,7 +594,7 @@ impl Session {
             .unwrap_or_default();
         let mut messages = Vec::with_capacity(flashes.len());
         for (key, text) in flashes {
-            remove_field(&mut state, &key);
+            state.remove_field(&key);
             messages.push(serde_json::from_str(&text).unwrap_or(text));
         }
         Ok(messages)
@@ -416,10 +603,11 @@ impl Session {
     /// Removes every key (the user tag stays; use [`Session::destroy`] to log out).
     ///
     /// # Errors
-    /// A store error from loading the session.
+    /// A store error from loading the session; [`SessionError::Superseded`] through a
+    /// replaced ID.
     pub async fn clear(&self) -> Result<(), SessionError> {
-        let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
+        let mut state = self.loaded().await?;
+        state.writable()?;
         if let Some(record) = state.record.as_mut() {
             record.fields.clear();
         }
@@ -430,28 +618,83 @@ impl Session {
     }
 
     /// Tags the session with a user id, for [`Session::user_sessions`] and
-    /// [`Session::revoke_other_sessions`]. Call [`Session::cycle_id`] with it at login.
+    /// [`Session::revoke_other_sessions`]. A change of user is a privilege change: the
+    /// session gets a new ID at commit and the old one stops working at once (no grace), so
+    /// an ID planted or seen before login is worth nothing after it.
     ///
     /// # Errors
-    /// A store error from loading the session, or [`SessionError::TooLarge`].
+    /// A store error from loading the session, [`SessionError::TooLarge`], or
+    /// [`SessionError::Superseded`] through a replaced ID.
     pub async fn set_user(&self, user: &str) -> Result<(), SessionError> {
-        let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
+        let mut state = self.loaded().await?;
+        state.writable()?;
         let limit = self.shared.config.max_size;
-        if user.len() > limit {
-            return Err(SessionError::TooLarge {
-                size: user.len(),
-                limit,
-            });
+        let size = state.record.as_ref().map_or(0, |r| {
+            r.data_size() - r.user.as_ref().map_or(0, String::len)
+        }) + user.len();
+        if size > limit {
+            return Err(SessionError::TooLarge { size, limit });
         }
         let now = now_millis();
         let shared = &self.shared;
-        state
-            .record
-            .get_or_insert_with(|| shared.new_record(now))
-            .user = Some(user.to_owned());
+        let record = state.record.get_or_insert_with(|| shared.new_record(now));
+        if record.user.as_deref() == Some(user) {
+            return Ok(());
+        }
+        record.user = Some(user.to_owned());
+        // A signed-in session gets the full idle timeout from now on.
+        let deadline = now.saturating_add(shared.idle(true));
+        record.idle_deadline = deadline.min(record.absolute_deadline);
+        state.pending.idle_deadline = Some(deadline);
         state.pending.user = Some(UserChange::Set(user.to_owned()));
+        state.cycle = Some(Cycle::Privilege);
+        // A token seen before the change of user is worth nothing after it.
+        state.remove_field(CSRF_FIELD);
         Ok(())
+    }
+
+    /// The session's CSRF token for HTML forms, made (from the OS CSPRNG) if it has none.
+    /// [`Session::set_user`] replaces it, so a token seen before login is useless after.
+    ///
+    /// # Errors
+    /// As [`Session::insert`].
+    pub async fn csrf_token(&self) -> Result<String, SessionError> {
+        let state = self.loaded().await?;
+        let current = state
+            .record
+            .as_ref()
+            .and_then(|r| r.fields.get(CSRF_FIELD))
+            .and_then(|t| serde_json::from_str::<String>(t).ok());
+        if let Some(token) = current {
+            return Ok(token);
+        }
+        state.writable()?;
+        let token = crate::keyring::generate_secret()
+            .map_err(|e| StoreError::unavailable(std::io::Error::other(e)))?;
+        let text = serde_json::to_string(&token).map_err(|source| SessionError::Encode {
+            key: CSRF_FIELD.to_owned(),
+            source,
+        })?;
+        drop(state);
+        self.set_field(CSRF_FIELD, text).await?;
+        Ok(token)
+    }
+
+    /// Whether `submitted` is the session's CSRF token (compared in constant time). A
+    /// session without a token accepts nothing.
+    ///
+    /// # Errors
+    /// A store error from loading the session.
+    pub async fn verify_csrf_token(&self, submitted: &str) -> Result<bool, SessionError> {
+        use subtle::ConstantTimeEq;
+        let state = self.loaded().await?;
+        let expected = state
+            .record
+            .as_ref()
+            .and_then(|r| r.fields.get(CSRF_FIELD))
+            .and_then(|t| serde_json::from_str::<String>(t).ok());
+        Ok(!submitted.is_empty()
+            && expected.is_some_and(|e| bool::from(e.as_bytes().ct_eq(submitted.as_bytes()))))
     }
 
     /// The user this session is tagged with.
@@ -459,29 +702,35 @@ impl Session {
     /// # Errors
     /// A store error from loading the session.
     pub async fn user(&self) -> Result<Option<String>, SessionError> {
-        let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
+        let state = self.loaded().await?;
         Ok(state.record.as_ref().and_then(|r| r.user.clone()))
     }
 
-    /// Gives the session a new ID, keeping its data: call it at login and at every privilege
-    /// change (prevents session fixation). The old ID keeps working for the grace window so
-    /// that requests already in flight do not fail, then stops.
-    pub async fn cycle_id(&self) {
-        self.state.lock().await.cycle = true;
+    /// Gives the session a new ID at commit, keeping its data: call it at every privilege
+    /// change (login, role change, password change; [`Session::set_user`] does it for you).
+    /// The old ID stops working at once, so whoever planted or saw it gets nothing.
+    ///
+    /// # Errors
+    /// [`SessionError::Superseded`] if this request came through a replaced ID (only the
+    /// holder of the current ID may cycle it), or a store error from loading the session.
+    pub async fn cycle_id(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        state.writable()?;
+        state.cycle = Some(Cycle::Privilege);
+        Ok(())
     }
 
     /// Ends the session: deleted in the store, and the browser told to forget the cookie.
     /// Data stored after this call goes into a new, empty session (e.g. a "logged out" flash).
     pub async fn destroy(&self) {
-        let mut state = self.state.lock().await;
+        let mut state = self.touch().await;
         if let Some(key) = state.key {
             state.destroyed = Some(key);
-            state.cookie = CookieOut::Remove;
+            state.lifecycle = Lifecycle::Purged;
         }
-        forget(&mut state);
+        state.forget();
         state.pending = Changes::default();
-        state.cycle = false;
+        state.cycle = None;
     }
 
     /// Whether this request has a live session (loads it if needed).
@@ -489,9 +738,14 @@ impl Session {
     /// # Errors
     /// A store error from loading the session.
     pub async fn exists(&self) -> Result<bool, SessionError> {
-        let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
+        let state = self.loaded().await?;
         Ok(state.record.is_some())
+    }
+
+    /// Whether the store failed during this request and the session is served as anonymous
+    /// ([`FailurePolicy::Anonymous`]): reads see no session and writes are refused.
+    pub async fn is_degraded(&self) -> bool {
+        self.state.lock().await.degraded
     }
 
     /// The store key of this session (a safe handle for logs and lists), if it has one yet.
@@ -509,7 +763,7 @@ impl Session {
         };
         let current = self.key().await;
         let store = &self.shared.store;
-        let idle = Shared::millis(self.shared.config.idle_timeout);
+        let idle = self.shared.idle(true);
         let list = store
             .call(store.store.list_user(&user, now_millis()))
             .await?;
@@ -530,15 +784,20 @@ impl Session {
             .collect())
     }
 
-    /// Logs this session's user out everywhere else; returns how many sessions ended.
+    /// Logs this session's user out everywhere else (and every old ID that reached those
+    /// sessions); returns how many sessions ended.
     ///
     /// # Errors
-    /// A store error.
+    /// A store error; [`SessionError::Superseded`] through a replaced ID.
     pub async fn revoke_other_sessions(&self) -> Result<u64, SessionError> {
         let Some(user) = self.user().await? else {
             return Ok(0);
         };
-        let current = self.key().await;
+        let current = {
+            let state = self.touch().await;
+            state.writable()?;
+            state.key
+        };
         let store = &self.shared.store;
         let n = store
             .call(
@@ -547,94 +806,136 @@ impl Session {
                     .destroy_user(&user, current.as_ref(), now_millis()),
             )
             .await?;
+        tracing::info!(
+            session = %current.map(|k| k.fingerprint()).unwrap_or_default(),
+            revoked = n,
+            "other sessions of the user revoked"
+        );
         Ok(n)
     }
 
-    /// Writes what the request changed, once, after the handler. Returns what the response
-    /// must do with the cookie, and the signed value to set.
-    pub(crate) async fn commit(&self) -> Result<(CookieOut, Option<String>), SessionError> {
+    /// Writes what the request changed, once, after the handler, and says what the response
+    /// must do with the cookie.
+    pub(crate) async fn commit(&self) -> Result<Committed, SessionError> {
         let mut state = self.state.lock().await;
         let store = &self.shared.store;
         if let Some(key) = state.destroyed {
             bump(&store.metrics.destroys);
             store.call(store.store.destroy(&key)).await?;
             state.destroyed = None;
-            tracing::debug!(session = %key.fingerprint(), "session destroyed");
+            tracing::info!(session = %key.fingerprint(), "session destroyed (logout)");
         }
-        if state.degraded {
-            return Ok((CookieOut::Keep, None));
-        }
-        let changes = std::mem::take(&mut state.pending);
-        match (state.existence, state.key) {
-            (Existence::Absent, _) | (_, None) if !changes.is_empty() => {
-                let mut record = self.shared.new_record(now_millis());
-                record.apply(&changes)?;
-                self.create(&mut state, record).await?;
-            }
-            (Existence::Absent, _) | (_, None) => {}
-            (_, Some(old)) if state.cycle => self.cycle(&mut state, old, &changes).await?,
-            (_, Some(key)) if !changes.is_empty() => {
-                bump(&store.metrics.applies);
-                match store
-                    .call(store.store.apply(&key, &changes, now_millis()))
-                    .await?
-                {
-                    Applied::Done { .. } => {}
-                    Applied::Gone => {
-                        // The session ended (e.g. logged out) while we ran: never recreate it.
-                        bump(&store.metrics.writes_to_ended_sessions);
-                        tracing::info!(session = %key.fingerprint(), "dropped a write to an ended session");
-                        forget(&mut state);
-                        state.cookie = CookieOut::Remove;
+        let mut changes = std::mem::take(&mut state.pending);
+        if !state.degraded {
+            changes.limits = Some(self.shared.limits());
+            match (state.existence, state.key, state.cycle) {
+                (Existence::Absent, _, _) | (_, None, _) if !changes.is_empty() => {
+                    let mut record = self.shared.new_record(now_millis());
+                    record.apply(&changes)?;
+                    self.create(&mut state, record).await?;
+                    if changes.user.is_some() {
+                        tracing::info!(session = %state.key.map(|k| k.fingerprint()).unwrap_or_default(), "login");
                     }
                 }
+                (Existence::Absent, _, _) | (_, None, _) => {}
+                (_, Some(old), Some(kind)) => self.cycle(&mut state, old, kind, changes).await?,
+                (_, Some(key), None) if !changes.is_empty() => {
+                    self.apply(&mut state, key, &changes).await?;
+                }
+                _ => {}
             }
-            _ => {}
         }
-        if state.stale_signature && state.cookie == CookieOut::Keep && state.id.is_some() {
-            state.cookie = CookieOut::Set;
-        }
-        if state.via_alias && state.cookie == CookieOut::Set {
-            // The browser may already hold the new cookie; never overwrite it with the old one.
-            state.cookie = CookieOut::Keep;
-        }
-        let value = match (state.cookie, &state.id) {
+        let cookie = state.cookie();
+        let value = match (cookie, &state.id) {
             (CookieOut::Set, Some(id)) => Some(self.shared.config.keys.sign(id)),
             _ => None,
         };
-        Ok((state.cookie, value))
+        Ok(Committed {
+            cookie,
+            value,
+            touched: state.touched,
+        })
+    }
+
+    async fn apply(
+        &self,
+        state: &mut State,
+        key: SessionKey,
+        changes: &Changes,
+    ) -> Result<(), SessionError> {
+        let store = &self.shared.store;
+        bump(&store.metrics.applies);
+        match store
+            .call(store.store.apply(&key, changes, now_millis()))
+            .await?
+        {
+            Applied::Done { .. } => Ok(()),
+            Applied::Aliased => Err(SessionError::Superseded),
+            Applied::Gone => {
+                // The session ended (e.g. logged out) while we ran: never recreate it.
+                bump(&store.metrics.writes_to_ended_sessions);
+                tracing::info!(session = %key.fingerprint(), "dropped a write to an ended session");
+                state.forget();
+                state.lifecycle = Lifecycle::Purged;
+                Ok(())
+            }
+        }
     }
 
     async fn cycle(
         &self,
         state: &mut State,
         old: SessionKey,
-        changes: &Changes,
+        kind: Cycle,
+        mut changes: Changes,
     ) -> Result<(), SessionError> {
         let store = &self.shared.store;
         let now = now_millis();
-        let grace_until = now.saturating_add(Shared::millis(self.shared.config.grace));
+        let data_changes = !changes.is_empty();
+        let grace_until = match kind {
+            Cycle::Privilege => now,
+            Cycle::Renewal => now.saturating_add(Shared::millis(self.shared.config.grace)),
+        };
+        if self.shared.config.renewal.is_some() {
+            changes.set.insert(ISSUED_FIELD.to_owned(), now.to_string());
+        }
         for _ in 0..CREATE_ATTEMPTS {
             let id = fresh_id()?;
             let key = id.key();
             bump(&store.metrics.cycles);
             match store
-                .call(store.store.cycle(&old, &key, changes, now, grace_until))
+                .call(store.store.cycle(&old, &key, &changes, now, grace_until))
                 .await
             {
                 Ok(Applied::Done { .. }) => {
-                    tracing::debug!(old = %old.fingerprint(), new = %key.fingerprint(), "session ID cycled");
+                    let event = match (kind, &changes.user) {
+                        (Cycle::Renewal, _) => "session ID renewed",
+                        (Cycle::Privilege, Some(_)) => "login: session ID cycled",
+                        (Cycle::Privilege, None) => "privilege change: session ID cycled",
+                    };
+                    tracing::info!(old = %old.fingerprint(), new = %key.fingerprint(), "{event}");
                     state.id = Some(id);
                     state.key = Some(key);
-                    state.via_alias = false;
-                    state.cookie = CookieOut::Set;
+                    state.access = Access::Direct {
+                        stale_signature: false,
+                    };
+                    state.lifecycle = Lifecycle::Issued;
                     return Ok(());
                 }
                 Ok(Applied::Gone) => {
                     bump(&store.metrics.writes_to_ended_sessions);
-                    forget(state);
-                    state.cookie = CookieOut::Remove;
+                    state.forget();
+                    state.lifecycle = Lifecycle::Purged;
                     return Ok(());
+                }
+                // A concurrent request renewed first: nothing of ours to write, nothing lost.
+                Ok(Applied::Aliased) if kind == Cycle::Renewal && !data_changes => {
+                    state.access = Access::Alias;
+                    return Ok(());
+                }
+                Ok(Applied::Aliased) => {
+                    state.access = Access::Alias;
+                    return Err(SessionError::Superseded);
                 }
                 Err(StoreError::IdCollision) => continue,
                 Err(e) => return Err(e.into()),
@@ -648,30 +949,14 @@ impl Session {
         if self.shared.config.browser_session {
             return None;
         }
-        let idle = self.shared.config.idle_timeout;
         let state = self.state.lock().await;
+        let signed_in = state.record.as_ref().is_some_and(|r| r.user.is_some());
+        let idle = Duration::from_millis(self.shared.idle(signed_in));
         let remaining = state.record.as_ref().map_or(idle, |r| {
             Duration::from_millis(r.absolute_deadline.saturating_sub(now_millis()))
         });
         Some(idle.min(remaining))
     }
-}
-
-fn forget(state: &mut State) {
-    state.id = None;
-    state.key = None;
-    state.record = None;
-    state.existence = Existence::Absent;
-    state.via_alias = false;
-    state.stale_signature = false;
-}
-
-fn remove_field(state: &mut State, key: &str) {
-    if let Some(record) = state.record.as_mut() {
-        record.fields.remove(key);
-    }
-    state.pending.set.remove(key);
-    state.pending.remove.insert(key.to_owned());
 }
 
 fn fresh_id() -> Result<SessionId, SessionError> {

@@ -30,9 +30,30 @@ pub enum StoreError {
     /// The store could not be reached or answered with an error.
     #[error("the session store is unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// Stored data could not be decoded.
+    /// Stored data could not be decoded. The text names what is damaged, never its content.
     #[error("stored session data is corrupt: {0}")]
     Corrupt(String),
+    /// The write would take the session over one of its [`crate::Limits`]; nothing was written.
+    #[error("the session would exceed its {0} limit")]
+    LimitExceeded(Limit),
+}
+
+/// Which of the session's [`crate::Limits`] a write would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The byte size of the data.
+    Bytes,
+    /// The number of fields.
+    Fields,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bytes => "size",
+            Self::Fields => "field-count",
+        })
+    }
 }
 
 impl StoreError {
@@ -80,7 +101,9 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<(), StoreError>;
 
     /// Applies `changes` atomically, only if the session exists and is alive at `now`;
-    /// otherwise writes nothing and returns [`Applied::Gone`].
+    /// otherwise writes nothing and returns [`Applied::Gone`]. A key that is a cycle's alias
+    /// is never written through: nothing is written and the answer is [`Applied::Aliased`]
+    /// (an old ID must not be able to change the session it once named).
     async fn apply(
         &self,
         key: &SessionKey,
@@ -89,7 +112,9 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Applied, StoreError>;
 
     /// Moves a live session from `old` to `new`, applying `changes`; `old` stays an alias
-    /// of `new` until `grace_until`, then is gone. [`Applied::Gone`] if `old` is not live.
+    /// of `new` until `grace_until` (no alias at all when `grace_until <= now`), then is gone.
+    /// [`Applied::Gone`] if `old` is not live; [`Applied::Aliased`] (nothing written) if `old`
+    /// is itself an alias: only the current ID may cycle.
     async fn cycle(
         &self,
         old: &SessionKey,
@@ -105,7 +130,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The live sessions of a user.
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError>;
 
-    /// Destroys every session of a user except `keep`; returns how many went.
+    /// Destroys every session of a user except `keep`, and every alias that reaches one of
+    /// them; returns how many sessions went.
     async fn destroy_user(
         &self,
         user: &str,

@@ -46,8 +46,14 @@ macro_rules! store_suite {
             idle_expiry,
             absolute_expiry,
             refresh_is_throttled,
-            cycle_keeps_old_id_for_grace_window,
+            renewal_alias_is_read_only_for_the_grace_window,
+            privilege_cycle_leaves_no_old_id,
             cycle_through_layer,
+            renewal_through_layer,
+            revoke_also_ends_aliases,
+            every_write_path_honours_the_limits,
+            anonymous_sessions_expire_sooner,
+            cancelled_login_leaves_one_whole_session,
             per_user_list_and_revoke,
             size_limit_writes_nothing,
             id_collision_on_create,
@@ -113,7 +119,7 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         Ok(s.increment(&k, 1).await?.to_string())
     }
     async fn login(s: Session, Path(user): Path<String>) -> Result<&'static str, SessionError> {
-        s.cycle_id().await;
+        s.cycle_id().await?;
         s.set_user(&user).await?;
         s.insert("login", true).await?;
         Ok("ok")
@@ -155,6 +161,13 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     async fn others(s: Session) -> Result<String, SessionError> {
         Ok(s.revoke_other_sessions().await?.to_string())
     }
+    async fn cycle(s: Session) -> Result<&'static str, SessionError> {
+        s.cycle_id().await?;
+        Ok("ok")
+    }
+    async fn whoami(s: Session) -> Result<Json<Option<String>>, SessionError> {
+        Ok(Json(s.user().await?))
+    }
     Router::new()
         .route("/untouched", get(untouched))
         .route("/show/{k}", get(show))
@@ -168,6 +181,8 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/flashes", get(flashes))
         .route("/mine", get(mine))
         .route("/others", post(others))
+        .route("/cycle", post(cycle))
+        .route("/whoami", get(whoami))
         .layer(Extension(gate))
         .layer(layer)
 }
@@ -513,6 +528,7 @@ pub async fn absolute_expiry(store: DynStore) {
     for step in 1..=4u64 {
         let now = T0 + step * 600;
         let refresh = Refresh {
+            anonymous: None,
             if_deadline_before: now + 1000,
             new_deadline: now + 1000,
         };
@@ -526,6 +542,7 @@ pub async fn refresh_is_throttled(store: DynStore) {
     let k = key();
     store.create(&k, &record(T0, 1000, 10_000)).await.unwrap();
     let not_due = Refresh {
+        anonymous: None,
         if_deadline_before: T0 + 900,
         new_deadline: T0 + 1100,
     };
@@ -537,6 +554,7 @@ pub async fn refresh_is_throttled(store: DynStore) {
     assert!(!l.refreshed);
     assert_eq!(l.record.idle_deadline, T0 + 1000);
     let due = Refresh {
+        anonymous: None,
         if_deadline_before: T0 + 1500,
         new_deadline: T0 + 1600,
     };
@@ -549,8 +567,9 @@ pub async fn refresh_is_throttled(store: DynStore) {
     );
 }
 
-/// `cycle` moves the data to the new key; the old key works until the grace window ends.
-pub async fn cycle_keeps_old_id_for_grace_window(store: DynStore) {
+/// A renewal's `cycle` moves the data to the new key; until the grace window ends the old key
+/// can read it, but never write it or cycle it (an old ID must not act as the session).
+pub async fn renewal_alias_is_read_only_for_the_grace_window(store: DynStore) {
     let (old, new) = (key(), key());
     let mut r = record(T0, 10_000, 50_000);
     r.fields.insert("cart".into(), "3".into());
@@ -568,18 +587,27 @@ pub async fn cycle_keeps_old_id_for_grace_window(store: DynStore) {
     assert_eq!(fresh.record.fields["cart"], "3");
     assert_eq!(fresh.record.fields["login"], "true");
     assert_eq!(fresh.record.user.as_deref(), Some("alice"));
-    // Within the grace window the old key reaches the same session, for reads and writes.
+    // Within the grace window the old key reads the same session, and writes nothing.
     let via_old = load(&store, &old, T0 + 500).await.unwrap();
     assert_eq!(via_old.key, new);
     let mut incr = Changes::default();
     incr.increments.insert("cart".into(), 1);
-    match store.apply(&old, &incr, T0 + 600).await.unwrap() {
-        Applied::Done { counters, key } => {
-            assert_eq!(key, new);
-            assert_eq!(counters["cart"], 4);
-        }
-        Applied::Gone => panic!("old key must work within the grace window"),
-    }
+    assert_eq!(
+        store.apply(&old, &incr, T0 + 600).await.unwrap(),
+        Applied::Aliased
+    );
+    assert_eq!(
+        store
+            .cycle(&old, &key(), &incr, T0 + 600, T0 + 900)
+            .await
+            .unwrap(),
+        Applied::Aliased,
+        "an old ID cannot walk away with a fresh one"
+    );
+    let Applied::Done { counters, .. } = store.apply(&new, &incr, T0 + 600).await.unwrap() else {
+        panic!("the new key writes");
+    };
+    assert_eq!(counters["cart"], 4);
     // After it, the old key is rejected; the new one lives on.
     assert!(load(&store, &old, T0 + 1000).await.is_none());
     assert_eq!(
@@ -607,8 +635,40 @@ pub async fn cycle_keeps_old_id_for_grace_window(store: DynStore) {
     );
 }
 
-/// Login through the layer issues a new cookie; the pre-login cookie still works briefly
-/// (the grace window) but is never handed back.
+/// A cycle that changes privilege (`grace_until <= now`) leaves no alias: the old key reaches
+/// nothing at once, for reads, writes and cycles.
+pub async fn privilege_cycle_leaves_no_old_id(store: DynStore) {
+    let (old, new) = (key(), key());
+    store
+        .create(&old, &record(T0, 10_000, 50_000))
+        .await
+        .unwrap();
+    let login = Changes {
+        user: Some(UserChange::Set("mallory-victim".into())),
+        ..Changes::default()
+    };
+    let done = store.cycle(&old, &new, &login, T0 + 10, T0 + 10).await;
+    assert!(matches!(done, Ok(Applied::Done { key, .. }) if key == new));
+    assert!(load(&store, &old, T0 + 11).await.is_none());
+    assert_eq!(
+        store
+            .apply(&old, &set(&[("x", "1")]), T0 + 11)
+            .await
+            .unwrap(),
+        Applied::Gone
+    );
+    assert_eq!(
+        store
+            .cycle(&old, &key(), &Changes::default(), T0 + 11, T0 + 11)
+            .await
+            .unwrap(),
+        Applied::Gone
+    );
+    assert_eq!(load(&store, &new, T0 + 11).await.unwrap().key, new);
+}
+
+/// Login through the layer issues a new cookie, and the pre-login cookie (planted by an
+/// attacker, say) reaches nothing from that moment: session fixation is closed.
 pub async fn cycle_through_layer(store: DynStore) {
     let mut b = browser(store);
     b.send("POST", "/put/cart", Some(serde_json::json!(["apple"])))
@@ -619,12 +679,256 @@ pub async fn cycle_through_layer(store: DynStore) {
     let after = b.cookie.clone().unwrap();
     assert_ne!(before, after, "login cycles the ID");
     assert_eq!(b.send("GET", "/show/cart", None).await.body, "[\"apple\"]");
-    let old = b.send_raw("GET", "/show/login", None, Some(before)).await;
-    assert_eq!(
-        old.body, "true",
-        "the pre-login cookie works within the grace window"
+    assert_eq!(b.send("GET", "/whoami", None).await.body, "\"alice\"");
+    let old = b
+        .send_raw("GET", "/whoami", None, Some(before.clone()))
+        .await;
+    assert_eq!(old.body, "null", "the pre-login cookie reaches nothing");
+    let stolen = b.send_raw("POST", "/cycle", None, Some(before)).await;
+    assert!(
+        !stolen.set_cookies.iter().any(|c| !c.contains("Max-Age=0")),
+        "and cannot be cycled into a fresh cookie"
     );
-    assert!(old.set_cookies.is_empty(), "and is never re-issued");
+    assert_eq!(b.send("GET", "/whoami", None).await.body, "\"alice\"");
+}
+
+/// Periodic renewal rotates the ID with a grace window: the old cookie still reads, never
+/// writes (409), never cycles, and is never handed a cookie.
+pub async fn renewal_through_layer(store: DynStore) {
+    let config = test_config()
+        .with_renewal(Duration::from_millis(200))
+        .with_grace(Duration::from_secs(30))
+        .build()
+        .expect("valid config");
+    let mut b = Browser::new(test_router(
+        SessionLayer::from_arc(store, config),
+        Arc::default(),
+    ));
+    assert_eq!(b.send("POST", "/login/alice", None).await.status, 200);
+    b.send("POST", "/put/cart", Some(serde_json::json!(1)))
+        .await;
+    let before = b.cookie.clone().unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let renewed = b.send("GET", "/show/cart", None).await;
+    assert_eq!(renewed.body, "1");
+    let after = b.cookie.clone().unwrap();
+    assert_ne!(before, after, "the ID was renewed");
+    let old_read = b
+        .send_raw("GET", "/show/cart", None, Some(before.clone()))
+        .await;
+    assert_eq!(
+        old_read.body, "1",
+        "the old ID reads within the grace window"
+    );
+    assert!(old_read.set_cookies.is_empty());
+    for (method, path, body) in [
+        ("POST", "/put/cart", Some(serde_json::json!(2))),
+        ("POST", "/incr/n", None),
+        ("POST", "/cycle", None),
+        ("POST", "/login/mallory", None),
+    ] {
+        let r = b.send_raw(method, path, body, Some(before.clone())).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{path} through the old ID");
+        assert!(
+            r.set_cookies.is_empty(),
+            "{path} hands the old ID no cookie"
+        );
+    }
+    assert_eq!(b.send("GET", "/show/cart", None).await.body, "1");
+    assert_eq!(b.send("GET", "/show/n", None).await.body, "null");
+    assert_eq!(b.send("GET", "/whoami", None).await.body, "\"alice\"");
+}
+
+/// Revoking a user's sessions also ends every old ID that still reached them.
+pub async fn revoke_also_ends_aliases(store: DynStore) {
+    let (old, new, mine) = (key(), key(), key());
+    let alice = Changes {
+        user: Some(UserChange::Set("alice".into())),
+        ..Changes::default()
+    };
+    let now = crate::now_millis();
+    for k in [&old, &mine] {
+        store
+            .create(k, &record(now, 60_000, 600_000))
+            .await
+            .unwrap();
+        store.apply(k, &alice, now).await.unwrap();
+    }
+    store
+        .cycle(&old, &new, &Changes::default(), now, now + 60_000)
+        .await
+        .unwrap();
+    assert!(load(&store, &old, now + 1).await.is_some(), "alias works");
+    assert_eq!(
+        store
+            .destroy_user("alice", Some(&mine), now + 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(load(&store, &new, now + 2).await.is_none());
+    assert!(
+        load(&store, &old, now + 2).await.is_none(),
+        "the alias is gone too"
+    );
+    assert!(load(&store, &mine, now + 2).await.is_some());
+}
+
+/// Insert, flash, increment (blind, in the store) and set_user all honour the byte and
+/// field limits, before anything is written: `413`, and the session is as it was.
+pub async fn every_write_path_honours_the_limits(store: DynStore) {
+    let config = test_config()
+        .with_max_fields(4)
+        .with_max_size(1024)
+        .build()
+        .expect("valid config");
+    let mut b = Browser::new(test_router(
+        SessionLayer::from_arc(store.clone(), config),
+        Arc::default(),
+    ));
+    for k in ["a", "b", "c"] {
+        assert_eq!(
+            b.send("POST", &format!("/incr/{k}"), None).await.status,
+            200
+        );
+    }
+    let over = [
+        ("POST", "/put/d2", Some(serde_json::json!(1))),
+        ("POST", "/flash/hello", None),
+        (
+            "POST",
+            "/put/big",
+            Some(serde_json::json!("x".repeat(2000))),
+        ),
+    ];
+    assert_eq!(b.send("POST", "/incr/d", None).await.status, 200);
+    for (method, path, body) in over {
+        let r = b.send(method, path, body).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+    }
+    // A blind increment of a new field: the layer has not loaded the session, so the store
+    // checks, and writes nothing.
+    let r = b.send("POST", "/incr/e", None).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "blind increment");
+    assert_eq!(b.send("GET", "/show/e", None).await.body, "null");
+    assert_eq!(
+        b.send("POST", "/incr/a", None).await.body,
+        "2",
+        "existing fields still count"
+    );
+    let long_user = "u".repeat(2000);
+    let r = b.send("POST", &format!("/login/{long_user}"), None).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "set_user");
+    assert_eq!(b.send("GET", "/whoami", None).await.body, "null");
+    // The contract directly: a change over the limits writes nothing.
+    let k = key();
+    store.create(&k, &record(T0, 1000, 5000)).await.unwrap();
+    let mut many = set(&[("1", "1"), ("2", "2"), ("3", "3")]);
+    many.limits = Some(crate::Limits {
+        max_bytes: 100,
+        max_fields: 2,
+    });
+    assert!(matches!(
+        store.apply(&k, &many, T0 + 1).await,
+        Err(StoreError::LimitExceeded(crate::Limit::Fields))
+    ));
+    assert!(load(&store, &k, T0 + 2)
+        .await
+        .unwrap()
+        .record
+        .fields
+        .is_empty());
+}
+
+/// A session without a user gets the anonymous idle timeout; logging in gives it the full one.
+pub async fn anonymous_sessions_expire_sooner(store: DynStore) {
+    let config = test_config()
+        .with_idle_timeout(Duration::from_secs(3600))
+        .with_anonymous_idle_timeout(Some(Duration::from_secs(60)))
+        .build()
+        .expect("valid config");
+    let layer = SessionLayer::from_arc(store.clone(), config.clone());
+    let mut b = Browser::new(test_router(layer, Arc::default()));
+    b.send("POST", "/put/x", Some(serde_json::json!(1))).await;
+    let key_of = |b: &Browser| {
+        let value = b
+            .cookie
+            .as_deref()
+            .and_then(|c| c.split_once('='))
+            .unwrap()
+            .1;
+        match config.keys.verify(value) {
+            Some(crate::Verified::Current(id)) => id.key(),
+            other => panic!("own cookie verifies: {other:?}"),
+        }
+    };
+    let now = crate::now_millis();
+    let anon = load(&store, &key_of(&b), now).await.unwrap().record;
+    assert!(anon.idle_deadline <= now + 60_000, "anonymous: one minute");
+    b.send("POST", "/login/alice", None).await;
+    let signed_in = load(&store, &key_of(&b), now).await.unwrap().record;
+    assert!(
+        signed_in.idle_deadline > now + 3_000_000,
+        "signed in: the full hour"
+    );
+}
+
+/// A login request dropped after any number of polls (a client hanging up) leaves the session
+/// whole: either still under its old ID and not yet the user's, or under a new ID that is in
+/// the user's index; never lost, never duplicated.
+pub async fn cancelled_login_leaves_one_whole_session(store: DynStore) {
+    use std::future::Future as _;
+    for polls in 0..12 {
+        let mut b = browser(store.clone());
+        b.send("POST", "/put/cart", Some(serde_json::json!(1)))
+            .await;
+        let cookie = b.cookie.clone().unwrap();
+        let user = format!("cancel-{polls}-{}", crate::now_millis());
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!("/login/{user}"))
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .expect("valid request");
+        let mut call = Box::pin(b.request(request));
+        let mut seen = 0;
+        std::future::poll_fn(|cx| {
+            while seen < polls {
+                seen += 1;
+                if call.as_mut().poll(cx).is_ready() {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
+        drop(call);
+        // Let a store call that was already sent finish on the server.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = b.send_raw("GET", "/whoami", None, Some(cookie)).await;
+        let listed = store.list_user(&user, crate::now_millis()).await.unwrap();
+        match before.body.as_str() {
+            "null" if before.status == StatusCode::OK && listed.is_empty() => {
+                // Not logged in: the old session must still be there, whole.
+                let again = b.send("GET", "/show/cart", None).await;
+                assert!(
+                    again.body == "1" || again.body == "null",
+                    "polls {polls}: {again:?}"
+                );
+            }
+            _ => {
+                assert_eq!(
+                    listed.len(),
+                    1,
+                    "polls {polls}: the new session is indexed once"
+                );
+                assert_eq!(
+                    listed[0].record.fields["cart"], "1",
+                    "polls {polls}: with its data"
+                );
+            }
+        }
+    }
 }
 
 /// Sessions tagged with a user can be listed and revoked, all but one.

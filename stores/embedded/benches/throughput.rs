@@ -69,6 +69,7 @@ async fn main() {
     let (s, k) = (store.clone(), keys.clone());
     // Refresh not due: a pure read, as on most requests.
     let refresh = Refresh {
+        anonymous: None,
         if_deadline_before: now,
         new_deadline: now + 3_600_000,
     };

@@ -204,11 +204,11 @@ impl SessionStore for EmbeddedStore {
         let Some((target, record)) = found else {
             return Ok(None);
         };
-        match refresh {
-            Some(r) if record.idle_deadline < r.if_deadline_before => {
+        match refresh.and_then(|r| r.due(&record)) {
+            Some(deadline) => {
                 // Due: slide the deadline in a write that re-checks everything.
                 let changes = Changes {
-                    idle_deadline: Some(r.new_deadline),
+                    idle_deadline: Some(deadline),
                     ..Changes::default()
                 };
                 self.write(move |txn| {
@@ -222,7 +222,7 @@ impl SessionStore for EmbeddedStore {
                 })
                 .await
             }
-            _ => Ok(Some(Loaded {
+            None => Ok(Some(Loaded {
                 record,
                 key: target,
                 refreshed: false,
@@ -244,7 +244,11 @@ impl SessionStore for EmbeddedStore {
     ) -> Result<Applied, StoreError> {
         let (k, changes) = (*key, changes.clone());
         self.write(move |txn| {
-            Ok(match Tables::open(txn)?.apply(&k, &changes, now)? {
+            let mut tables = Tables::open(txn)?;
+            if tables.is_alias(&k, now)? {
+                return Ok(Applied::Aliased);
+            }
+            Ok(match tables.apply(&k, &changes, now)? {
                 Some((key, _, counters)) => Applied::Done { counters, key },
                 None => Applied::Gone,
             })

@@ -209,6 +209,19 @@ impl<'t> Tables<'t> {
             || self.aliases.get(k).map_err(backend)?.is_some())
     }
 
+    /// Whether `key` is a cycle's alias still within its grace window: readable, never
+    /// writable.
+    pub(crate) fn is_alias(&self, key: &SessionKey, now: Millis) -> Result<bool, StoreError> {
+        match self
+            .aliases
+            .get(key.as_bytes().as_slice())
+            .map_err(backend)?
+        {
+            Some(v) => Ok(now < parse_alias(v.value())?.1),
+            None => Ok(false),
+        }
+    }
+
     /// Writes `record` under `key`, keeping both indexes in step with `before`.
     fn put(
         &mut self,
@@ -305,6 +318,9 @@ impl<'t> Tables<'t> {
     ) -> Result<Applied, StoreError> {
         if self.exists(new)? {
             return Err(StoreError::IdCollision);
+        }
+        if self.is_alias(old, now)? {
+            return Ok(Applied::Aliased);
         }
         let Some((source, mut record)) = resolve_in(&self.sessions, &self.aliases, old, now)?
         else {

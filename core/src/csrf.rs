@@ -83,7 +83,7 @@ impl CsrfLayer {
         let own = text("host").map(str::to_ascii_lowercase);
         let authority = origin.split_once("://").map(|(_, rest)| rest);
         let same = authority.is_some() && authority == own.as_deref();
-        if same || self.trusted.iter().any(|t| *t == origin) {
+        if same || self.trusted.contains(&origin) {
             None
         } else {
             Some("request from another origin refused")

@@ -12,6 +12,8 @@ use redis::Value;
 const META: &str = "__m";
 const ALIAS: &str = "__to";
 const GRACE: &str = "__g";
+/// On a renewed session: the alias that still reaches it (see `lua/cycle.lua`).
+const FROM: &str = "__from";
 
 /// The field/value pairs that file `record` (for the create script).
 pub(crate) fn record_fields(record: &Record) -> Vec<String> {
@@ -44,7 +46,8 @@ fn unpack_meta(text: &str, record: &mut Record) -> Result<(), StoreError> {
     let mut next = || -> Result<u64, StoreError> {
         let part = parts.next().unwrap_or_default();
         if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(StoreError::Corrupt(format!("damaged metadata {text:?}")));
+            // Never the text itself: it holds the user id.
+            return Err(StoreError::Corrupt("damaged session metadata".into()));
         }
         number(part)
     };
@@ -99,6 +102,7 @@ pub(crate) fn record_from_flat(flat: Vec<Value>) -> Result<Record, StoreError> {
         let (name, value) = (text(name)?, text(value)?);
         match name.as_str() {
             META => meta = Some(value),
+            FROM => {}
             ALIAS => {
                 return Err(StoreError::Corrupt(
                     "alias where a session was expected".into(),
@@ -183,7 +187,7 @@ pub(crate) fn array(value: Value) -> Result<Vec<Value>, StoreError> {
 
 fn number<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
     text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("metadata {text:?} is not a number")))
+        .map_err(|_| StoreError::Corrupt("a stored number is out of range".into()))
 }
 
 /// Counter name → new value pairs from the apply script.
@@ -196,8 +200,16 @@ pub(crate) fn counters(flat: Vec<Value>) -> Result<BTreeMap<String, i64>, StoreE
     Ok(out)
 }
 
+/// Names the kind of reply only: its content may be session data, which errors never carry.
 fn unexpected(value: &Value) -> StoreError {
-    StoreError::Corrupt(format!("unexpected reply from Redis: {value:?}"))
+    let kind = match value {
+        Value::Nil => "nil",
+        Value::Int(_) => "an integer",
+        Value::BulkString(_) | Value::SimpleString(_) => "a string",
+        Value::Array(_) => "an array",
+        _ => "another type",
+    };
+    StoreError::Corrupt(format!("unexpected reply from Redis: {kind}"))
 }
 
 #[cfg(test)]
@@ -234,11 +246,17 @@ mod tests {
             vec![bulk("__to"), bulk("abc")],
             vec![Value::BulkString(vec![0xff]), bulk("1")],
             vec![Value::Okay, bulk("1")],
+            vec![bulk("__m"), bulk("1|2|3|x|secret-user")],
         ] {
-            assert!(matches!(
-                record_from_flat(flat),
-                Err(StoreError::Corrupt(_))
-            ));
+            match record_from_flat(flat) {
+                Err(StoreError::Corrupt(what)) => {
+                    assert!(
+                        !what.contains("secret"),
+                        "errors never carry user data: {what}"
+                    );
+                }
+                other => panic!("damaged data must be Corrupt: {other:?}"),
+            }
         }
         assert!(matches!(
             Reply::decode(Value::Array(vec![bulk("alias"), bulk("not a key")])),

@@ -28,6 +28,11 @@ impl Keys {
         })
     }
 
+    /// The prefix itself (scripts that file the user index compute its key from it).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// One hash per session: `session:<22 base64url chars of the key hash>`.
     pub(crate) fn session(&self, key: &SessionKey) -> String {
         format!("{}{key}", self.prefix)

@@ -6,16 +6,16 @@ use std::sync::LazyLock;
 use redis::Script;
 
 macro_rules! session_script {
-    ($file:literal) => {
-        concat!(include_str!("lua/prelude.lua"), include_str!($file))
+    ($($file:literal),+) => {
+        concat!(include_str!("lua/prelude.lua"), $(include_str!($file)),+)
     };
 }
 
 const SOURCES: [&str; 6] = [
     session_script!("lua/load.lua"),
-    session_script!("lua/apply.lua"),
+    session_script!("lua/apply_fn.lua", "lua/apply.lua"),
     session_script!("lua/create.lua"),
-    session_script!("lua/move.lua"),
+    session_script!("lua/apply_fn.lua", "lua/cycle.lua"),
     session_script!("lua/destroy.lua"),
     include_str!("lua/index.lua"),
 ];
@@ -28,7 +28,7 @@ pub(crate) enum Lua {
     Load,
     Apply,
     Create,
-    Move,
+    Cycle,
     Destroy,
     Index,
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom::{
-    now_millis, Applied, Changes, Loaded, Millis, Record, Refresh, SessionKey, SessionStore,
+    now_millis, Applied, Changes, Limit, Loaded, Millis, Record, Refresh, SessionKey, SessionStore,
     StoreError, StoreStats, UserChange, UserSession,
 };
 use redis::aio::ConnectionManager;
@@ -80,11 +80,19 @@ impl RedisStore {
 
     fn failed(&self, error: redis::RedisError) -> StoreError {
         if error.is_timeout() {
-            StoreError::Timeout(self.response_timeout)
-        } else if error.code() == Some("WRONGTYPE") {
-            StoreError::Corrupt("a session key holds something other than a hash".into())
-        } else {
-            StoreError::unavailable(error)
+            return StoreError::Timeout(self.response_timeout);
+        }
+        match error.code() {
+            Some("WRONGTYPE") => {
+                StoreError::Corrupt("a session key holds something other than a hash".into())
+            }
+            // A script that failed on one session's data (a generic ERR from a script, not a
+            // server condition) says nothing about the server's health: it must not open the
+            // breaker for everyone. Its text is not kept: it may quote the data.
+            Some("ERR") if error.detail().is_some_and(|d| d.contains("script")) => {
+                StoreError::Corrupt("a session script failed on this session's data".into())
+            }
+            _ => StoreError::unavailable(error),
         }
     }
 
@@ -163,15 +171,13 @@ impl RedisStore {
         evalsha(script, &[self.keys.session(key), self.keys.live()], args)
     }
 
-    fn index_cmd(&self, user: &str, now: Millis, op: IndexOp, key: &SessionKey) -> Cmd {
-        let (op, score) = match op {
-            IndexOp::Add(score) => ("add", score.to_string()),
-            IndexOp::Remove => ("rem", String::new()),
-        };
+    /// Files `key` in `user`'s index until `absolute` (for `create`; the write scripts keep
+    /// the index themselves).
+    fn index_cmd(&self, user: &str, now: Millis, absolute: Millis, key: &SessionKey) -> Cmd {
         evalsha(
             Lua::Index,
             &[self.keys.user(user)],
-            &[now.to_string(), op.into(), key.to_string(), score],
+            &[now.to_string(), key.to_string(), absolute.to_string()],
         )
     }
 
@@ -190,62 +196,12 @@ impl RedisStore {
         Reply::decode(reply)
     }
 
-    async fn apply_once(
-        &self,
-        key: &SessionKey,
-        changes: &Changes,
-        now: Millis,
-    ) -> Result<Reply, StoreError> {
-        let reply = self
-            .one(self.session_script(Lua::Apply, key, &apply_args(changes, now)))
-            .await?;
-        Reply::decode(reply)
-    }
-
-    /// Files `record` under `key`; `reclaim` lets it replace an alias pointing there.
-    fn create_cmd(
-        &self,
-        key: &SessionKey,
-        record: &Record,
-        now: Millis,
-        reclaim: Option<&SessionKey>,
-    ) -> Cmd {
-        let mut args = vec![
-            now.to_string(),
-            record.expires_at().to_string(),
-            reclaim.map(ToString::to_string).unwrap_or_default(),
-        ];
+    /// Files `record` under `key`.
+    fn create_cmd(&self, key: &SessionKey, record: &Record, now: Millis) -> Cmd {
+        let mut args = vec![now.to_string(), record.expires_at().to_string()];
         args.extend(record_fields(record));
         self.session_script(Lua::Create, key, &args)
     }
-
-    /// Index commands for a session whose owner went from `before` to `after`.
-    fn reindex(
-        &self,
-        key: &SessionKey,
-        before: Option<(&str, &SessionKey)>,
-        after: Option<&str>,
-        absolute: Millis,
-        now: Millis,
-    ) -> Vec<Cmd> {
-        let mut cmds = Vec::new();
-        if let Some((user, old_key)) = before {
-            if Some(user) != after || old_key != key {
-                cmds.push(self.index_cmd(user, now, IndexOp::Remove, old_key));
-            }
-        }
-        if let Some(user) = after {
-            if before != Some((user, key)) {
-                cmds.push(self.index_cmd(user, now, IndexOp::Add(absolute), key));
-            }
-        }
-        cmds
-    }
-}
-
-enum IndexOp {
-    Add(Millis),
-    Remove,
 }
 
 fn evalsha(script: Lua, keys: &[String], args: &[String]) -> Cmd {
@@ -254,14 +210,22 @@ fn evalsha(script: Lua, keys: &[String], args: &[String]) -> Cmd {
     cmd
 }
 
-fn apply_args(changes: &Changes, now: Millis) -> Vec<String> {
+/// Appends `changes` to `args` in the layout `apply_to` reads (the header of
+/// `lua/apply_fn.lua` documents it; the tests in `tests/redis_store.rs` hold the two together).
+fn write_args(args: &mut Vec<String>, changes: &Changes) {
     let (op, user) = match &changes.user {
         None => ("", String::new()),
         Some(UserChange::Set(user)) => ("s", user.clone()),
         Some(UserChange::Clear) => ("c", String::new()),
     };
-    let mut args = vec![
-        now.to_string(),
+    let limit = |f: fn(&cloakroom::Limits) -> usize| {
+        changes
+            .limits
+            .as_ref()
+            .map(|l| f(l).to_string())
+            .unwrap_or_default()
+    };
+    args.extend([
         if changes.clear { "1" } else { "0" }.into(),
         op.into(),
         user,
@@ -269,8 +233,10 @@ fn apply_args(changes: &Changes, now: Millis) -> Vec<String> {
             .idle_deadline
             .map(|d| d.to_string())
             .unwrap_or_default(),
+        limit(|l| l.max_fields),
+        limit(|l| l.max_bytes),
         changes.remove.len().to_string(),
-    ];
+    ]);
     args.extend(changes.remove.iter().cloned());
     args.push(changes.set.len().to_string());
     for (k, v) in &changes.set {
@@ -282,7 +248,27 @@ fn apply_args(changes: &Changes, now: Millis) -> Vec<String> {
         args.push(k.clone());
         args.push(by.to_string());
     }
-    args
+}
+
+/// What a write script's reply means for the caller.
+fn written(reply: Reply, key: SessionKey) -> Result<Applied, StoreError> {
+    match reply {
+        Reply::Gone => Ok(Applied::Gone),
+        // Old IDs are read-only: a write through one is refused, never followed.
+        Reply::Alias(_) => Ok(Applied::Aliased),
+        Reply::Tagged(tag, rest) if tag == "ok" => Ok(Applied::Done {
+            counters: counters(rest)?,
+            key,
+        }),
+        Reply::Tagged(tag, rest) if tag == "limit" => {
+            let which = rest.into_iter().next().map(text).transpose()?;
+            Err(StoreError::LimitExceeded(match which.as_deref() {
+                Some("fields") => Limit::Fields,
+                _ => Limit::Bytes,
+            }))
+        }
+        Reply::Tagged(..) => Err(StoreError::Corrupt("unexpected reply to a write".into())),
+    }
 }
 
 fn loaded(key: SessionKey, tag: &str, rest: Vec<Value>) -> Result<Loaded, StoreError> {
@@ -315,11 +301,17 @@ impl SessionStore for RedisStore {
         if !record.is_alive(now) {
             return Ok(None);
         }
-        match refresh {
+        match refresh.and_then(|r| r.due(&record)) {
             // Due at most once per refresh interval: the load script re-checks and slides
             // the deadline atomically, so concurrent refreshes cannot revive a dead session.
-            Some(r) if record.idle_deadline < r.if_deadline_before => {
-                match self.load_once(&target, now, refresh).await? {
+            Some(deadline) => {
+                // The script slides only if nobody slid it since this read.
+                let window = Refresh {
+                    if_deadline_before: record.idle_deadline.saturating_add(1),
+                    new_deadline: deadline,
+                    anonymous: None,
+                };
+                match self.load_once(&target, now, Some(window)).await? {
                     Reply::Tagged(tag, rest) => loaded(target, &tag, rest).map(Some),
                     Reply::Gone | Reply::Alias(_) => Ok(None),
                 }
@@ -334,17 +326,13 @@ impl SessionStore for RedisStore {
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<(), StoreError> {
         let now = record.created;
-        let mut cmds = vec![self.create_cmd(key, record, now, None)];
+        let mut cmds = vec![self.create_cmd(key, record, now)];
         // One round trip: the index entry rides in the same pipeline. Should the create
         // collide, the entry names a live session that is not this user's, and listing
         // checks every entry against its session's owner.
-        cmds.extend(self.reindex(
-            key,
-            None,
-            record.user.as_deref(),
-            record.absolute_deadline,
-            now,
-        ));
+        if let Some(user) = &record.user {
+            cmds.push(self.index_cmd(user, now, record.absolute_deadline, key));
+        }
         let replies = self.run(cmds).await?;
         match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
             Reply::Tagged(tag, _) if tag == "ok" => Ok(()),
@@ -359,38 +347,12 @@ impl SessionStore for RedisStore {
         changes: &Changes,
         now: Millis,
     ) -> Result<Applied, StoreError> {
-        let (target, reply) = match self.apply_once(key, changes, now).await? {
-            Reply::Alias(target) => (target, self.apply_once(&target, changes, now).await?),
-            reply => (*key, reply),
-        };
-        let Reply::Tagged(_, rest) = reply else {
-            return Ok(Applied::Gone);
-        };
-        let mut rest = rest.into_iter();
-        // Only a user change brings the user before and the absolute deadline: it re-indexes.
-        let owner = match changes.user {
-            Some(_) => {
-                let before = text(rest.next().unwrap_or(Value::Nil))?;
-                let absolute: Millis = text(rest.next().unwrap_or(Value::Nil))?
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("absolute deadline is not a number".into()))?;
-                Some((before, absolute))
-            }
-            None => None,
-        };
-        let counters = counters(rest.collect())?;
-        if let Some((before, absolute)) = owner {
-            let before = Some(before.as_str()).filter(|u| !u.is_empty());
-            let after = changes.user_after(before);
-            let cmds = self.reindex(&target, before.map(|u| (u, &target)), after, absolute, now);
-            if !cmds.is_empty() {
-                self.run(cmds).await?;
-            }
-        }
-        Ok(Applied::Done {
-            counters,
-            key: target,
-        })
+        let mut args = vec![now.to_string(), self.keys.prefix().to_owned()];
+        write_args(&mut args, changes);
+        let reply = self
+            .one(self.session_script(Lua::Apply, key, &args))
+            .await?;
+        written(Reply::decode(reply)?, *key)
     }
 
     async fn cycle(
@@ -404,85 +366,40 @@ impl SessionStore for RedisStore {
         if old == new {
             return Err(StoreError::IdCollision);
         }
-        let args = [now.to_string(), new.to_string(), grace_until.to_string()];
-        let args = &args;
-        let take = |k: SessionKey| async move {
-            let reply = self.one(self.session_script(Lua::Move, &k, args)).await?;
-            Reply::decode(reply)
-        };
-        let (source, reply) = match take(*old).await? {
-            Reply::Alias(target) => (target, take(target).await?),
-            reply => (*old, reply),
-        };
-        let Reply::Tagged(_, rest) = reply else {
-            return Ok(Applied::Gone);
-        };
-        let before = loaded(source, "ok", rest)?.record;
-        // From here the old key is only an alias: whatever stops the new key from being filed
-        // must put the session back under the old one (best effort: in an outage that fails
-        // too, and the pre-login session is lost; see docs/redis-data-model.md).
-        let restore = || async {
-            let put_back = self.create_cmd(&source, &before, now, Some(new));
-            if let Err(e) = self.one(put_back).await {
-                tracing::warn!(error = %e, "could not restore a session after a failed cycle");
-            }
-        };
-        let mut record = before.clone();
-        let counters = match record.apply(changes) {
-            Ok(counters) => counters,
-            Err(error) => {
-                restore().await;
-                return Err(error);
-            }
-        };
-        let mut cmds = vec![self.create_cmd(new, &record, now, None)];
-        cmds.extend(self.reindex(
-            new,
-            before.user.as_deref().map(|u| (u, &source)),
-            record.user.as_deref(),
-            record.absolute_deadline,
-            now,
-        ));
-        let filed = match self.run_each(cmds).await {
-            Ok(replies) => {
-                let mut replies = replies.into_iter();
-                let created = replies
-                    .next()
-                    .unwrap_or(Ok(Value::Nil))
-                    .and_then(Reply::decode);
-                if let Some(Err(e)) = replies.find(Result::is_err) {
-                    // The session is filed; only listing by user will miss it until it ends.
-                    tracing::warn!(error = %e, "per-user index not updated after a cycle");
-                }
-                match created {
-                    Ok(Reply::Tagged(tag, _)) if tag == "ok" => Ok(()),
-                    Ok(Reply::Tagged(tag, _)) if tag == "collision" => Err(StoreError::IdCollision),
-                    Ok(_) => Err(StoreError::Corrupt("unexpected reply to cycle".into())),
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match filed {
-            Ok(()) => Ok(Applied::Done {
-                counters,
-                key: *new,
-            }),
-            Err(error) => {
-                restore().await;
-                Err(error)
-            }
+        // One script, one round trip, atomic: there is no moment at which the session is
+        // under neither key or missing from its user's index, whatever is cancelled when.
+        let mut args = vec![
+            now.to_string(),
+            self.keys.prefix().to_owned(),
+            new.to_string(),
+            grace_until.to_string(),
+        ];
+        write_args(&mut args, changes);
+        let cmd = evalsha(
+            Lua::Cycle,
+            &[
+                self.keys.session(old),
+                self.keys.live(),
+                self.keys.session(new),
+            ],
+            &args,
+        );
+        match Reply::decode(self.one(cmd).await?)? {
+            Reply::Tagged(tag, _) if tag == "collision" => Err(StoreError::IdCollision),
+            Reply::Tagged(tag, _) if tag == "aliased" => Ok(Applied::Aliased),
+            reply => written(reply, *new),
         }
     }
 
     async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError> {
         // The user index is not touched: listing drops entries whose session is gone, which
         // keeps logout at one round trip.
+        let prefix = [self.keys.prefix().to_owned()];
         let reply = self
-            .one(self.session_script(Lua::Destroy, key, &[]))
+            .one(self.session_script(Lua::Destroy, key, &prefix))
             .await?;
         if let Reply::Alias(target) = Reply::decode(reply)? {
-            self.one(self.session_script(Lua::Destroy, &target, &[]))
+            self.one(self.session_script(Lua::Destroy, &target, &prefix))
                 .await?;
         }
         Ok(())
@@ -551,9 +468,10 @@ impl SessionStore for RedisStore {
         if doomed.is_empty() {
             return Ok(0);
         }
+        let prefix = [self.keys.prefix().to_owned()];
         let mut cmds: Vec<Cmd> = doomed
             .iter()
-            .map(|k| self.session_script(Lua::Destroy, k, &[]))
+            .map(|k| self.session_script(Lua::Destroy, k, &prefix))
             .collect();
         let mut unindex = redis::cmd("ZREM");
         unindex.arg(self.keys.user(user));

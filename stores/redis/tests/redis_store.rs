@@ -51,6 +51,10 @@ async fn make_store() -> OnRedis {
 
 cloakroom::store_suite!(make_store);
 
+async fn exists(server: &RedisServer, name: &str) -> bool {
+    server.command(&["EXISTS", name]).await.starts_with(":1")
+}
+
 fn key() -> SessionKey {
     SessionId::random().unwrap().key()
 }
@@ -204,8 +208,22 @@ async fn forgotten_scripts_are_reloaded() {
 /// EVALSHA calls between two `INFO commandstats` readings. Commands a script runs are counted
 /// too, so every other command must be one the scripts use: the client sent nothing else.
 fn round_trips(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> u64 {
-    const INSIDE_SCRIPTS: [&str; 10] = [
-        "hgetall", "hmget", "hget", "hset", "hdel", "hincrby", "hkeys", "pexpire", "del", "exists",
+    const INSIDE_SCRIPTS: [&str; 15] = [
+        "hgetall",
+        "hmget",
+        "hget",
+        "hset",
+        "hdel",
+        "hincrby",
+        "hkeys",
+        "pexpire",
+        "del",
+        "exists",
+        "rename",
+        "zadd",
+        "zrem",
+        "zremrangebyscore",
+        "pttl",
     ];
     let mut evalsha = 0;
     for (name, n) in after {
@@ -286,34 +304,91 @@ async fn damaged_data_is_a_typed_error() {
     }
 }
 
+/// The cycle is one script: a taken new key changes nothing, a login moves the session and
+/// its index entry in the same step, and no old key survives a privilege change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cycle_that_cannot_file_the_new_key_puts_the_session_back() {
+async fn the_cycle_is_one_atomic_script() {
     let server = server(Options::default()).await;
     let store = connect(&server).await;
     let (old, new, now) = (key(), key(), now_millis());
     let mut record = fresh(now);
     record.fields.insert("cart".into(), "[1]".into());
     store.create(&old, &record).await.unwrap();
-    // Something already sits where the new key goes: filing it fails after the old key has
-    // become an alias (the same restore runs when the second round trip fails outright).
     server
         .command(&["SET", &store.key_name(&new), "not a session"])
         .await;
     let mut login = Changes::default();
     login.set.insert("login".into(), "true".into());
-    let result = store.cycle(&old, &new, &login, now + 1, now + 30_000).await;
+    login.user = Some(cloakroom::UserChange::Set("alice".into()));
+    let result = store.cycle(&old, &new, &login, now + 1, now + 1).await;
     assert!(matches!(result, Err(StoreError::IdCollision)), "{result:?}");
-    let back = store
-        .load(&old, now + 2, None)
+    let untouched = store.load(&old, now + 2, None).await.unwrap().unwrap();
+    assert_eq!(untouched.key, old);
+    assert!(!untouched.record.fields.contains_key("login"));
+    let new = key();
+    let before = server.command_calls().await;
+    let done = store
+        .cycle(&old, &new, &login, now + 3, now + 3)
         .await
-        .unwrap()
-        .expect("restored");
-    assert_eq!(back.key, old);
-    assert_eq!(back.record.fields["cart"], "[1]");
-    assert!(
-        !back.record.fields.contains_key("login"),
-        "the failed change is not applied"
+        .unwrap();
+    assert!(matches!(done, Applied::Done { key, .. } if key == new));
+    assert_eq!(
+        round_trips(&before, &server.command_calls().await),
+        1,
+        "one round trip"
     );
+    assert!(!exists(&server, &store.key_name(&old)).await);
+    let listed = store.list_user("alice", now + 4).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, new);
+}
+
+/// Revoking a renewed session deletes the alias key that still reached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_deletes_the_alias_key_too() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let (old, new, now) = (key(), key(), now_millis());
+    let mut record = fresh(now);
+    record.user = Some("bob".into());
+    store.create(&old, &record).await.unwrap();
+    store
+        .cycle(&old, &new, &Changes::default(), now + 1, now + 30_000)
+        .await
+        .unwrap();
+    assert!(exists(&server, &store.key_name(&old)).await);
+    assert_eq!(store.destroy_user("bob", None, now + 2).await.unwrap(), 1);
+    assert!(!exists(&server, &store.key_name(&old)).await);
+    assert!(!exists(&server, &store.key_name(&new)).await);
+}
+
+/// A script that fails on one session's planted data (more fields than Lua can unpack) is
+/// that session's problem: a typed `Corrupt`, not an outage that opens the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_error_from_one_session_is_not_an_outage() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let (k, now) = (key(), now_millis());
+    store.create(&k, &fresh(now)).await.unwrap();
+    let name = store.key_name(&k);
+    let mut hset = vec!["HSET".to_owned(), name.clone()];
+    for i in 0..9000 {
+        hset.push(format!("f{i}"));
+        hset.push("1".into());
+    }
+    server
+        .command(&hset.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let clear = Changes {
+        clear: true,
+        ..Changes::default()
+    };
+    let result = store.apply(&k, &clear, now + 1).await;
+    match result {
+        Err(e @ StoreError::Corrupt(_)) => assert!(!e.is_outage()),
+        other => panic!("a script error on planted data is Corrupt: {other:?}"),
+    }
+    round_trip(&store).await;
 }
 
 /// Counters are Lua numbers (doubles) inside the write script: exact up to 15 digits, and
@@ -426,8 +501,10 @@ async fn packed_metadata_round_trips_through_the_scripts() {
         assert_eq!(back.created, now);
         assert_eq!(back.idle_deadline, now + 90_000);
         assert_eq!(back.absolute_deadline, now + 120_000);
-        let mut clear = Changes::default();
-        clear.user = Some(cloakroom::UserChange::Clear);
+        let clear = Changes {
+            user: Some(cloakroom::UserChange::Clear),
+            ..Changes::default()
+        };
         store.apply(&k, &clear, now + 3).await.unwrap();
         let back = store.load(&k, now + 4, None).await.unwrap().unwrap().record;
         assert_eq!(back.user, None);

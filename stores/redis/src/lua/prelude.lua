@@ -1,7 +1,8 @@
 -- Shared by every session script. KEYS[1] is the session hash; KEYS[2] the live-count hash,
 -- which counts sessions per minute of expiry so `stats` can count without scanning keys.
--- Fields that are not session data: the packed metadata, and a cycle's alias.
-local META = { __m = true, __to = true, __g = true }
+-- Fields that are not session data: the packed metadata, a cycle's alias (`__to`, `__g`), and
+-- on the renewed session the alias that still reaches it (`__from`, so revoking ends both).
+local META = { __m = true, __to = true, __g = true, __from = true }
 local BUCKET_MS = 60000
 
 -- Integers travel as decimal text: Lua's own number formatting may use exponents.

@@ -1,0 +1,166 @@
+-- The field-level write shared by `apply` and `cycle`: `apply_to(key, A, now, prefix)`.
+--
+-- A, the change (built by `write_args` in store.rs; the one layout both sides keep):
+--   1 clear ('1'/'0')   2 user op ('' keep, 's' set, 'c' clear)   3 user   4 new idle deadline ('')
+--   5 max fields ('')   6 max bytes ('')
+--   then three counted lists: removes (n, names), sets (n, name/value pairs),
+--   increments (n, name/step pairs).
+-- Reply: { 'ok', name1, value1, ... } with the counters' new values, or false (no live
+-- session), { 'alias', target }, { 'nan', field }, { 'limit', 'fields' | 'bytes' },
+-- { 'corrupt', what }. The second result is the metadata as written.
+-- This is the hot write path, so it is lean: on Redis 7.0 every value crossing between Lua
+-- and Redis costs 1-2k instructions (bench/script_cost.py), so it reads only the fields the
+-- checks need with one HMGET, writes with one HSET, builds no table it does not use and
+-- replies with little. Numbers are handed to Redis as Lua numbers, which it prints as exact
+-- integers below 2^53. Every check runs before the first write: a script is not rolled back
+-- when it fails halfway.
+-- List lengths are nearly always 0 or 1; tonumber (strtod) costs more than a comparison.
+local function small(text)
+  if text == '0' then return 0 end
+  if text == '1' then return 1 end
+  return tonumber(text)
+end
+
+-- The user index: a sorted set of session keys scored by absolute deadline, pruned on every
+-- write, expiring with its last session. Standalone only: the index key is computed here.
+local function index_add(prefix, user, member, score, now)
+  local ikey = prefix .. 'user:' .. user
+  redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now)
+  redis.call('ZADD', ikey, score, member)
+  local ttl = score - now
+  if redis.call('PTTL', ikey) < ttl then redis.call('PEXPIRE', ikey, int(ttl)) end
+end
+
+local function index_remove(prefix, user, member)
+  redis.call('ZREM', prefix .. 'user:' .. user, member)
+end
+
+-- Whether the session `key` may grow by the new fields `fresh` (a list of names), each
+-- counted at its name plus 20 bytes (a counter; the layer has checked the values it sets).
+-- Runs only when a write adds a field, so the HGETALL is off the common path.
+local function within_limits(key, fresh, max_fields, max_bytes, user)
+  local fields, bytes = 0, #(user or '')
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do
+    if not META[flat[i]] then
+      fields = fields + 1
+      bytes = bytes + #flat[i] + #flat[i + 1]
+    end
+  end
+  fields = fields + #fresh
+  for _, f in ipairs(fresh) do bytes = bytes + #f + 20 end
+  if max_fields and fields > max_fields then return { 'limit', 'fields' } end
+  if max_bytes and bytes > max_bytes then return { 'limit', 'bytes' } end
+  return nil
+end
+
+local function apply_to(key, A, now, prefix)
+  local nr = small(A[7])
+  local ns = small(A[8 + nr])
+  local first_inc = 10 + nr + 2 * ns
+  local ni = small(A[first_inc - 1])
+  local user_op = A[2]
+
+  -- got[1]: the packed metadata; then the counters' current values; then, when limits are
+  -- given, whether each set field exists already (a new one counts against the limits).
+  local limited = A[5] ~= '' or A[6] ~= ''
+  local wanted = { '__m' }
+  for j = 0, ni - 1 do wanted[2 + j] = A[first_inc + 2 * j] end
+  if limited then
+    for j = 9 + nr, 8 + nr + 2 * ns, 2 do wanted[#wanted + 1] = A[j] end
+  end
+  local got = redis.call('HMGET', key, unpack(wanted))
+  if not got[1] then
+    -- Not a session: an alias of a cycle, nothing, or damage.
+    local a = redis.call('HMGET', key, '__to', '__g')
+    if a[1] then return alias(a[1], a[2], now) end
+    if redis.call('EXISTS', key) == 0 then return false end
+    return { 'corrupt', 'metadata missing' }
+  end
+  local m = meta(got[1])
+  if not m then return { 'corrupt', 'metadata damaged' } end
+  if not alive(m, now) then return false end
+  local idle, abs = m.idle, m.abs
+
+  local clear = A[1] == '1'
+  local reply = { 'ok' }
+  local fresh = {}
+  if limited then
+    local seen = {}
+    for j = 0, ns - 1 do
+      local field = A[9 + nr + 2 * j]
+      if not got[2 + ni + j] and not seen[field] then
+        seen[field] = true
+        fresh[#fresh + 1] = field
+      end
+    end
+  end
+  if ni > 0 then
+    -- Where a counter starts: 0 if this write clears or removes it, the value this write sets,
+    -- or the stored one. Counters stay exact: Lua numbers are doubles, so both operands are held
+    -- to 15 digits; the stored text must be a plain JSON integer.
+    local removed, sets = {}, {}
+    for j = 8, 7 + nr do removed[A[j]] = true end
+    for j = 9 + nr, 8 + nr + 2 * ns, 2 do sets[A[j]] = A[j + 1] end
+    for j = 0, ni - 1 do
+      local field = A[first_inc + 2 * j]
+      local by = tonumber(A[first_inc + 2 * j + 1])
+      if not by or by >= 1e15 or by <= -1e15 then return { 'nan', field } end
+      local base = 0
+      if not (clear or removed[field]) then
+        local text = sets[field] or got[2 + j]
+        if text and text ~= '0' then
+          if #text > 16 or not string.find(text, '^-?[1-9]%d*$') then return { 'nan', field } end
+          base = tonumber(text)
+          if base >= 1e15 or base <= -1e15 then return { 'nan', field } end
+        end
+      end
+      if limited and not got[2 + j] and not sets[field] then fresh[#fresh + 1] = field end
+      reply[#reply + 1] = field
+      reply[#reply + 1] = base + by
+    end
+  end
+  if #fresh > 0 then
+    local over = within_limits(key, fresh, tonumber(A[5]), tonumber(A[6]), m.user)
+    if over then return over end
+  end
+
+  local removes = {}
+  for j = 8, 7 + nr do removes[#removes + 1] = A[j] end
+  if clear then
+    for _, f in ipairs(redis.call('HKEYS', key)) do
+      if not META[f] then removes[#removes + 1] = f end
+    end
+  end
+  if #removes > 0 then redis.call('HDEL', key, unpack(removes)) end
+
+  local writes = {}
+  for j = 9 + nr, 8 + nr + 2 * ns do writes[#writes + 1] = A[j] end
+  for j = 2, #reply do writes[#writes + 1] = reply[j] end
+  local before = m.user
+  if user_op == 's' then m.user = A[3] elseif user_op == 'c' then m.user = nil end
+  m.version = m.version + 1
+  local deadline = nil
+  if A[4] ~= '' then
+    deadline = math.min(tonumber(A[4]), abs)
+    slide(m, deadline)
+  end
+  writes[#writes + 1] = '__m'
+  writes[#writes + 1] = packed(m)
+  hset_all(key, writes, 1)
+  if deadline then
+    count(expiry(idle, abs), -1)
+    if deadline > now then
+      redis.call('PEXPIRE', key, deadline - now)
+      count(deadline, 1)
+    else
+      redis.call('DEL', key)
+    end
+  end
+  if user_op ~= '' and before ~= m.user then
+    local member = string.sub(key, #prefix + 1)
+    if before then index_remove(prefix, before, member) end
+    if m.user then index_add(prefix, m.user, member, abs, now) end
+  end
+  return reply, m
+end

@@ -1,0 +1,38 @@
+-- A whole cycle in one atomic step: the live session moves from KEYS[1] to KEYS[3] (RENAME
+-- keeps its TTL), the change is applied there, the user index follows, and KEYS[1] becomes
+-- an alias for the grace window (none when the grace has already ended: a privilege change).
+-- KEYS: old session, live count, new session. ARGV: now, key prefix, new key (as stored in
+-- the alias), grace until, then the change as `apply_to` reads it.
+-- Reply: as apply_to, or { 'collision' } if the new key is taken, or { 'aliased' } if the old
+-- key is itself an alias (only the current ID may cycle). Nothing is written unless it is 'ok'.
+local now, prefix, grace_until = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[4])
+if redis.call('EXISTS', KEYS[3]) == 1 then return { 'collision' } end
+local flat, m = read_live(now)
+if not flat then
+  if m and m[1] == 'alias' then return { 'aliased' } end
+  return m
+end
+local A = {}
+for i = 5, #ARGV do A[i - 4] = ARGV[i] end
+-- Checks first, on the old key: apply_to refuses before writing anything.
+redis.call('RENAME', KEYS[1], KEYS[3])
+local reply, after = apply_to(KEYS[3], A, now, prefix)
+if not reply or reply[1] ~= 'ok' then
+  -- Refused (limits, not an integer): put the session back where it was, untouched.
+  redis.call('RENAME', KEYS[3], KEYS[1])
+  return reply
+end
+local old_member = string.sub(KEYS[1], #prefix + 1)
+local new_member = string.sub(KEYS[3], #prefix + 1)
+-- The old key leaves its user's index; apply_to filed a new user under the new key, and an
+-- unchanged user is filed here.
+if m.user then index_remove(prefix, m.user, old_member) end
+if after.user and after.user == m.user then
+  index_add(prefix, after.user, new_member, after.abs, now)
+end
+if grace_until > now then
+  redis.call('HSET', KEYS[1], '__to', ARGV[3], '__g', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], int(grace_until - now))
+  redis.call('HSET', KEYS[3], '__from', old_member)
+end
+return reply

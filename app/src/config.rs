@@ -120,17 +120,44 @@ pub struct ServeArgs {
     /// Absolute session lifetime, e.g. `7d`.
     #[arg(long, env = "SESSION_ABSOLUTE_LIFETIME", default_value = "7d", value_parser = parse_duration)]
     pub absolute_lifetime: Duration,
-    /// How long an old ID keeps working after login cycles it.
+    /// Idle timeout of sessions without a logged-in user (a flood of anonymous visitors
+    /// costs the store this long, not the full idle timeout).
+    #[arg(long, env = "SESSION_ANONYMOUS_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub anonymous_idle_timeout: Duration,
+    /// Rotate the session ID this often (periodic renewal), e.g. `15m`. Off by default.
+    #[arg(long, env = "SESSION_RENEWAL", value_parser = parse_duration)]
+    pub renewal: Option<Duration>,
+    /// How long an old ID can still read its session after a periodic renewal (a login or
+    /// logout never leaves a working old ID).
     #[arg(long, env = "SESSION_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub grace: Duration,
-    /// Session cookie name (`__Host-` prefix supported).
-    #[arg(long, env = "SESSION_COOKIE_NAME", default_value = "sid")]
-    pub cookie_name: String,
+    /// Session cookie name. Default `__Host-sid` in production (Secure, host-only, Path=/:
+    /// a sibling subdomain cannot plant or overwrite it), `sid` in development.
+    #[arg(long, env = "SESSION_COOKIE_NAME")]
+    pub cookie_name: Option<String>,
+    /// Send the cookie without Max-Age, so the browser forgets it when it closes.
+    #[arg(long, env = "SESSION_BROWSER_SESSION")]
+    pub browser_session: bool,
+    /// Another origin allowed to send unsafe (POST, DELETE) requests, e.g.
+    /// `https://admin.example.com`; repeat the flag or separate with commas.
+    #[arg(
+        long = "trusted-origin",
+        env = "SESSION_TRUSTED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub trusted_origins: Vec<String>,
+    /// Proxy address whose X-Forwarded-For is believed when counting invalid cookies per
+    /// client; repeat or separate with commas.
+    #[arg(long = "trusted-proxy", env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Answer 429 to a client that keeps sending invalid session cookies.
+    #[arg(long, env = "SESSION_THROTTLE_GUESSING")]
+    pub throttle_guessing: bool,
     /// SameSite attribute: lax, strict or none.
     #[arg(long, env = "SESSION_SAME_SITE", default_value = "lax")]
     pub same_site: SameSite,
-    /// Development only: send the cookie without `Secure`, for plain-http hosts that are not
-    /// localhost.
+    /// Development only: send the cookie without `Secure`. Never needed on localhost or
+    /// 127.0.0.1 (browsers keep Secure cookies there), nor behind a TLS-terminating proxy.
     #[arg(long, env = "SESSION_INSECURE_COOKIE")]
     pub insecure_cookie: bool,
     /// Bound on each store call, e.g. `500ms`.
@@ -147,6 +174,18 @@ impl ServeArgs {
     pub fn is_production(&self) -> bool {
         self.production
             || std::env::var("CLOAKROOM_ENV").is_ok_and(|v| v.eq_ignore_ascii_case("production"))
+    }
+
+    /// The cookie name: the flag, else `__Host-sid` in production, `sid` in development.
+    #[must_use]
+    pub fn cookie_name(&self) -> String {
+        self.cookie_name.clone().unwrap_or_else(|| {
+            if self.is_production() && !self.insecure_cookie {
+                "__Host-sid".to_owned()
+            } else {
+                "sid".to_owned()
+            }
+        })
     }
 
     /// The listen address.

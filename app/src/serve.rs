@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use cloakroom::{ConfigError, SessionConfig, SessionLayer};
+use cloakroom::{ConfigError, GuessingPolicy, SessionConfig, SessionLayer};
 use tokio::net::TcpListener;
 
 use crate::backend::{Backend, BackendError};
@@ -72,28 +72,46 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
             "no SESSION_SECRET: using the saved development secret (set SESSION_SECRET in production)"
         ),
     }
-    // Browsers drop `Secure` cookies sent over plain http, so development on a loopback
-    // address goes without it; production always has it unless explicitly switched off.
-    let secure = !(args.insecure_cookie || (!production && args.listen_host().is_loopback()));
+    // Secure always, unless switched off explicitly: browsers keep Secure cookies from
+    // http://localhost and http://127.0.0.1, so development needs no exception.
+    let secure = !args.insecure_cookie;
     if !secure {
+        tracing::warn!("--insecure-cookie: the session cookie is sent without Secure; never do this in production");
+    }
+    if !args.listen_host().is_loopback() {
         tracing::warn!(
-            "session cookie sent without Secure (development on loopback, or --insecure-cookie)"
+            host = %args.listen_host(),
+            "listening on a non-loopback address over plain HTTP: put a TLS-terminating proxy in \
+             front (browsers send the Secure session cookie only over HTTPS or to localhost)"
         );
     }
-    let config = SessionConfig::builder(keys)
-        .with_cookie_name(args.cookie_name.clone())
+    let mut config = SessionConfig::builder(keys)
+        .with_cookie_name(args.cookie_name())
         .with_same_site(args.same_site)
         .with_secure(secure)
+        .with_browser_session(args.browser_session)
         .with_idle_timeout(args.idle_timeout)
+        .with_anonymous_idle_timeout(Some(args.anonymous_idle_timeout))
         .with_absolute_lifetime(args.absolute_lifetime)
         .with_grace(args.grace)
         .with_store_timeout(args.store_timeout)
         .with_failure_policy(args.failure_policy)
-        .build()?;
-    let sessions = SessionLayer::from_arc(backend.sessions.clone(), config);
+        .with_guessing_policy(
+            GuessingPolicy::default()
+                .with_throttle(args.throttle_guessing)
+                .with_trusted_proxies(args.trusted_proxies.iter().copied()),
+        );
+    if let Some(every) = args.renewal {
+        config = config.with_renewal(every);
+    }
+    let sessions = SessionLayer::from_arc(backend.sessions.clone(), config.build()?);
     let router = web::router(AppState {
         sessions: sessions.clone(),
         todos: backend.todos.clone(),
+        security: web::Security {
+            trusted_origins: args.trusted_origins.clone(),
+            hsts: production,
+        },
     });
     Ok(App {
         router,
@@ -119,7 +137,12 @@ pub async fn run(args: ServeArgs) -> Result<(), StartError> {
         production = args.is_production(),
         "cloakroom listening on http://{local}"
     );
-    let served = axum::serve(listener, app.router.clone())
+    // The peer address lets the layer count invalid cookies per client.
+    let service = app
+        .router
+        .clone()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     if let Err(e) = served {

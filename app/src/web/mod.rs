@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod csrf;
+pub mod headers;
 pub mod html;
 pub mod ops;
 pub mod pages;
@@ -15,7 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloakroom::{Session, SessionLayer};
+use cloakroom::{CsrfLayer, Session, SessionLayer};
 
 use crate::todos::{TodoError, TodoStore};
 
@@ -29,11 +30,19 @@ pub struct AppState {
     pub sessions: SessionLayer,
     /// Todo lists.
     pub todos: Arc<dyn TodoStore>,
+    /// Security headers and the CSRF guard's allow list.
+    pub security: Security,
 }
 
-/// The whole app: routes, session layer, body limit and access log.
+pub use headers::Security;
+
+/// The whole app: routes, session layer, CSRF guard, security headers, body limit and
+/// access log.
 pub fn router(state: AppState) -> Router {
     let layer = state.sessions.clone();
+    let csrf = CsrfLayer::new()
+        .with_trusted_origins(state.security.trusted_origins.clone())
+        .with_metrics(layer.metrics());
     Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -58,7 +67,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .layer(middleware::from_fn(access_log))
         .layer(layer)
+        // Outside the session layer: a refused cross-site request costs no store call.
+        .layer(csrf)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            headers::security_headers,
+        ))
         .with_state(state)
 }
 

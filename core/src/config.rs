@@ -98,6 +98,7 @@ pub struct SessionConfig {
     pub(crate) anonymous_idle_timeout: Option<Duration>,
     pub(crate) max_size: usize,
     pub(crate) max_fields: usize,
+    pub(crate) max_pending_creates: usize,
     pub(crate) cache_control: bool,
     pub(crate) guessing: GuessingPolicy,
     pub(crate) max_key_len: usize,
@@ -164,6 +165,7 @@ impl SessionConfig {
                 anonymous_idle_timeout: Some(Duration::from_secs(3600)),
                 max_size: 16 * 1024,
                 max_fields: 64,
+                max_pending_creates: 256,
                 cache_control: true,
                 guessing: GuessingPolicy::default(),
                 max_key_len: 256,
@@ -288,6 +290,11 @@ impl SessionConfigBuilder {
         /// Most fields in one session, flash messages included (default 64).
         with_max_fields, max_fields: usize);
     setter!(
+        /// Most sessions being created at once (default 256). Past it a new session is
+        /// refused at once with `503` ([`crate::StoreError::Overloaded`]), so that a flood of
+        /// anonymous clients cannot queue in front of the users who already have a session.
+        with_max_pending_creates, max_pending_creates: usize);
+    setter!(
         /// Send `Cache-Control: no-store` on every response that used the session (default
         /// on; `Vary: Cookie` is always sent then). Turn it off only if the app sets its own.
         with_cache_control, cache_control: bool);
@@ -352,6 +359,7 @@ impl SessionConfigBuilder {
         if c.renewal.is_some_and(|r| r.is_zero())
             || c.anonymous_idle_timeout.is_some_and(|t| t.is_zero())
             || c.max_fields == 0
+            || c.max_pending_creates == 0
         {
             return Err(ConfigError::Duration(
                 "the renewal interval, anonymous idle timeout and field limit must be positive",

@@ -64,8 +64,13 @@ impl SessionLayer {
             config.breaker_threshold,
             config.breaker_cooldown,
         );
+        let creates = tokio::sync::Semaphore::new(config.max_pending_creates);
         Self {
-            shared: Arc::new(Shared { config, store }),
+            shared: Arc::new(Shared {
+                config,
+                store,
+                creates,
+            }),
             guesses: Arc::default(),
         }
     }

@@ -31,6 +31,8 @@ counters! {
     loads,
     /// Sessions created.
     creates,
+    /// New sessions refused because too many were being created at once (a flood).
+    creates_refused,
     /// Conditional writes applied.
     applies,
     /// Session IDs cycled.

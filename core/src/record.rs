@@ -100,15 +100,15 @@ impl Record {
             } else {
                 changes.set.get(key).or_else(|| self.fields.get(key))
             };
+            let not_an_integer = || crate::StoreError::NotAnInteger(key.clone());
             let current = match base {
                 None => 0,
-                Some(text) => text
-                    .parse::<i64>()
-                    .map_err(|_| crate::StoreError::NotAnInteger(key.clone()))?,
+                Some(text) => counter_value(text).ok_or_else(not_an_integer)?,
             };
             let next = current
                 .checked_add(*by)
-                .ok_or_else(|| crate::StoreError::NotAnInteger(key.clone()))?;
+                .filter(|n| in_counter_range(*n) && in_counter_range(*by))
+                .ok_or_else(not_an_integer)?;
             counters.insert(key.clone(), next);
         }
         if changes.clear {
@@ -161,6 +161,25 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// Counters hold fewer than 15 digits in every store: Redis keeps them as Lua numbers
+/// (doubles), exact only that far, and the stores must agree on what is an integer.
+pub const COUNTER_LIMIT: i64 = 1_000_000_000_000_000;
+
+fn in_counter_range(n: i64) -> bool {
+    -COUNTER_LIMIT < n && n < COUNTER_LIMIT
+}
+
+/// A stored counter: a plain JSON integer (no `+`, no leading zeros, no `-0`) in range.
+fn counter_value(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let plain = text == "0"
+        || (!digits.is_empty()
+            && digits.len() <= 16
+            && !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit()));
+    text.parse().ok().filter(|n| plain && in_counter_range(*n))
 }
 
 /// A change of the session's owner.
@@ -300,6 +319,31 @@ mod tests {
         changes.remove.insert("n".into());
         assert_eq!(record.apply(&changes).unwrap()["n"], 2);
         assert_eq!(record.version, 2);
+    }
+
+    /// The same counter rules as the Redis script (`apply_fn.lua`): plain JSON integers with
+    /// fewer than 16 digits, results and steps under 10^15 in size.
+    #[test]
+    fn counters_have_the_same_range_in_every_store() {
+        for (stored, by, ok) in [
+            ("0", 1, true),
+            ("-5", 2, true),
+            ("999999999999999", 0, true),
+            ("999999999999999", 1, false),
+            ("+5", 1, false),
+            ("007", 1, false),
+            ("-0", 1, false),
+            ("1.5", 1, false),
+            ("1e3", 1, false),
+            ("\"3\"", 1, false),
+            ("5", COUNTER_LIMIT, false),
+        ] {
+            let mut record = Record::new(0, 10, 20);
+            record.fields.insert("n".into(), stored.into());
+            let mut changes = Changes::default();
+            changes.increments.insert("n".into(), by);
+            assert_eq!(record.apply(&changes).is_ok(), ok, "{stored} + {by}");
+        }
     }
 
     #[test]

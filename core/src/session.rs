@@ -39,6 +39,9 @@ const COUNTER_BYTES: usize = 20;
 pub(crate) struct Shared {
     pub(crate) config: SessionConfig,
     pub(crate) store: Guarded,
+    /// Admission for new sessions: a flood of anonymous clients gets `503` at once when these
+    /// run out, instead of queueing in front of the writes of sessions that exist.
+    pub(crate) creates: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -529,6 +532,10 @@ impl Session {
     /// Files `record` under a fresh ID and makes it this request's session.
     async fn create(&self, state: &mut State, record: Record) -> Result<(), SessionError> {
         let store = &self.shared.store;
+        let Ok(_admitted) = self.shared.creates.try_acquire() else {
+            bump(&store.metrics.creates_refused);
+            return Err(StoreError::Overloaded.into());
+        };
         for _ in 0..CREATE_ATTEMPTS {
             let id = fresh_id()?;
             let key = id.key();

@@ -33,6 +33,11 @@ pub enum StoreError {
     /// Stored data could not be decoded. The text names what is damaged, never its content.
     #[error("stored session data is corrupt: {0}")]
     Corrupt(String),
+    /// The store is healthy but has more work queued than it accepts: the call was refused at
+    /// once instead of waiting (a flood of writes must not make every caller time out). Not
+    /// an outage: it does not open the circuit breaker.
+    #[error("the session store is overloaded; try again shortly")]
+    Overloaded,
     /// The write would take the session over one of its [`crate::Limits`]; nothing was written.
     #[error("the session would exceed its {0} limit")]
     LimitExceeded(Limit),

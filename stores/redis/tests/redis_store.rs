@@ -463,6 +463,12 @@ async fn counters_are_exact_or_refused() {
             "{name}: {result:?}"
         );
     }
+    // A result of 15 digits is the last: the other stores refuse the same (COUNTER_LIMIT).
+    let result = store.apply(&k, &by(&[("big", 1)]), now + 3).await;
+    assert!(
+        matches!(&result, Err(StoreError::NotAnInteger(f)) if f == "big"),
+        "{result:?}"
+    );
     for step in [i64::MAX, 1_000_000_000_000_000, -1_000_000_000_000_000] {
         let result = store.apply(&k, &by(&[("new", step)]), now + 3).await;
         assert!(

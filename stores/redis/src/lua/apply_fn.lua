@@ -116,8 +116,10 @@ local function apply_to(key, A, now, prefix)
         end
       end
       if limited and not got[2 + j] and not sets[field] then fresh[#fresh + 1] = field end
+      local result = base + by
+      if result >= 1e15 or result <= -1e15 then return { 'nan', field } end
       reply[#reply + 1] = field
-      reply[#reply + 1] = base + by
+      reply[#reply + 1] = result
     end
   end
   if #fresh > 0 then

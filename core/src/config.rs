@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::binding::Binding;
 use crate::guessing::GuessingPolicy;
 use crate::keyring::KeyRing;
 
@@ -101,6 +102,7 @@ pub struct SessionConfig {
     pub(crate) max_pending_creates: usize,
     pub(crate) cache_control: bool,
     pub(crate) guessing: GuessingPolicy,
+    pub(crate) binding: Binding,
     pub(crate) max_key_len: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) failure_policy: FailurePolicy,
@@ -168,6 +170,7 @@ impl SessionConfig {
                 max_pending_creates: 256,
                 cache_control: true,
                 guessing: GuessingPolicy::default(),
+                binding: Binding::new(),
                 max_key_len: 256,
                 store_timeout: Duration::from_millis(500),
                 failure_policy: FailurePolicy::FailClosed,
@@ -177,6 +180,11 @@ impl SessionConfig {
         }
     }
 
+    /// The signing keys (for tools that must sign or verify a cookie, and tests).
+    #[must_use]
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
     /// The cookie name.
     #[must_use]
     pub fn cookie_name(&self) -> &str {
@@ -305,6 +313,10 @@ impl SessionConfigBuilder {
         /// How invalid cookies are counted per client, logged and optionally throttled
         /// (default: more than 20 a minute is logged, not throttled).
         with_guessing_policy, guessing: GuessingPolicy);
+    setter!(
+        /// Bind sessions to client properties (User-Agent, network) and log or end them when
+        /// those change (default: no binding; see [`Binding`]).
+        with_binding, binding: Binding);
     setter!(
         /// Bound on every store call (default 500 ms).
         with_store_timeout, store_timeout: Duration);

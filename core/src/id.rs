@@ -125,3 +125,33 @@ impl fmt::Debug for SessionKey {
         write!(f, "SessionKey({})", self.fingerprint())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// OWASP 1 and 2: IDs come from the OS CSPRNG, 10^6 of them never collide, and every bit
+    /// of every position is set about half the time (no fixed or predictable part).
+    #[test]
+    fn owasp_01_02_ids_are_unique_uniform_and_have_no_fixed_part() {
+        const N: usize = 1_000_000;
+        let mut seen = HashSet::with_capacity(N);
+        let mut ones = [0u32; ID_LEN * 8];
+        for _ in 0..N {
+            let id = SessionId::random().expect("OS randomness");
+            for (i, byte) in id.as_bytes().iter().enumerate() {
+                for bit in 0..8 {
+                    ones[i * 8 + bit] += u32::from(byte >> bit & 1);
+                }
+            }
+            assert!(seen.insert(*id.as_bytes()), "a collision among {N} IDs");
+        }
+        // Binomial(10^6, 1/2): standard deviation 500; 6 sigma is 3,000.
+        for (bit, count) in ones.iter().enumerate() {
+            let off = (i64::from(*count) - 500_000).abs();
+            assert!(off < 3_000, "bit {bit} set {count} times in {N}");
+        }
+    }
+}

@@ -110,7 +110,7 @@ impl SessionLayer {
     pub fn session_for(&self, headers: &http::HeaderMap) -> Session {
         match self.arrive(headers, None) {
             Arrival::Session(session) => session,
-            Arrival::Throttled => Session::new(self.shared.clone(), None),
+            Arrival::Throttled => Session::new(self.shared.clone(), None, None),
         }
     }
 
@@ -139,7 +139,10 @@ impl SessionLayer {
                 return Arrival::Throttled;
             }
         }
-        Arrival::Session(Session::new(self.shared.clone(), chosen))
+        let bound = config
+            .binding
+            .fingerprint(headers, config.guessing.client(peer, headers));
+        Arrival::Session(Session::new(self.shared.clone(), chosen, bound))
     }
 
     /// Counts an invalid cookie against its client; true if the client is to be throttled.

@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod binding;
 mod config;
 mod cookie;
 mod csrf;
@@ -58,6 +59,7 @@ mod store;
 #[cfg(feature = "test-suite")]
 pub mod testing;
 
+pub use binding::Binding;
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
 pub use csrf::{CsrfLayer, CsrfService};
 pub use error::SessionError;

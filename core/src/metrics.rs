@@ -49,6 +49,8 @@ counters! {
     guessing_throttled,
     /// Unsafe cross-site requests refused by the CSRF guard.
     csrf_rejections,
+    /// Requests whose client properties differed from those the session is bound to.
+    binding_mismatches,
     /// Writes refused because the session had ended (a would-be resurrection).
     writes_to_ended_sessions,
     /// Store calls that failed.

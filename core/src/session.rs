@@ -27,6 +27,8 @@ pub(crate) const RESERVED_PREFIX: &str = "__";
 const FLASH_PREFIX: &str = "__flash.";
 /// The synchronizer token of HTML forms.
 const CSRF_FIELD: &str = "__csrf";
+/// The hash of the client properties the session is bound to (see [`crate::Binding`]).
+const BINDING_FIELD: &str = "__bind";
 /// When the current ID was issued, kept only when periodic renewal is on.
 const ISSUED_FIELD: &str = "__issued";
 /// Attempts at drawing an unused ID before giving up (a collision is astronomically unlikely;
@@ -178,6 +180,8 @@ struct State {
     /// The store failed under [`FailurePolicy::Anonymous`]: reads see no session, writes fail.
     degraded: bool,
     touched: bool,
+    /// This request's client fingerprint, when sessions are bound to their client.
+    bound: Option<String>,
 }
 
 impl State {
@@ -262,7 +266,11 @@ fn check_key(shared: &Shared, key: &str) -> Result<(), SessionError> {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, cookie: Option<(SessionId, bool)>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        cookie: Option<(SessionId, bool)>,
+        bound: Option<String>,
+    ) -> Self {
         let (id, key, existence, access) = match cookie {
             Some((id, stale_signature)) => {
                 let key = id.key();
@@ -289,6 +297,7 @@ impl Session {
                 destroyed: None,
                 degraded: false,
                 touched: false,
+                bound,
             })),
         }
     }
@@ -337,6 +346,7 @@ impl Session {
                 state.key = Some(loaded.key);
                 state.record = Some(loaded.record);
                 state.existence = Existence::Loaded;
+                self.check_binding(state, loaded.key);
             }
             Ok(None) => {
                 tracing::info!(session = %key.fingerprint(), "session expired or unknown: cookie cleared");
@@ -352,6 +362,45 @@ impl Session {
             Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+
+    /// Compares the client with the one the session is bound to: a change is logged and
+    /// counted, and ends the session when the binding says so.
+    fn check_binding(&self, state: &mut State, key: SessionKey) {
+        let Some(current) = state.bound.clone() else {
+            return;
+        };
+        let stored = state
+            .record
+            .as_ref()
+            .and_then(|r| r.fields.get(BINDING_FIELD))
+            .and_then(|t| serde_json::from_str::<String>(t).ok());
+        match stored {
+            Some(stored) if stored == current => {}
+            Some(_) => {
+                bump(&self.shared.store.metrics.binding_mismatches);
+                let binding = self.shared.config.binding;
+                tracing::warn!(
+                    session = %key.fingerprint(),
+                    terminated = binding.terminates(),
+                    "session used from a different client than it is bound to"
+                );
+                if binding.terminates() && state.access != Access::Alias {
+                    state.destroyed = Some(key);
+                    state.forget();
+                    state.lifecycle = Lifecycle::Purged;
+                }
+            }
+            // Bound after it was created (binding turned on since): bind it now.
+            None if state.access != Access::Alias => {
+                let text = serde_json::Value::String(current).to_string();
+                if let Some(record) = state.record.as_mut() {
+                    record.fields.insert(BINDING_FIELD.to_owned(), text.clone());
+                }
+                state.pending.set.insert(BINDING_FIELD.to_owned(), text);
+            }
+            None => {}
+        }
     }
 
     fn renewal_due(&self, record: &Record, now: Millis) -> bool {
@@ -530,7 +579,13 @@ impl Session {
     }
 
     /// Files `record` under a fresh ID and makes it this request's session.
-    async fn create(&self, state: &mut State, record: Record) -> Result<(), SessionError> {
+    async fn create(&self, state: &mut State, mut record: Record) -> Result<(), SessionError> {
+        if let Some(bound) = &state.bound {
+            record.fields.insert(
+                BINDING_FIELD.to_owned(),
+                serde_json::Value::String(bound.clone()).to_string(),
+            );
+        }
         let store = &self.shared.store;
         let Ok(_admitted) = self.shared.creates.try_acquire() else {
             bump(&store.metrics.creates_refused);

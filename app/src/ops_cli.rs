@@ -128,10 +128,11 @@ pub async fn revoke(
                 .await?;
             format!("revoked {n} session(s) of {user:?}\n")
         }
-        (None, Some(key)) => {
-            backend.sessions.destroy(&key).await?;
-            format!("revoked session {key}\n")
-        }
+        (None, Some(key)) => match backend.sessions.destroy(&key).await? {
+            cloakroom::Destroyed::Session => format!("revoked session {key}\n"),
+            cloakroom::Destroyed::Alias => format!("{key} was an old ID of a session; it no longer works, the session itself was not revoked\n"),
+            cloakroom::Destroyed::Nothing => format!("no session {key} (already ended)\n"),
+        },
         (None, None) => String::from("nothing to revoke\n"),
     };
     backend.close();

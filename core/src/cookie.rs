@@ -137,4 +137,46 @@ mod tests {
             (MAX_CANDIDATES, 10 - MAX_CANDIDATES)
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::{KeyRing, SessionId, Verified};
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any bytes in any number of Cookie headers: no panic, and every candidate is
+            /// bounded in size and count.
+            #[test]
+            fn the_parser_takes_any_bytes(raw in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..4)) {
+                let mut map = HeaderMap::new();
+                for bytes in &raw {
+                    if let Ok(value) = HeaderValue::from_bytes(bytes) {
+                        map.append(header::COOKIE, value);
+                    }
+                }
+                let found = find(&map, "sid");
+                prop_assert!(found.values.len() <= MAX_CANDIDATES);
+                prop_assert!(found.values.iter().all(|v| v.len() <= COOKIE_VALUE_LEN * 2));
+            }
+
+            /// No string the attacker makes verifies, and no change to a real cookie does.
+            #[test]
+            fn no_forgery_verifies(text in "[A-Za-z0-9_=-]{0,120}", at in 0usize..64, with in "[A-Za-z0-9_-]") {
+                let ring = KeyRing::from_comma_separated("prop-secret-prop-secret-prop-secret-01").unwrap();
+                prop_assert!(ring.verify(&text).is_none());
+                let good = ring.sign(&SessionId::random().unwrap());
+                prop_assert!(matches!(ring.verify(&good), Some(Verified::Current(_))));
+                let mut forged = good.clone().into_bytes();
+                let at = at % forged.len();
+                forged[at] = with.as_bytes()[0];
+                let forged = String::from_utf8(forged).unwrap();
+                if forged != good {
+                    prop_assert!(ring.verify(&forged).is_none(), "{forged} verified");
+                }
+            }
+        }
+    }
 }

@@ -70,8 +70,8 @@ pub use layer::{SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use metrics::SessionMetrics;
 pub use record::{
-    now_millis, Applied, Changes, Limits, Loaded, Millis, Record, Refresh, UserChange, UserSession,
-    COUNTER_LIMIT,
+    now_millis, Applied, Changes, Destroyed, Limits, Loaded, Millis, Record, Refresh, UserChange,
+    UserSession, COUNTER_LIMIT,
 };
 pub use session::{Session, SessionInfo};
 pub use store::{Limit, SessionStore, StoreError, StoreStats};

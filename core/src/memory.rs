@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::id::SessionKey;
-use crate::record::{Applied, Changes, Loaded, Millis, Record, Refresh, UserSession};
+use crate::record::{Applied, Changes, Destroyed, Loaded, Millis, Record, Refresh, UserSession};
 use crate::store::{SessionStore, StoreError, StoreStats};
 
 #[derive(Default)]
@@ -221,14 +221,16 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError> {
+    async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
         let mut state = self.state();
-        if let Some((target, _)) = state.aliases.remove(key) {
-            state.remove(&target);
+        if state.aliases.remove(key).is_some() {
+            return Ok(Destroyed::Alias);
         }
-        state.remove(key);
         state.aliases.retain(|_, (target, _)| target != key);
-        Ok(())
+        Ok(match state.remove(key) {
+            Some(_) => Destroyed::Session,
+            None => Destroyed::Nothing,
+        })
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
@@ -266,7 +268,7 @@ impl SessionStore for MemoryStore {
             .filter(|k| Some(k) != keep)
             .collect();
         for key in &keys {
-            self.destroy(key).await?;
+            let _ = self.destroy(key).await?;
         }
         Ok(keys.len() as u64)
     }

@@ -296,6 +296,18 @@ pub enum Applied {
     Aliased,
 }
 
+/// What [`crate::SessionStore::destroy`] found under the key it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destroyed {
+    /// A session: it is gone now, with every alias that reached it.
+    Session,
+    /// A renewal's alias: the alias is gone, the session it reached is untouched (an old ID
+    /// may not end the session it once named).
+    Alias,
+    /// Nothing (already gone, expired, never there).
+    Nothing,
+}
+
 /// One session of a user, as listed by the per-user index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSession {

@@ -18,7 +18,9 @@ use crate::config::{FailurePolicy, SessionConfig};
 use crate::guard::Guarded;
 use crate::id::{SessionId, SessionKey};
 use crate::metrics::bump;
-use crate::record::{now_millis, Applied, Changes, Limits, Millis, Record, Refresh, UserChange};
+use crate::record::{
+    now_millis, Applied, Changes, Destroyed, Limits, Millis, Record, Refresh, UserChange,
+};
 use crate::store::StoreError;
 use crate::SessionError;
 
@@ -881,11 +883,23 @@ impl Session {
     pub(crate) async fn commit(&self) -> Result<Committed, SessionError> {
         let mut state = self.state.lock().await;
         let store = &self.shared.store;
-        if let Some(key) = state.destroyed {
+        if let Some(key) = state.destroyed.take() {
             bump(&store.metrics.destroys);
-            store.call(store.store.destroy(&key)).await?;
-            state.destroyed = None;
-            tracing::info!(session = %key.fingerprint(), "session destroyed (logout)");
+            match store.call(store.store.destroy(&key)).await {
+                Ok(Destroyed::Alias) => {
+                    // Only the old ID died; the session it named lives on, so this logout did
+                    // not happen: say so, and the client retries with its current cookie.
+                    tracing::info!(session = %key.fingerprint(), "logout through a replaced ID refused");
+                    return Err(SessionError::Superseded);
+                }
+                Ok(_) => {
+                    tracing::info!(session = %key.fingerprint(), "session destroyed (logout)");
+                }
+                Err(e) => {
+                    state.destroyed = Some(key);
+                    return Err(e.into());
+                }
+            }
         }
         let mut changes = std::mem::take(&mut state.pending);
         if !state.degraded {

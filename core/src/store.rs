@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::id::SessionKey;
-use crate::record::{Applied, Changes, Loaded, Millis, Record, Refresh, UserSession};
+use crate::record::{Applied, Changes, Destroyed, Loaded, Millis, Record, Refresh, UserSession};
 
 /// Why a store operation failed. Never a string: callers match on it.
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +129,10 @@ pub trait SessionStore: Send + Sync + 'static {
         grace_until: Millis,
     ) -> Result<Applied, StoreError>;
 
-    /// Deletes a session (and the alias it may be reached through). Idempotent.
-    async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError>;
+    /// Deletes the session filed under `key` and every alias that reaches it. Given an alias,
+    /// deletes only the alias ([`Destroyed::Alias`]): an old ID cannot end the session.
+    /// Idempotent.
+    async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError>;
 
     /// The live sessions of a user.
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError>;
@@ -184,7 +186,7 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     ) -> Result<Applied, StoreError> {
         (**self).cycle(old, new, changes, now, grace_until).await
     }
-    async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError> {
+    async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
         (**self).destroy(key).await
     }
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {

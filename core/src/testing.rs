@@ -57,7 +57,7 @@ macro_rules! store_suite {
             per_user_list_and_revoke,
             size_limit_writes_nothing,
             id_collision_on_create,
-            destroy_is_idempotent_and_follows_aliases,
+            destroy_is_idempotent_and_an_alias_ends_only_itself,
             round_trip_budget,
             flashes_are_shown_once,
             stats_count_live_sessions,
@@ -1018,8 +1018,10 @@ pub async fn id_collision_on_create(store: DynStore) {
     );
 }
 
-/// Destroying twice is fine; destroying through a cycle's alias ends the session itself.
-pub async fn destroy_is_idempotent_and_follows_aliases(store: DynStore) {
+/// Destroying twice is fine; destroying a renewal's alias ends only the alias, never the
+/// session (an old ID may not log its session out); destroying the session ends its alias.
+pub async fn destroy_is_idempotent_and_an_alias_ends_only_itself(store: DynStore) {
+    use crate::Destroyed;
     let (old, new) = (key(), key());
     store
         .create(&old, &record(T0, 10_000, 50_000))
@@ -1029,10 +1031,29 @@ pub async fn destroy_is_idempotent_and_follows_aliases(store: DynStore) {
         .cycle(&old, &new, &Changes::default(), T0 + 1, T0 + 5000)
         .await
         .unwrap();
-    store.destroy(&old).await.unwrap();
-    assert!(load(&store, &new, T0 + 2).await.is_none());
-    store.destroy(&old).await.unwrap();
-    store.destroy(&key()).await.unwrap();
+    assert_eq!(store.destroy(&old).await.unwrap(), Destroyed::Alias);
+    assert!(
+        load(&store, &new, T0 + 2).await.is_some(),
+        "the session lives on"
+    );
+    assert!(
+        load(&store, &old, T0 + 2).await.is_none(),
+        "the old ID is dead"
+    );
+    assert_eq!(store.destroy(&old).await.unwrap(), Destroyed::Nothing);
+    // A session takes its alias with it.
+    let newer = key();
+    store
+        .cycle(&new, &newer, &Changes::default(), T0 + 3, T0 + 5000)
+        .await
+        .unwrap();
+    assert_eq!(store.destroy(&newer).await.unwrap(), Destroyed::Session);
+    assert!(
+        load(&store, &new, T0 + 4).await.is_none(),
+        "its alias went with it"
+    );
+    assert_eq!(store.destroy(&newer).await.unwrap(), Destroyed::Nothing);
+    assert_eq!(store.destroy(&key()).await.unwrap(), Destroyed::Nothing);
 }
 
 /// A store wrapper: `before` runs ahead of every call (to count it, fail it, or stall it),
@@ -1075,7 +1096,7 @@ impl<H: Hook> SessionStore for H {
         self.before("cycle").await?;
         self.inner().cycle(o, n, c, now, g).await
     }
-    async fn destroy(&self, k: &SessionKey) -> Result<(), StoreError> {
+    async fn destroy(&self, k: &SessionKey) -> Result<crate::Destroyed, StoreError> {
         self.before("destroy").await?;
         self.inner().destroy(k).await
     }

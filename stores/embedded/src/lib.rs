@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom::{
-    now_millis, Applied, Changes, Loaded, Millis, Record, Refresh, SessionKey, SessionStore,
-    StoreError, StoreStats, UserSession,
+    now_millis, Applied, Changes, Destroyed, Loaded, Millis, Record, Refresh, SessionKey,
+    SessionStore, StoreError, StoreStats, UserSession,
 };
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
@@ -269,7 +269,7 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
-    async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError> {
+    async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
         let k = *key;
         self.write(move |txn| Tables::open(txn)?.destroy(&k)).await
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use cloakroom::{Applied, Changes, Millis, Record, SessionKey, StoreError, UserSession};
+use cloakroom::{Applied, Changes, Destroyed, Millis, Record, SessionKey, StoreError, UserSession};
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     WriteTransaction,
@@ -343,22 +343,25 @@ impl<'t> Tables<'t> {
         })
     }
 
-    pub(crate) fn destroy(&mut self, key: &SessionKey) -> Result<(), StoreError> {
-        let alias = self
+    pub(crate) fn destroy(&mut self, key: &SessionKey) -> Result<Destroyed, StoreError> {
+        let was_alias = self
             .aliases
             .remove(key.as_bytes().as_slice())
             .map_err(backend)?
-            .map(|v| parse_alias(v.value()))
-            .transpose()?;
-        if let Some((target, _)) = alias {
-            self.delete(&target)?;
+            .is_some();
+        if was_alias {
+            return Ok(Destroyed::Alias);
         }
-        self.delete(key)?;
+        let deleted = self.delete(key)?;
         let wanted = *key.as_bytes();
         self.aliases
             .retain(|_, v| v.get(..KEY_LEN) != Some(wanted.as_slice()))
             .map_err(backend)?;
-        Ok(())
+        Ok(if deleted {
+            Destroyed::Session
+        } else {
+            Destroyed::Nothing
+        })
     }
 
     pub(crate) fn destroy_user(
@@ -374,7 +377,7 @@ impl<'t> Tables<'t> {
             }
             let alive = resolve_in(&self.sessions, &self.aliases, &key, now)?
                 .is_some_and(|(t, _)| t == key);
-            self.destroy(&key)?;
+            let _ = self.destroy(&key)?;
             n += u64::from(alive);
         }
         Ok(n)

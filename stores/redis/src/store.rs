@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom::{
-    now_millis, Applied, Changes, Limit, Loaded, Millis, Record, Refresh, SessionKey, SessionStore,
-    StoreError, StoreStats, UserChange, UserSession,
+    now_millis, Applied, Changes, Destroyed, Limit, Loaded, Millis, Record, Refresh, SessionKey,
+    SessionStore, StoreError, StoreStats, UserChange, UserSession,
 };
 use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
@@ -255,7 +255,7 @@ fn written(reply: Reply, key: SessionKey) -> Result<Applied, StoreError> {
     match reply {
         Reply::Gone => Ok(Applied::Gone),
         // Old IDs are read-only: a write through one is refused, never followed.
-        Reply::Alias(_) => Ok(Applied::Aliased),
+        Reply::Alias => Ok(Applied::Aliased),
         Reply::Tagged(tag, rest) if tag == "ok" => Ok(Applied::Done {
             counters: counters(rest)?,
             key,
@@ -313,7 +313,7 @@ impl SessionStore for RedisStore {
                 };
                 match self.load_once(&target, now, Some(window)).await? {
                     Reply::Tagged(tag, rest) => loaded(target, &tag, rest).map(Some),
-                    Reply::Gone | Reply::Alias(_) => Ok(None),
+                    Reply::Gone | Reply::Alias => Ok(None),
                 }
             }
             _ => Ok(Some(Loaded {
@@ -391,18 +391,18 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn destroy(&self, key: &SessionKey) -> Result<(), StoreError> {
+    async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
         // The user index is not touched: listing drops entries whose session is gone, which
         // keeps logout at one round trip.
         let prefix = [self.keys.prefix().to_owned()];
         let reply = self
             .one(self.session_script(Lua::Destroy, key, &prefix))
             .await?;
-        if let Reply::Alias(target) = Reply::decode(reply)? {
-            self.one(self.session_script(Lua::Destroy, &target, &prefix))
-                .await?;
-        }
-        Ok(())
+        Ok(match Reply::decode(reply)? {
+            Reply::Alias => Destroyed::Alias,
+            Reply::Gone => Destroyed::Nothing,
+            Reply::Tagged(..) => Destroyed::Session,
+        })
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {

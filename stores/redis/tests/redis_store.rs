@@ -517,3 +517,46 @@ async fn packed_metadata_round_trips_through_the_scripts() {
         assert_eq!(back.fields["n"], "1");
     }
 }
+
+/// The packed metadata is parsed twice, by the client (`codec.rs`, on every read) and by the
+/// scripts (`meta` in `prelude.lua`, on every write). Random and damaged texts, written into a
+/// real Redis, must be accepted or refused by both alike: the test that holds the two together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_and_the_scripts_read_metadata_alike() {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRunner};
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let number = prop_oneof!["[0-9]{1,15}", "[0-9]{16,22}", "", "0[0-9]{3}", "-[0-9]{2}"];
+    let text = (
+        number.clone(),
+        number.clone(),
+        number.clone(),
+        number,
+        prop_oneof![Just(String::new()), "\\|[a-z|]{0,8}", "[a-z]{1,3}"],
+        prop_oneof![Just("|"), Just("||"), Just(":")],
+    )
+        .prop_map(|(c, i, a, v, rest, sep)| format!("{c}{sep}{i}|{a}|{v}{rest}"));
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let now = now_millis();
+    for _ in 0..128 {
+        let meta = text.new_tree(&mut runner).unwrap().current();
+        let k = key();
+        server
+            .command(&["HSET", &store.key_name(&k), "__m", &meta, "x", "1"])
+            .await;
+        let client = store.load(&k, now, None).await;
+        let script = store.apply(&k, &Changes::default(), now).await;
+        let client_refuses = matches!(client, Err(StoreError::Corrupt(_)));
+        let script_refuses = matches!(script, Err(StoreError::Corrupt(_)));
+        assert_eq!(
+            client_refuses, script_refuses,
+            "{meta:?}: client {client:?}, script {script:?}"
+        );
+    }
+}

@@ -1,7 +1,11 @@
--- Delete a session or an alias; an alias names its target so the caller deletes that too.
--- A session that a renewal's alias still reaches takes the alias with it (a revoked session
--- leaves no old ID behind). ARGV: key prefix.
+-- Delete a session and the alias a renewal left to it; given an alias, delete only the alias
+-- (an old ID may not end the session it once named). ARGV: key prefix.
+-- Reply: { 'ok' } for a session, { 'alias', target } for an alias, false for nothing.
 local got = redis.call('HMGET', KEYS[1], '__to', '__m', '__from')
+if not got[1] and not got[2] then
+  redis.call('DEL', KEYS[1])
+  return false
+end
 redis.call('DEL', KEYS[1])
 if got[1] then return { 'alias', got[1] } end
 if got[3] then

@@ -44,7 +44,9 @@ end
 local function meta(text)
   if not text then return nil end
   local c, i, a, v, rest = string.match(text, '^(%d+)|(%d+)|(%d+)|(%d+)(.*)$')
-  if not c then return nil end
+  -- 1 to 15 digits each, as the client's parser (codec.rs) accepts: beyond that a double
+  -- is no longer exact.
+  if not c or #c > 15 or #i > 15 or #a > 15 or #v > 15 then return nil end
   local m = { c = c, i = i, a = a, idle = tonumber(i), abs = tonumber(a), version = tonumber(v) }
   if rest ~= '' then
     if string.sub(rest, 1, 1) ~= '|' then return nil end

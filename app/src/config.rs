@@ -150,6 +150,13 @@ pub struct ServeArgs {
     /// client; repeat or separate with commas.
     #[arg(long = "trusted-proxy", env = "TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Bind sessions to their client: `user-agent`, `network` (IPv4 /24, IPv6 /48), and
+    /// `terminate` to end a session used from elsewhere (otherwise it is only logged).
+    #[arg(long, env = "SESSION_BINDING", value_delimiter = ',', value_parser = ["user-agent", "network", "terminate"])]
+    pub binding: Vec<String>,
+    /// Most sessions one user may have at once; a login past it ends the oldest.
+    #[arg(long, env = "SESSION_MAX_PER_USER")]
+    pub max_sessions_per_user: Option<usize>,
     /// Answer 429 to a client that keeps sending invalid session cookies.
     #[arg(long, env = "SESSION_THROTTLE_GUESSING")]
     pub throttle_guessing: bool,

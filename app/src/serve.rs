@@ -1,13 +1,15 @@
 //! `cloakroom serve`: configuration → backend → session layer → router → listener.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use cloakroom::{ConfigError, GuessingPolicy, SessionConfig, SessionLayer};
+use cloakroom::{Binding, ConfigError, GuessingPolicy, SessionConfig, SessionLayer};
 use tokio::net::TcpListener;
 
 use crate::backend::{Backend, BackendError};
 use crate::config::{ServeArgs, StoreSpec, StoreSpecError};
 use crate::secret::{self, SecretError, SecretSource};
+use crate::todos::GuardedTodos;
 use crate::web::{self, AppState};
 
 /// Why the app could not start.
@@ -104,10 +106,20 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
     if let Some(every) = args.renewal {
         config = config.with_renewal(every);
     }
+    if let Some(limit) = args.max_sessions_per_user {
+        config = config.with_max_sessions_per_user(limit);
+    }
+    let bound = |what: &str| args.binding.iter().any(|b| b == what);
+    config = config.with_binding(
+        Binding::new()
+            .with_user_agent(bound("user-agent"))
+            .with_network(bound("network"))
+            .with_terminate(bound("terminate")),
+    );
     let sessions = SessionLayer::from_arc(backend.sessions.clone(), config.build()?);
     let router = web::router(AppState {
         sessions: sessions.clone(),
-        todos: backend.todos.clone(),
+        todos: Arc::new(GuardedTodos::new(backend.todos.clone(), sessions.clone())),
         security: web::Security {
             trusted_origins: args.trusted_origins.clone(),
             hsts: production,

@@ -82,6 +82,54 @@ pub trait TodoStore: Send + Sync + 'static {
     async fn delete(&self, user: &str, id: u64) -> Result<bool, TodoError>;
 }
 
+/// A todo store behind the session layer's timeout and circuit breaker: todo lists live in
+/// the same backend as the sessions, so they fail (fast) together.
+pub struct GuardedTodos {
+    inner: std::sync::Arc<dyn TodoStore>,
+    layer: cloakroom::SessionLayer,
+}
+
+impl GuardedTodos {
+    /// Guards `inner` with `layer`'s timeout and breaker.
+    #[must_use]
+    pub fn new(inner: std::sync::Arc<dyn TodoStore>, layer: cloakroom::SessionLayer) -> Self {
+        Self { inner, layer }
+    }
+
+    async fn run<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, TodoError>>,
+    ) -> Result<T, TodoError> {
+        // Only backend failures go through the breaker; a full list is the user's answer.
+        let outcome = self
+            .layer
+            .guard(async {
+                match call.await {
+                    Err(TodoError::Store(e)) => Err(e),
+                    other => Ok(other),
+                }
+            })
+            .await;
+        outcome?
+    }
+}
+
+#[async_trait]
+impl TodoStore for GuardedTodos {
+    async fn list(&self, user: &str) -> Result<Vec<Todo>, TodoError> {
+        self.run(self.inner.list(user)).await
+    }
+    async fn add(&self, user: &str, title: &str) -> Result<Todo, TodoError> {
+        self.run(self.inner.add(user, title)).await
+    }
+    async fn complete(&self, user: &str, id: u64) -> Result<bool, TodoError> {
+        self.run(self.inner.complete(user, id)).await
+    }
+    async fn delete(&self, user: &str, id: u64) -> Result<bool, TodoError> {
+        self.run(self.inner.delete(user, id)).await
+    }
+}
+
 /// Per user: the last id used and the todos by id.
 type Lists = HashMap<String, (u64, BTreeMap<u64, Todo>)>;
 
@@ -325,5 +373,48 @@ mod tests {
         assert_eq!(validate_title(&"x".repeat(201)), Err(TitleError::TooLong));
         assert_eq!(validate_title("a\u{0}b"), Err(TitleError::Control));
         assert!(validate_title(&"é".repeat(200)).is_ok());
+    }
+
+    /// A todo backend that never answers.
+    struct Hanging;
+
+    #[async_trait]
+    impl TodoStore for Hanging {
+        async fn list(&self, _: &str) -> Result<Vec<Todo>, TodoError> {
+            std::future::pending().await
+        }
+        async fn add(&self, _: &str, _: &str) -> Result<Todo, TodoError> {
+            std::future::pending().await
+        }
+        async fn complete(&self, _: &str, _: u64) -> Result<bool, TodoError> {
+            std::future::pending().await
+        }
+        async fn delete(&self, _: &str, _: u64) -> Result<bool, TodoError> {
+            std::future::pending().await
+        }
+    }
+
+    /// Todo calls go through the sessions' timeout and breaker: a hanging backend answers
+    /// Timeout within the store timeout, then CircuitOpen at once.
+    #[tokio::test]
+    async fn todo_calls_share_the_session_timeout_and_breaker() {
+        let config = cloakroom::testing::test_config()
+            .with_store_timeout(std::time::Duration::from_millis(30))
+            .with_breaker_threshold(2)
+            .build()
+            .unwrap();
+        let layer = cloakroom::SessionLayer::new(cloakroom::MemoryStore::default(), config);
+        let todos = GuardedTodos::new(std::sync::Arc::new(Hanging), layer);
+        for _ in 0..2 {
+            assert!(matches!(
+                todos.list("alice").await,
+                Err(TodoError::Store(StoreError::Timeout(_)))
+            ));
+        }
+        // CircuitOpen: refused without calling the backend, so without waiting for it.
+        assert!(matches!(
+            todos.add("alice", "x").await,
+            Err(TodoError::Store(StoreError::CircuitOpen))
+        ));
     }
 }

@@ -437,3 +437,76 @@ async fn redis_down_with_clients_hanging_up_recovers() {
         "serves again once Redis is back, without a restart"
     );
 }
+
+/// OWASP 23: responses that used the session are `no-store` and `Vary: Cookie`; logout also
+/// sends `Clear-Site-Data`. HTML pages carry CSP (`frame-ancestors 'none'`), nosniff and a
+/// Referrer-Policy; production adds HSTS.
+#[tokio::test]
+async fn owasp_23_pages_are_not_cached_framed_or_sniffed() {
+    let (mut b, _) = logged_in("alice").await;
+    let home = b.send("GET", "/", None).await;
+    assert_eq!(home.headers["cache-control"], "no-store");
+    assert_eq!(home.headers["vary"], "Cookie");
+    let csp = home.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(home.headers["x-content-type-options"], "nosniff");
+    assert!(home.headers.contains_key("referrer-policy"));
+    assert!(!home.headers.contains_key("strict-transport-security"));
+    let logout = b.send("POST", "/api/logout", None).await;
+    assert!(logout.headers["clear-site-data"]
+        .to_str()
+        .unwrap()
+        .contains("\"cookies\""));
+    let production = app_with(&["--production"]).await;
+    let reply = Browser::new(production.router)
+        .send_raw("GET", "/login", None, None)
+        .await;
+    assert!(reply.headers["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .starts_with("max-age="));
+    assert!(
+        reply.set_cookies[0].starts_with("__Host-sid="),
+        "production names the cookie __Host-sid: {:?}",
+        reply.set_cookies
+    );
+}
+
+/// OWASP 28: nothing over HTTP enumerates sessions: a user sees only their own, an anonymous
+/// client none, and the metrics hold counts, never keys.
+#[tokio::test]
+async fn owasp_28_sessions_are_not_enumerable_over_http() {
+    let app = app_with(&[]).await;
+    let mut alice = Browser::new(app.router.clone());
+    alice
+        .send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    let mut bob = Browser::new(app.router.clone());
+    bob.send("POST", "/api/login", Some(json!({"username": "bob"})))
+        .await;
+    let mine = json(&alice.send("GET", "/api/sessions", None).await);
+    assert_eq!(mine["sessions"].as_array().unwrap().len(), 1);
+    let anonymous = Browser::new(app.router.clone());
+    assert_eq!(
+        anonymous
+            .send_raw("GET", "/api/sessions", None, None)
+            .await
+            .status,
+        401
+    );
+    for path in [
+        "/admin",
+        "/api/sessions/all",
+        "/api/users",
+        "/debug/sessions",
+    ] {
+        assert_eq!(
+            anonymous.send_raw("GET", path, None, None).await.status,
+            404,
+            "{path}"
+        );
+    }
+    let metrics = anonymous.send_raw("GET", "/metrics", None, None).await;
+    let key = mine["sessions"][0]["id"].as_str().unwrap();
+    assert!(!metrics.body.contains(key));
+}

@@ -148,3 +148,42 @@ async fn bad_configuration_is_a_clear_error() {
     .await;
     assert!(err.contains("Move it aside"), "{err}");
 }
+
+/// Starts the binary with `args` and a store in a fresh folder, waits until it answers,
+/// stops it, and returns what it logged.
+async fn start_up_log(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = temp_dir("start-up").display().to_string();
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+    cmd.args(["serve", "--port", &port_text, "--store", &dir])
+        .args(args)
+        .env("SESSION_SECRET", common::SECRET)
+        .env_remove("CLOAKROOM_ENV")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    cloakroom_testkit::http::wait_healthy(port, Duration::from_secs(15))
+        .await
+        .unwrap();
+    stop(&mut child).await;
+    let out = child.wait_with_output().await.unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// OWASP 7 and 13: the cookie is Secure unless `--insecure-cookie` is given, which is
+/// warned about; a plain-HTTP listener on a non-loopback address is warned about too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owasp_07_13_insecure_set_ups_are_said_out_loud() {
+    let quiet = start_up_log(&[], &[]).await;
+    assert!(!quiet.contains("without Secure"), "{quiet}");
+    assert!(!quiet.contains("plain HTTP"), "{quiet}");
+    let insecure = start_up_log(&["--insecure-cookie"], &[]).await;
+    assert!(insecure.contains("without Secure"), "{insecure}");
+    let exposed = start_up_log(&["--host", "0.0.0.0"], &[]).await;
+    assert!(exposed.contains("plain HTTP"), "{exposed}");
+}

@@ -100,6 +100,7 @@ pub struct SessionConfig {
     pub(crate) max_size: usize,
     pub(crate) max_fields: usize,
     pub(crate) max_pending_creates: usize,
+    pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) cache_control: bool,
     pub(crate) guessing: GuessingPolicy,
     pub(crate) binding: Binding,
@@ -168,6 +169,7 @@ impl SessionConfig {
                 max_size: 16 * 1024,
                 max_fields: 64,
                 max_pending_creates: 256,
+                max_sessions_per_user: None,
                 cache_control: true,
                 guessing: GuessingPolicy::default(),
                 binding: Binding::new(),
@@ -302,6 +304,13 @@ impl SessionConfigBuilder {
         /// refused at once with `503` ([`crate::StoreError::Overloaded`]), so that a flood of
         /// anonymous clients cannot queue in front of the users who already have a session.
         with_max_pending_creates, max_pending_creates: usize);
+    /// Most sessions one user may have at once (default: no limit). At each login past it,
+    /// the user's oldest other sessions end.
+    #[must_use]
+    pub fn with_max_sessions_per_user(mut self, limit: usize) -> Self {
+        self.config.max_sessions_per_user = Some(limit.max(1));
+        self
+    }
     setter!(
         /// Send `Cache-Control: no-store` on every response that used the session (default
         /// on; `Vary: Cookie` is always sent then). Turn it off only if the app sets its own.

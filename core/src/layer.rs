@@ -93,6 +93,19 @@ impl SessionLayer {
         self.shared.store.store.clone()
     }
 
+    /// Runs `call` (a call to data the app keeps beside its sessions, in the same backend)
+    /// under the session store's timeout and circuit breaker: when the backend is down, the
+    /// app's own data fails as fast as its sessions do, and its failures count alike.
+    ///
+    /// # Errors
+    /// The call's error, [`StoreError::Timeout`], or [`StoreError::CircuitOpen`].
+    pub async fn guard<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.shared.store.call(call).await
+    }
+
     /// Asks the store whether it answers, through the timeout and breaker (for `/readyz`).
     ///
     /// # Errors

@@ -914,12 +914,17 @@ impl Session {
                     }
                 }
                 (Existence::Absent, _, _) | (_, None, _) => {}
-                (_, Some(old), Some(kind)) => self.cycle(&mut state, old, kind, changes).await?,
+                (_, Some(old), Some(kind)) => {
+                    self.cycle(&mut state, old, kind, changes.clone()).await?;
+                }
                 (_, Some(key), None) if !changes.is_empty() => {
                     self.apply(&mut state, key, &changes).await?;
                 }
                 _ => {}
             }
+        }
+        if let (Some(UserChange::Set(user)), Some(key)) = (&changes.user, state.key) {
+            self.limit_user_sessions(user, key).await;
         }
         let cookie = state.cookie();
         let value = match (cookie, &state.id) {
@@ -931,6 +936,36 @@ impl Session {
             value,
             touched: state.touched,
         })
+    }
+
+    /// After a login: ends the user's oldest other sessions past the configured limit, and
+    /// notes concurrent logons. Best effort: the login itself has been committed.
+    async fn limit_user_sessions(&self, user: &str, current: SessionKey) {
+        let Some(limit) = self.shared.config.max_sessions_per_user else {
+            return;
+        };
+        let store = &self.shared.store;
+        let now = now_millis();
+        let mut sessions = match store.call(store.store.list_user(user, now)).await {
+            Ok(sessions) => sessions,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the user's session limit");
+                return;
+            }
+        };
+        if sessions.len() > 1 {
+            tracing::info!(session = %current.fingerprint(), sessions = sessions.len(), "concurrent logons");
+        }
+        sessions.retain(|s| s.key != current);
+        sessions.sort_by_key(|s| s.record.created);
+        let excess = (sessions.len() + 1).saturating_sub(limit);
+        for old in sessions.iter().take(excess) {
+            if let Err(e) = store.call(store.store.destroy(&old.key)).await {
+                tracing::warn!(error = %e, "could not end a session past the user's limit");
+                return;
+            }
+            tracing::info!(session = %old.key.fingerprint(), "session ended: the user's session limit");
+        }
     }
 
     async fn apply(

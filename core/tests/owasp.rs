@@ -299,3 +299,39 @@ async fn owasp_30_a_store_key_is_not_a_cookie() {
         assert_eq!(reply.body, "null");
     }
 }
+
+/// OWASP 29: a user's sessions can be listed (with when they were created and last seen) and
+/// revoked, and their number limited: past the limit, a login ends the oldest.
+#[tokio::test]
+async fn owasp_29_concurrent_logons_are_listed_and_limited() {
+    let store = Arc::new(MemoryStore::default());
+    let layer = SessionLayer::new(
+        store.clone(),
+        test_config().with_max_sessions_per_user(2).build().unwrap(),
+    );
+    let base = browser(layer);
+    let mut devices = Vec::new();
+    for _ in 0..3 {
+        let mut b = base.clone();
+        b.cookie = None;
+        assert_eq!(b.send("POST", "/login/alice", None).await.status, 200);
+        devices.push(b);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        devices[0].send("GET", "/whoami", None).await.body,
+        "null",
+        "the oldest session ended"
+    );
+    for b in &mut devices[1..] {
+        assert_eq!(b.send("GET", "/whoami", None).await.body, "\"alice\"");
+    }
+    let listed = devices[2].send("GET", "/mine", None).await;
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed.body).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|s| s["created"].is_u64() && s["last_seen"].is_u64()));
+    assert_eq!(devices[2].send("POST", "/others", None).await.body, "1");
+    assert_eq!(devices[1].send("GET", "/whoami", None).await.body, "null");
+}

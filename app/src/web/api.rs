@@ -72,11 +72,19 @@ pub async fn profile(session: Session) -> ApiResult {
     Ok(Json(json!({ "user_id": user, "login_time": login_time })).into_response())
 }
 
-/// `POST /api/logout` → `{"status":"logged out"}`.
+/// `POST /api/logout` → `{"status":"logged out"}`, and the browser told to drop what it
+/// cached or stored for this site.
 pub async fn logout(session: Session) -> ApiResult {
     session.destroy().await;
-    Ok(Json(json!({ "status": "logged out" })).into_response())
+    Ok((
+        [(CLEAR_SITE_DATA, "\"cache\", \"cookies\", \"storage\"")],
+        Json(json!({ "status": "logged out" })),
+    )
+        .into_response())
 }
+
+/// The `Clear-Site-Data` header (not among `http`'s constants).
+pub const CLEAR_SITE_DATA: &str = "clear-site-data";
 
 /// `POST /api/visits` → `{"visits":N}`, one atomic increment.
 pub async fn visits(session: Session) -> ApiResult {

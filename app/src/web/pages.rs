@@ -143,7 +143,12 @@ pub async fn logout(session: Session, Form(form): Form<CsrfForm>) -> PageResult 
     require_csrf(&session, form.csrf.as_deref()).await?;
     session.destroy().await;
     session.flash("You have been logged out.").await?;
-    Ok(Redirect::to("/").into_response())
+    // Not "cookies": the goodbye flash lives in the new session this response starts.
+    Ok((
+        [(super::api::CLEAR_SITE_DATA, "\"cache\", \"storage\"")],
+        Redirect::to("/"),
+    )
+        .into_response())
 }
 
 /// The pages that have a view counter. A fixed list, because each counter is a field of the

@@ -510,3 +510,25 @@ async fn owasp_28_sessions_are_not_enumerable_over_http() {
     let key = mine["sessions"][0]["id"].as_str().unwrap();
     assert!(!metrics.body.contains(key));
 }
+
+/// The CSRF token of the forms is replaced at login, by the JSON API as by the form: a token
+/// an attacker saw on the login page is useless afterwards.
+#[tokio::test]
+async fn json_login_replaces_the_csrf_token() {
+    let app = app_with(&[]).await;
+    let mut b = Browser::new(app.router.clone());
+    let before = common::csrf(&b.send("GET", "/login", None).await.body);
+    b.send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    let after = common::csrf(&b.send("GET", "/", None).await.body);
+    assert_ne!(before, after);
+    let stale = b
+        .send_body(
+            "POST",
+            "/todos",
+            "application/x-www-form-urlencoded",
+            common::form(&[("csrf", &before), ("title", "x")]),
+        )
+        .await;
+    assert_eq!(stale.status, 403, "the pre-login token is refused");
+}

@@ -22,15 +22,25 @@
 //! - **Bounded failure.** Every store call has a timeout; a circuit breaker fails fast during
 //!   an outage and probes for recovery. See [`FailurePolicy`].
 //! - **Safe cookies.** 128-bit IDs from the OS CSPRNG, HMAC-SHA256 signed with a rotating
-//!   [`KeyRing`], `HttpOnly; Secure; SameSite=Lax; Path=/` by default. Forged, malformed or
-//!   duplicated cookies are "no session", never an error. Stores see only a hash of the ID
-//!   ([`SessionKey`]); logs only a fingerprint of that.
+//!   [`KeyRing`], `HttpOnly; Secure; SameSite=Lax; Path=/`, no `Max-Age` by default. Forged
+//!   or malformed cookies are "no session", never an error; of several cookies of our name
+//!   the first whose signature verifies wins, so a planted one cannot lock a user out.
+//!   Stores see only a hash of the ID ([`SessionKey`]); logs only a fingerprint of that.
+//! - **No fixation.** A change of user ([`Session::set_user`]) or privilege
+//!   ([`Session::cycle_id`]) gives a new ID and the old one reaches nothing at once. Only
+//!   periodic renewal leaves the old ID a grace window, and then only to read.
+//! - **Bounded.** Every write path honours a byte and a field limit before writing; sessions
+//!   without a user have a shorter idle timeout; at most so many sessions are created at once.
+//! - **CSRF.** [`CsrfLayer`] refuses cross-site unsafe requests; [`Session::csrf_token`] gives
+//!   forms a synchronizer token, replaced at every change of user.
 //!
 //! ## Lifecycle
 //!
-//! Per request a session is *unchanged* (nothing written), *changed* (one conditional write),
-//! *renewed* ([`Session::cycle_id`]: new ID, same data, old ID valid for a grace window), or
-//! *purged* ([`Session::destroy`]: deleted, removal cookie sent).
+//! Per request a session is *kept* (same ID; maybe one conditional write of its data),
+//! *issued* (created, cycled at a privilege change, renewed, or its expiry refreshed: the
+//! cookie is sent), or *purged* ([`Session::destroy`], expired or gone: a removal cookie is
+//! sent). A request that came through a renewed-away ID reads but never writes or gets a
+//! cookie ([`SessionError::Superseded`]).
 //!
 //! ## Stores
 //!

@@ -1,9 +1,11 @@
 //! Cross-site request forgery defence, in two parts that every app gets from this crate:
 //!
 //! - [`CsrfLayer`] refuses unsafe requests (anything but `GET`, `HEAD`, `OPTIONS`, `TRACE`)
-//!   that a browser says come from another site: `Sec-Fetch-Site: cross-site`, or an
-//!   `Origin` that is neither the request's own host nor a trusted origin. This covers routes
-//!   without a body (logout, counters) that `SameSite=Lax` alone leaves to the browser.
+//!   that a browser says come from another site: `Sec-Fetch-Site: cross-site`, or (when the
+//!   browser does not say `same-origin`) an `Origin` that is neither the request's own host
+//!   nor a trusted origin. This covers routes without a body (logout, counters) that
+//!   `SameSite=Lax` alone leaves to the browser. Requests with neither header (old browsers,
+//!   non-browser clients) pass on to the synchronizer token and `SameSite`.
 //! - The synchronizer token ([`crate::Session::csrf_token`]) for HTML forms, for browsers
 //!   that send neither header. It is replaced at every change of user.
 
@@ -76,8 +78,13 @@ impl CsrfLayer {
             return None;
         }
         let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
-        if text("sec-fetch-site") == Some("cross-site") {
-            return Some("cross-site request refused");
+        match text("sec-fetch-site") {
+            Some("cross-site") => return Some("cross-site request refused"),
+            // The browser itself vouches (a page cannot set Sec-Fetch-*), whatever a proxy did
+            // to Host on the way: no need to compare the Origin.
+            Some("same-origin" | "none") => return None,
+            // same-site (a sibling subdomain) or an older browser: the Origin decides.
+            _ => {}
         }
         let origin = text("origin")?.trim_end_matches('/').to_ascii_lowercase();
         let own = text("host").map(str::to_ascii_lowercase);
@@ -194,6 +201,20 @@ mod tests {
             &[host, ("sec-fetch-site", "same-origin")],
             &l
         ));
+        // Behind a proxy that rewrites Host, the browser's own word still counts.
+        let proxied = [
+            ("host", "backend:8080"),
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://app.example.com"),
+        ];
+        assert!(!refused(Method::POST, &proxied, &l));
+        // A sibling subdomain is same-site, not same-origin: its Origin is checked.
+        let sibling = [
+            host,
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://evil.example.com"),
+        ];
+        assert!(refused(Method::POST, &sibling, &l));
         // Neither header (old browsers, curl): left to the synchronizer token and SameSite.
         assert!(!refused(Method::POST, &[host], &l));
     }

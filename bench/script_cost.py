@@ -29,14 +29,21 @@ LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "stores", "
 NOW = 1_795_394_499_940
 DAY, WEEK = 86_400_000, 604_800_000
 KEY, LIVE = "session:jnEfQVTP-YI-gQHPZYrwqg", "session:live"
-# The apply script's arguments for one increment of `visits` (see apply.lua's header).
-APPLY_ARGS = (NOW, 0, "", "", "", 0, 0, 1, "visits", 1)
+# The apply script's arguments for one increment of `visits`, with the layer's default limits
+# (now, prefix, then the layout at the top of apply_fn.lua).
+APPLY_ARGS = (NOW, "session:", 0, "", "", "", 64, 16384, 0, 0, 1, "visits", 1)
+# The scripts built on the shared write function (scripts.rs concatenates the same files).
+WITH_APPLY_FN = {"apply.lua", "cycle.lua"}
 
 
 def lua(name):
-    """A session script as the store loads it: the shared prelude, then the script."""
-    with open(os.path.join(LUA, "prelude.lua")) as p, open(os.path.join(LUA, name)) as s:
-        return p.read() + s.read()
+    """A session script as the store loads it: the prelude, the write function, the script."""
+    parts = ["prelude.lua"] + (["apply_fn.lua"] if name in WITH_APPLY_FN else []) + [name]
+    text = ""
+    for part in parts:
+        with open(os.path.join(LUA, part)) as f:
+            text += f.read()
+    return text
 
 
 def encode(*args):
@@ -112,19 +119,21 @@ def session(server):
 def breakdown(server, calls):
     """Where the apply script's instructions go: cut-down variants with the same keys and
     arguments, each adding one part. The differences between rows are the parts' prices."""
-    with open(os.path.join(LUA, "prelude.lua")) as p, open(os.path.join(LUA, "apply.lua")) as a:
-        prelude, apply = p.read(), a.read()
-    final = "return reply"
+    with open(os.path.join(LUA, "prelude.lua")) as p:
+        prelude = p.read()
+    apply = lua("apply.lua")[len(prelude):]
+    final = "return (apply_to(KEYS[1], ARGV, 2, tonumber(ARGV[1]), ARGV[2]))"
     assert final in apply, "apply.lua's last line changed: update this breakdown"
     variants = [
-        ("empty script, same 2 keys and 10 arguments", "return 1"),
+        (f"empty script, same 2 keys and {len(APPLY_ARGS)} arguments", "return 1"),
         ("+ the shared helpers (prelude)", prelude + "return 1"),
         ("empty + HMGET of the checked fields", "local m = redis.call('HMGET', KEYS[1], '__m', "
          "'visits') return 1"),
         ("empty + HSET of two fields", "redis.call('HSET', KEYS[1], 'visits', 5, '__v', 7) "
          "return 1"),
         ("apply, replying `1` instead of its result",
-         prelude + apply.replace(final, "do return 1 end")),
+         prelude + apply.replace(final, "apply_to(KEYS[1], ARGV, 2, tonumber(ARGV[1]), ARGV[2]) "
+                                        "do return 1 end")),
         ("apply as shipped", prelude + apply),
     ]
     print("\nThe apply script in parts (the same call as above, cut down):\n")

@@ -1,6 +1,8 @@
--- The field-level write shared by `apply` and `cycle`: `apply_to(key, A, now, prefix)`.
+-- The field-level write shared by `apply` and `cycle`: `apply_to(key, A, o, now, prefix)`.
 --
--- A, the change (built by `write_args` in store.rs; the one layout both sides keep):
+-- A[o + 1 ...], the change (built by `write_args` in store.rs; the one layout both sides
+-- keep; A is the script's ARGV and o how many arguments come before the change, so that
+-- nothing is copied on the hot path):
 --   1 clear ('1'/'0')   2 user op ('' keep, 's' set, 'c' clear)   3 user   4 new idle deadline ('')
 --   5 max fields ('')   6 max bytes ('')
 --   then three counted lists: removes (n, names), sets (n, name/value pairs),
@@ -54,20 +56,20 @@ local function within_limits(key, fresh, max_fields, max_bytes, user)
   return nil
 end
 
-local function apply_to(key, A, now, prefix)
-  local nr = small(A[7])
-  local ns = small(A[8 + nr])
+local function apply_to(key, A, o, now, prefix)
+  local nr = small(A[o + 7])
+  local ns = small(A[o + 8 + nr])
   local first_inc = 10 + nr + 2 * ns
-  local ni = small(A[first_inc - 1])
-  local user_op = A[2]
+  local ni = small(A[o + first_inc - 1])
+  local user_op = A[o + 2]
 
   -- got[1]: the packed metadata; then the counters' current values; then, when limits are
   -- given, whether each set field exists already (a new one counts against the limits).
-  local limited = A[5] ~= '' or A[6] ~= ''
+  local limited = A[o + 5] ~= '' or A[o + 6] ~= ''
   local wanted = { '__m' }
-  for j = 0, ni - 1 do wanted[2 + j] = A[first_inc + 2 * j] end
+  for j = 0, ni - 1 do wanted[2 + j] = A[o + first_inc + 2 * j] end
   if limited then
-    for j = 9 + nr, 8 + nr + 2 * ns, 2 do wanted[#wanted + 1] = A[j] end
+    for j = 9 + nr, 8 + nr + 2 * ns, 2 do wanted[#wanted + 1] = A[o + j] end
   end
   local got = redis.call('HMGET', key, unpack(wanted))
   if not got[1] then
@@ -82,13 +84,13 @@ local function apply_to(key, A, now, prefix)
   if not alive(m, now) then return false end
   local idle, abs = m.idle, m.abs
 
-  local clear = A[1] == '1'
+  local clear = A[o + 1] == '1'
   local reply = { 'ok' }
   local fresh = {}
   if limited then
     local seen = {}
     for j = 0, ns - 1 do
-      local field = A[9 + nr + 2 * j]
+      local field = A[o + 9 + nr + 2 * j]
       if not got[2 + ni + j] and not seen[field] then
         seen[field] = true
         fresh[#fresh + 1] = field
@@ -100,11 +102,11 @@ local function apply_to(key, A, now, prefix)
     -- or the stored one. Counters stay exact: Lua numbers are doubles, so both operands are held
     -- to 15 digits; the stored text must be a plain JSON integer.
     local removed, sets = {}, {}
-    for j = 8, 7 + nr do removed[A[j]] = true end
-    for j = 9 + nr, 8 + nr + 2 * ns, 2 do sets[A[j]] = A[j + 1] end
+    for j = 8, 7 + nr do removed[A[o + j]] = true end
+    for j = 9 + nr, 8 + nr + 2 * ns, 2 do sets[A[o + j]] = A[o + j + 1] end
     for j = 0, ni - 1 do
-      local field = A[first_inc + 2 * j]
-      local by = tonumber(A[first_inc + 2 * j + 1])
+      local field = A[o + first_inc + 2 * j]
+      local by = tonumber(A[o + first_inc + 2 * j + 1])
       if not by or by >= 1e15 or by <= -1e15 then return { 'nan', field } end
       local base = 0
       if not (clear or removed[field]) then
@@ -123,12 +125,12 @@ local function apply_to(key, A, now, prefix)
     end
   end
   if #fresh > 0 then
-    local over = within_limits(key, fresh, tonumber(A[5]), tonumber(A[6]), m.user)
+    local over = within_limits(key, fresh, tonumber(A[o + 5]), tonumber(A[o + 6]), m.user)
     if over then return over end
   end
 
   local removes = {}
-  for j = 8, 7 + nr do removes[#removes + 1] = A[j] end
+  for j = 8, 7 + nr do removes[#removes + 1] = A[o + j] end
   if clear then
     for _, f in ipairs(redis.call('HKEYS', key)) do
       if not META[f] then removes[#removes + 1] = f end
@@ -137,14 +139,14 @@ local function apply_to(key, A, now, prefix)
   if #removes > 0 then redis.call('HDEL', key, unpack(removes)) end
 
   local writes = {}
-  for j = 9 + nr, 8 + nr + 2 * ns do writes[#writes + 1] = A[j] end
+  for j = 9 + nr, 8 + nr + 2 * ns do writes[#writes + 1] = A[o + j] end
   for j = 2, #reply do writes[#writes + 1] = reply[j] end
   local before = m.user
-  if user_op == 's' then m.user = A[3] elseif user_op == 'c' then m.user = nil end
+  if user_op == 's' then m.user = A[o + 3] elseif user_op == 'c' then m.user = nil end
   m.version = m.version + 1
   local deadline = nil
-  if A[4] ~= '' then
-    deadline = math.min(tonumber(A[4]), abs)
+  if A[o + 4] ~= '' then
+    deadline = math.min(tonumber(A[o + 4]), abs)
     slide(m, deadline)
   end
   writes[#writes + 1] = '__m'

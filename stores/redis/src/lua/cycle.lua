@@ -12,11 +12,9 @@ if not flat then
   if m and m[1] == 'alias' then return { 'aliased' } end
   return m
 end
-local A = {}
-for i = 5, #ARGV do A[i - 4] = ARGV[i] end
 -- Checks first, on the old key: apply_to refuses before writing anything.
 redis.call('RENAME', KEYS[1], KEYS[3])
-local reply, after = apply_to(KEYS[3], A, now, prefix)
+local reply, after = apply_to(KEYS[3], ARGV, 4, now, prefix)
 if not reply or reply[1] ~= 'ok' then
   -- Refused (limits, not an integer): put the session back where it was, untouched.
   redis.call('RENAME', KEYS[3], KEYS[1])

@@ -284,18 +284,10 @@ async fn cross_site_forms_and_fetches_change_nothing() {
             return;
         };
         let app = app_with(&["--same-site", same_site]).await;
-        let port = free_port();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
-            listener,
-            app.router.clone(),
-        )));
+        let (port, server) = common::serve(app.router.clone()).await;
         // localhost and 127.0.0.1 are different sites: the attacker lives on the second.
         let base = format!("http://localhost:{port}");
-        let evil_port = free_port();
-        let evil = attacker_site(evil_port, &base).await;
+        let (evil_port, evil) = common::serve(attacker_site(&base)).await;
         let step = async {
             browser.goto(&format!("{base}/login")).await?;
             browser.type_into("#username", "victim").await?;
@@ -342,7 +334,7 @@ async fn cross_site_forms_and_fetches_change_nothing() {
 }
 
 /// A page on another site that fires every bodiless unsafe route at `target`.
-async fn attacker_site(port: u16, target: &str) -> tokio::task::JoinHandle<()> {
+fn attacker_site(target: &str) -> axum::Router {
     let page = format!(
         r#"<!doctype html><title>cute cats</title>
 <form id=visits method=post action="{target}/api/visits"></form>
@@ -357,16 +349,10 @@ Promise.allSettled([
 ]).then(() => document.getElementById('visits').submit());
 </script>"#
     );
-    let router = axum::Router::new().route(
+    axum::Router::new().route(
         "/",
         axum::routing::get(move || async move { axum::response::Html(page) }),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    })
+    )
 }
 
 /// Redis down while clients hang up mid-request (the probe's future dropped at every point):

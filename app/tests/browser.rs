@@ -6,8 +6,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cloakroom_testkit::temp_dir;
 use cloakroom_testkit::webdriver::Browser;
-use cloakroom_testkit::{free_port, temp_dir};
 
 fn shot(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,14 +23,7 @@ async fn a_visit_in_a_real_browser() {
     let dir = temp_dir("browser-app");
     let store = dir.display().to_string();
     let app = common::app_with(&["--store", &store]).await;
-    let port = free_port();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
-        listener,
-        app.router.clone(),
-    )));
+    let (port, server) = common::serve(app.router.clone()).await;
     let base = format!("http://localhost:{port}");
 
     let step = async {

@@ -224,6 +224,15 @@ impl State {
         self.access = Access::None;
     }
 
+    /// A string the session keeps for itself under a reserved field (its CSRF token, its
+    /// binding), if it has one.
+    fn own_string(&self, field: &str) -> Option<String> {
+        self.record
+            .as_ref()
+            .and_then(|r| r.fields.get(field))
+            .and_then(|t| serde_json::from_str::<String>(t).ok())
+    }
+
     fn remove_field(&mut self, key: &str) {
         if let Some(record) = self.record.as_mut() {
             record.fields.remove(key);
@@ -372,12 +381,7 @@ impl Session {
         let Some(current) = state.bound.clone() else {
             return;
         };
-        let stored = state
-            .record
-            .as_ref()
-            .and_then(|r| r.fields.get(BINDING_FIELD))
-            .and_then(|t| serde_json::from_str::<String>(t).ok());
-        match stored {
+        match state.own_string(BINDING_FIELD) {
             Some(stored) if stored == current => {}
             Some(_) => {
                 bump(&self.shared.store.metrics.binding_mismatches);
@@ -724,12 +728,7 @@ impl Session {
     /// As [`Session::insert`].
     pub async fn csrf_token(&self) -> Result<String, SessionError> {
         let state = self.loaded().await?;
-        let current = state
-            .record
-            .as_ref()
-            .and_then(|r| r.fields.get(CSRF_FIELD))
-            .and_then(|t| serde_json::from_str::<String>(t).ok());
-        if let Some(token) = current {
+        if let Some(token) = state.own_string(CSRF_FIELD) {
             return Ok(token);
         }
         state.writable()?;
@@ -751,12 +750,7 @@ impl Session {
     /// A store error from loading the session.
     pub async fn verify_csrf_token(&self, submitted: &str) -> Result<bool, SessionError> {
         use subtle::ConstantTimeEq;
-        let state = self.loaded().await?;
-        let expected = state
-            .record
-            .as_ref()
-            .and_then(|r| r.fields.get(CSRF_FIELD))
-            .and_then(|t| serde_json::from_str::<String>(t).ok());
+        let expected = self.loaded().await?.own_string(CSRF_FIELD);
         Ok(!submitted.is_empty()
             && expected.is_some_and(|e| bool::from(e.as_bytes().ct_eq(submitted.as_bytes()))))
     }

@@ -94,3 +94,15 @@ pub fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Chil
         .spawn()
         .expect("start the binary")
 }
+
+/// Serves `router` on a free loopback port; the server stops when the handle is aborted.
+pub async fn serve(router: axum::Router) -> (u16, tokio::task::JoinHandle<()>) {
+    let port = cloakroom_testkit::free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind a loopback port");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (port, server)
+}

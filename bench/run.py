@@ -32,6 +32,10 @@ BINARIES = {"cloakroom-memory": ("cloakroom", {"STORE": "memory"})}
 # Commands the Cloakroom scripts run inside one EVALSHA (counted by INFO commandstats too).
 INSIDE_SCRIPTS = {"hgetall", "hmget", "hget", "hset", "hdel", "hincrby", "hkeys", "pexpire",
                   "del", "exists", "zremrangebyscore", "zadd", "zrem", "zcard", "pttl"}
+# What is measured: a read, a write, and a route that never uses the session (with a cookie).
+ROUTES = [("read", "GET", "/api/profile"), ("write", "POST", "/api/visits"),
+          ("untouched", "GET", "/api/untouched")]
+LABELS = [label for label, _, _ in ROUTES]
 HARNESS = {"info", "config", "flushall", "dbsize", "ping", "client", "hello", "select",
            "auth", "shutdown", "memory"}
 
@@ -236,12 +240,12 @@ def main():
             if run == 0:
                 results[name] = r
             else:
-                for label in ("read", "write"):
+                for label in LABELS:
                     for series in ("all", "app_us", "redis_us"):
                         results[name][label][series] += r[label][series]
             print(name, json.dumps(r), file=sys.stderr)
     for r in results.values():
-        for label in ("read", "write"):
+        for label in LABELS:
             r[label]["rps"] = statistics.median(r[label]["all"])
             r[label]["app"] = statistics.median(r[label]["app_us"])
             r[label]["redis"] = statistics.median(r[label]["redis_us"])
@@ -266,8 +270,7 @@ def measure(name, redis, opts, first):
         r = {}
         cookie = login(port, need_cookie=name != "baseline")
         wrk(port, "GET", "/api/profile", cookie, 2, opts.connections)  # warm-up
-        for label, method, path in [("read", "GET", "/api/profile"),
-                                    ("write", "POST", "/api/visits")]:
+        for label, method, path in ROUTES:
             before = redis.commandstats()
             cpu_before = cpu_seconds(server.pid), cpu_seconds(redis.proc.pid)
             rps, total, errors = wrk(port, method, path, cookie, opts.seconds, opts.connections)
@@ -292,17 +295,19 @@ def report(results, opts):
     print(f"Command: `bench/run.py --runs {opts.runs} --seconds {opts.seconds} "
           f"--connections {opts.connections} --sessions {opts.sessions}` "
           f"({time.strftime('%Y-%m-%d')}); req/s are medians over the runs\n")
-    print("| server | read req/s | write req/s | round trips / read | round trips / write "
-          "| Redis commands / read, write | 200 concurrent increments kept | bytes / session "
-          "| request while Redis is down |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| server | read req/s | write req/s | untouched req/s | round trips / read "
+          "| round trips / write | Redis commands / read, write, untouched "
+          "| 200 concurrent increments kept | bytes / session | request while Redis is down |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         def cell(key, fmt):
             return fmt.format(r[key]) if key in r else "—"
         outage = (f"{r['outage'][0]} after {r['outage'][1]:.2f} s" if "outage" in r else "—")
         print(f"| {name} | {r['read']['rps']:,.0f} | {r['write']['rps']:,.0f} "
+              f"| {r['untouched']['rps']:,.0f} "
               f"| {r['read']['round_trips']:.2f} | {r['write']['round_trips']:.2f} "
-              f"| {r['read']['commands']:.2f}, {r['write']['commands']:.2f} "
+              f"| {r['read']['commands']:.2f}, {r['write']['commands']:.2f}, "
+              f"{r['untouched']['commands']:.2f} "
               f"| {cell('kept', '{}')} / 200 | {cell('bytes', '{:,.0f}')} | {outage} |")
     print("\nCPU time per request during the wrk runs (medians; from /proc, the server with its "
           "worker processes):\n")
@@ -317,19 +322,21 @@ def report(results, opts):
         c = results["cloakroom"]
         print()
         if base:
-            print(f"- read vs no-session baseline: {c['read']['rps'] / base['read']['rps']:.2f}× "
-                  f"(target ≥ 0.7×)")
+            print(f"- read vs no-session baseline: {c['read']['rps'] / base['read']['rps']:.2f}×")
+            print(f"- untouched vs baseline: "
+                  f"{c['untouched']['rps'] / base['untouched']['rps']:.2f}× (target ≥ 0.95×), "
+                  f"{c['untouched']['commands']:.2f} Redis commands (target 0)")
         if peers:
             best_read = max(results[p]["read"]["rps"] for p in peers)
             best_write = max(results[p]["write"]["rps"] for p in peers)
-            print(f"- read vs best peer: {c['read']['rps'] / best_read:.2f}× (target ≥ 1.8×)")
-            print(f"- write vs best peer: {c['write']['rps'] / best_write:.2f}× (target ≥ 1.5×)")
+            print(f"- read vs best peer: {c['read']['rps'] / best_read:.2f}× (target ≥ 1.0× strict)")
+            print(f"- write vs best peer: {c['write']['rps'] / best_write:.2f}× (target ≥ 1.25×)")
         if "tower-sessions" in results and "bytes" in c:
             t = results["tower-sessions"]["bytes"]
             print(f"- Redis bytes per session vs tower-sessions: {c['bytes']:,.0f} vs {t:,.0f}")
     print("\nRedis commands per request (INFO commandstats; script-internal ones included):\n")
     for name, r in results.items():
-        for label in ("read", "write"):
+        for label in LABELS:
             mix = ", ".join(f"{k} {v}" for k, v in r[label]["diff"].items()) or "none"
             print(f"- {name}, {label}: {mix}")
 

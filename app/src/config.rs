@@ -72,6 +72,10 @@ pub struct StoreArgs {
     /// Prefix of the session keys in Redis.
     #[arg(long, env = "SESSION_KEY_PREFIX", default_value = cloakroom_redis::DEFAULT_PREFIX)]
     pub key_prefix: String,
+    /// Redis only: keep session records in process, invalidated by Redis (CLIENT TRACKING):
+    /// repeat reads cost no round trip; a logout elsewhere arrives one push later.
+    #[arg(long, env = "SESSION_READ_CACHE")]
+    pub read_cache: bool,
 }
 
 impl StoreArgs {

@@ -8,6 +8,9 @@ use crate::backend::{Backend, BackendError};
 use crate::config::{redact, StoreArgs};
 use crate::todos::redis::RedisTodos;
 
+/// Session records the read cache keeps at most (`--read-cache`): ~0.5 KB each.
+const READ_CACHE_ENTRIES: usize = 100_000;
+
 /// Connects to Redis at `url` with the password, CA and prefix from `args`.
 ///
 /// # Errors
@@ -23,7 +26,8 @@ pub async fn open(url: &str, args: &StoreArgs) -> Result<Backend, BackendError> 
     let config = RedisConfig::new(url)
         .with_password(args.redis_password.clone())
         .with_ca_certificate(ca)
-        .with_prefix(args.key_prefix.clone());
+        .with_prefix(args.key_prefix.clone())
+        .with_read_cache(args.read_cache.then_some(READ_CACHE_ENTRIES));
     let store = RedisStore::connect(config)
         .await
         .map_err(|source| BackendError::Redis {

@@ -220,3 +220,55 @@ async fn an_outage_answers_503_fast_and_recovers_without_a_restart() {
         "no request hung: slowest {slowest:?}"
     );
 }
+
+/// Three instances with the read cache (`--read-cache`): repeat reads on one instance cost no
+/// Redis command, and a logout on another reaches its cache within one push delivery: the
+/// replayed cookie is refused (bounded here at 100 ms; on loopback it is well under 1 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_cache_sees_a_logout_on_another_instance() {
+    let Some(redis) = server(false).await else {
+        return;
+    };
+    let url = redis.url();
+    let (_a, first) = app("SESSION_STORE", &url, &["--read-cache"]).await;
+    let (_b, second) = app("SESSION_STORE", &url, &["--read-cache"]).await;
+    let (_c, third) = app("SESSION_STORE", &url, &["--read-cache"]).await;
+    let cookie = login(first, "alice").await;
+    assert_eq!(
+        call(second, "GET", "/api/profile", Some(&cookie), None)
+            .await
+            .status,
+        200
+    );
+    let before = redis.command_calls().await;
+    for _ in 0..5 {
+        let profile = call(second, "GET", "/api/profile", Some(&cookie), None).await;
+        assert_eq!(profile.json()["user_id"], "alice");
+    }
+    let after = redis.command_calls().await;
+    assert_eq!(
+        after.get("hgetall"),
+        before.get("hgetall"),
+        "served from the cache"
+    );
+    let logout = call(third, "POST", "/api/logout", Some(&cookie), None).await;
+    assert!(logout.status < 300, "{}", logout.body);
+    let started = Instant::now();
+    let mut status = 0;
+    while started.elapsed() < Duration::from_millis(100) {
+        status = call(second, "GET", "/api/profile", Some(&cookie), None)
+            .await
+            .status;
+        if status == 401 {
+            break;
+        }
+    }
+    assert_eq!(
+        status, 401,
+        "the logout reached the other instance's cache in time"
+    );
+    eprintln!(
+        "replay refused {:?} after the logout answered",
+        started.elapsed()
+    );
+}

@@ -40,6 +40,7 @@ if (cluster.isPrimary) {
       req.session.visits = (req.session.visits || 0) + 1;
       res.json({ visits: req.session.visits });
     });
+    app.get("/api/untouched", (req, res) => res.send("ok"));
     app.listen(Number(process.env.PORT || 3000), "127.0.0.1");
   });
 }

@@ -178,10 +178,12 @@ pub(crate) fn text(value: Value) -> Result<String, StoreError> {
     }
 }
 
-/// The elements of an array reply.
+/// The elements of an array reply (a RESP3 map, as the read cache's connection gets for
+/// `HGETALL`, is flattened to the same name, value, … list).
 pub(crate) fn array(value: Value) -> Result<Vec<Value>, StoreError> {
     match value {
         Value::Array(items) => Ok(items),
+        Value::Map(pairs) => Ok(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
         Value::Nil => Ok(Vec::new()),
         other => Err(unexpected(&other)),
     }

@@ -23,6 +23,7 @@ pub struct RedisConfig {
     pub(crate) ca_certificate: Option<Vec<u8>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
+    pub(crate) read_cache: Option<usize>,
 }
 
 /// The default key prefix.
@@ -40,7 +41,18 @@ impl RedisConfig {
             ca_certificate: None,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(1),
+            read_cache: None,
         }
+    }
+
+    /// Keep up to `entries` session records in process, invalidated by Redis through
+    /// `CLIENT TRACKING` (RESP3): a read of a cached session costs no round trip. Off by
+    /// default: a logout made on another instance reaches this one's cache one push delivery
+    /// later (see `docs/redis-data-model.md`). A server that refuses tracking leaves it off.
+    #[must_use]
+    pub fn with_read_cache(mut self, entries: Option<usize>) -> Self {
+        self.read_cache = entries.filter(|n| *n > 0);
+        self
     }
 
     /// A password to use when the URL carries none (the `REDIS_AUTH` convention).

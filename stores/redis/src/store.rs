@@ -10,6 +10,7 @@ use cloakroom::{
 use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 
+use crate::cache::{CacheState, ReadCache};
 use crate::codec::{
     array, counters, record_fields, record_from_flat, stored_from_flat, text, Reply, Stored,
 };
@@ -34,6 +35,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     response_timeout: Duration,
+    cache: Option<ReadCache>,
 }
 
 /// The minute buckets of the live count (matches `BUCKET_MS` in the scripts).
@@ -48,13 +50,66 @@ impl RedisStore {
     pub async fn connect(config: RedisConfig) -> Result<Self, RedisError> {
         let keys = Keys::new(&config.prefix)?;
         let conn = crate::connection::connect(&config).await?;
+        let cache = match config.read_cache {
+            Some(entries) => Self::open_cache(&config, entries).await,
+            None => None,
+        };
         let store = Self {
             conn,
             keys,
             response_timeout: config.response_timeout,
+            cache,
         };
         store.load_scripts().await.map_err(RedisError::Connect)?;
         Ok(store)
+    }
+
+    /// The read cache, or `None` (strict reads) when the server will not track for us.
+    async fn open_cache(config: &RedisConfig, entries: usize) -> Option<ReadCache> {
+        let state = CacheState::new(&config.prefix, entries);
+        let on_push = state.clone();
+        let opened =
+            crate::connection::connect_tracking(config, move |p| on_push.on_push(&p)).await;
+        let cache = match opened {
+            Ok(conn) => ReadCache { conn, state },
+            Err(e) => {
+                tracing::warn!(error = %e, "session read cache unavailable (no RESP3?); reads go to Redis");
+                return None;
+            }
+        };
+        match cache.ensure_tracking().await {
+            Ok(()) => Some(cache),
+            Err(e) => {
+                tracing::warn!(error = %e, "the server refuses CLIENT TRACKING; session reads go to Redis");
+                None
+            }
+        }
+    }
+
+    /// Whether reads are served from the in-process cache, and its hits and misses so far.
+    #[must_use]
+    pub fn read_cache_counts(&self) -> Option<(u64, u64)> {
+        self.cache.as_ref().map(|c| c.state.counts())
+    }
+
+    /// Drops `keys` from the read cache before and after a write to them, so that no read
+    /// that raced the write can cache what it replaced.
+    async fn writing<T>(
+        &self,
+        keys: &[SessionKey],
+        write: impl std::future::Future<Output = T>,
+    ) -> T {
+        let Some(cache) = &self.cache else {
+            return write.await;
+        };
+        for k in keys {
+            cache.state.invalidate(k);
+        }
+        let outcome = write.await;
+        for k in keys {
+            cache.state.invalidate(k);
+        }
+        outcome
     }
 
     /// The underlying connection, for data that lives beside the sessions (the reference
@@ -159,11 +214,31 @@ impl RedisStore {
     }
 
     /// What `key` holds, by plain HGETALL: the cheapest read Redis has (a script call costs
-    /// about twice as much server time as the command it runs).
+    /// about twice as much server time as the command it runs). With the read cache, a
+    /// session read before and unchanged since costs nothing.
     async fn read(&self, key: &SessionKey) -> Result<Stored, StoreError> {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.keys.session(key));
-        stored_from_flat(array(self.one(cmd).await?)?)
+        let Some(cache) = &self.cache else {
+            return stored_from_flat(array(self.one(cmd).await?)?);
+        };
+        if let Some(record) = cache.state.get(key) {
+            return Ok(Stored::Session(record));
+        }
+        if cache.ensure_tracking().await.is_err() {
+            // Tracking cannot be switched on now: read strictly, cache nothing.
+            return stored_from_flat(array(self.one(cmd).await?)?);
+        }
+        let ticket = cache.state.ticket();
+        let reply = cmd
+            .query_async(&mut cache.conn.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let stored = stored_from_flat(array(reply)?)?;
+        if let Stored::Session(record) = &stored {
+            cache.state.insert(*key, record.clone(), ticket);
+        }
+        Ok(stored)
     }
 
     /// EVALSHA of a session script on `key` (with the live-count key beside it).
@@ -311,7 +386,10 @@ impl SessionStore for RedisStore {
                     new_deadline: deadline,
                     anonymous: None,
                 };
-                match self.load_once(&target, now, Some(window)).await? {
+                match self
+                    .writing(&[target], self.load_once(&target, now, Some(window)))
+                    .await?
+                {
                     Reply::Tagged(tag, rest) => loaded(target, &tag, rest).map(Some),
                     Reply::Gone | Reply::Alias => Ok(None),
                 }
@@ -350,7 +428,10 @@ impl SessionStore for RedisStore {
         let mut args = vec![now.to_string(), self.keys.prefix().to_owned()];
         write_args(&mut args, changes);
         let reply = self
-            .one(self.session_script(Lua::Apply, key, &args))
+            .writing(
+                &[*key],
+                self.one(self.session_script(Lua::Apply, key, &args)),
+            )
             .await?;
         written(Reply::decode(reply)?, *key)
     }
@@ -384,7 +465,7 @@ impl SessionStore for RedisStore {
             ],
             &args,
         );
-        match Reply::decode(self.one(cmd).await?)? {
+        match Reply::decode(self.writing(&[*old, *new], self.one(cmd)).await?)? {
             Reply::Tagged(tag, _) if tag == "collision" => Err(StoreError::IdCollision),
             Reply::Tagged(tag, _) if tag == "aliased" => Ok(Applied::Aliased),
             reply => written(reply, *new),
@@ -396,7 +477,10 @@ impl SessionStore for RedisStore {
         // keeps logout at one round trip.
         let prefix = [self.keys.prefix().to_owned()];
         let reply = self
-            .one(self.session_script(Lua::Destroy, key, &prefix))
+            .writing(
+                &[*key],
+                self.one(self.session_script(Lua::Destroy, key, &prefix)),
+            )
             .await?;
         Ok(match Reply::decode(reply)? {
             Reply::Alias => Destroyed::Alias,
@@ -479,7 +563,7 @@ impl SessionStore for RedisStore {
             unindex.arg(key.to_string());
         }
         cmds.push(unindex);
-        self.run(cmds).await?;
+        self.writing(&doomed, self.run(cmds)).await?;
         Ok(doomed.len() as u64)
     }
 

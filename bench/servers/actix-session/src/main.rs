@@ -46,6 +46,11 @@ async fn visits(session: Session) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "visits": n }))
 }
 
+/// A route that never uses the session: with a cookie it should cost no store call.
+async fn untouched() -> &'static str {
+    "ok"
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
@@ -62,6 +67,7 @@ async fn main() -> std::io::Result<()> {
             .route("/api/login", web::post().to(login))
             .route("/api/profile", web::get().to(profile))
             .route("/api/visits", web::post().to(visits))
+            .route("/api/untouched", web::get().to(untouched))
     })
     .workers(2)
     .bind(("127.0.0.1", port))?

@@ -16,7 +16,6 @@ struct Login {
 }
 
 async fn login(session: Session, Query(q): Query<Login>) -> Result<Response, SessionError> {
-    session.cycle_id().await;
     session.set_user(&q.user).await?;
     session.insert("login_time", now_millis()).await?;
     Ok(Json(json!({ "user": q.user })).into_response())
@@ -33,6 +32,11 @@ async fn profile(session: Session) -> Result<Response, SessionError> {
 async fn visits(session: Session) -> Result<Response, SessionError> {
     let n = session.increment("visits", 1).await?;
     Ok(Json(json!({ "visits": n })).into_response())
+}
+
+/// A route that never uses the session: with a cookie it must cost no store call.
+async fn untouched() -> &'static str {
+    "ok"
 }
 
 #[tokio::main]
@@ -54,6 +58,7 @@ async fn main() {
         .route("/api/login", post(login))
         .route("/api/profile", get(profile))
         .route("/api/visits", post(visits))
+        .route("/api/untouched", get(untouched))
         .layer(SessionLayer::from_arc(store, config));
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await.unwrap();
     axum::serve(listener, app).await.unwrap();

@@ -63,6 +63,11 @@ async fn visits(session: Session) -> Response {
     Json(json!({ "visits": n })).into_response()
 }
 
+/// A route that never uses the session: with a cookie it must cost no store call.
+async fn untouched() -> &'static str {
+    "ok"
+}
+
 #[tokio::main]
 async fn main() {
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
@@ -79,6 +84,7 @@ async fn main() {
         .route("/api/login", post(login))
         .route("/api/profile", get(profile))
         .route("/api/visits", post(visits))
+        .route("/api/untouched", get(untouched))
         .layer(layer);
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await.unwrap();
     axum::serve(listener, app).await.unwrap();

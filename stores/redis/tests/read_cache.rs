@@ -1,0 +1,151 @@
+//! The read cache (`CLIENT TRACKING`): the whole behavioural suite again with it on, and what
+//! only it can get wrong: serving a record another writer changed, or one from before a lost
+//! tracking link.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cloakroom::testing::{DynStore, Hook};
+use cloakroom::{now_millis, Changes, Record, SessionId, SessionKey, SessionStore, StoreError};
+use cloakroom_redis::{RedisConfig, RedisStore};
+use cloakroom_testkit::redis::{Options, RedisServer};
+
+struct Cached {
+    store: DynStore,
+    _server: RedisServer,
+}
+
+#[async_trait]
+impl Hook for Cached {
+    fn inner(&self) -> &DynStore {
+        &self.store
+    }
+    async fn before(&self, _op: &'static str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+async fn server(persist: bool) -> RedisServer {
+    RedisServer::start_with(Options {
+        persist,
+        ..Options::default()
+    })
+    .await
+    .expect("redis-server is required: apt-get install redis-server (scripts/test does this)")
+}
+
+async fn cached(server: &RedisServer) -> RedisStore {
+    let store = RedisStore::connect(RedisConfig::new(server.url()).with_read_cache(Some(1000)))
+        .await
+        .expect("connect");
+    assert!(store.read_cache_counts().is_some(), "tracking is on");
+    store
+}
+
+async fn make_store() -> Cached {
+    let server = server(false).await;
+    Cached {
+        store: Arc::new(cached(&server).await),
+        _server: server,
+    }
+}
+
+// Every guarantee of the contract holds with the cache on.
+cloakroom::store_suite!(make_store);
+
+fn key() -> SessionKey {
+    SessionId::random().unwrap().key()
+}
+
+fn session(now: u64) -> Record {
+    let mut r = Record::new(now, now + 60_000, now + 120_000);
+    r.fields.insert("n".into(), "1".into());
+    r
+}
+
+/// Polls `check` until it holds, for at most `limit`; returns how long it took.
+async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+/// A repeat read costs no command; a change by another instance (another connection)
+/// reaches the cache by Redis' push, and so does a logout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_reads_are_free_and_other_writers_invalidate() {
+    let server = server(false).await;
+    let reader = cached(&server).await;
+    let writer = RedisStore::connect(RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let (k, now) = (key(), now_millis());
+    writer.create(&k, &session(now)).await.unwrap();
+    assert!(reader.load(&k, now + 1, None).await.unwrap().is_some());
+    let before = server.command_calls().await;
+    for _ in 0..10 {
+        assert!(reader.load(&k, now + 2, None).await.unwrap().is_some());
+    }
+    let after = server.command_calls().await;
+    assert_eq!(
+        after.get("hgetall"),
+        before.get("hgetall"),
+        "served from the cache"
+    );
+    let mut set = Changes::default();
+    set.set.insert("n".into(), "2".into());
+    writer.apply(&k, &set, now + 3).await.unwrap();
+    let seen = within(Duration::from_secs(2), async || {
+        reader
+            .load(&k, now + 4, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .fields["n"]
+            == "2"
+    })
+    .await;
+    assert!(seen.is_some(), "another writer's change reaches the cache");
+    writer.destroy(&k).await.unwrap();
+    let gone = within(Duration::from_secs(2), async || {
+        reader.load(&k, now + 5, None).await.unwrap().is_none()
+    })
+    .await;
+    let gone = gone.expect("a logout elsewhere reaches the cache");
+    eprintln!("logout reached the other instance's cache after {gone:?}");
+}
+
+/// Losing the tracking link empties the cache: after Redis restarts, a record changed while
+/// nobody was tracking is read fresh, never served from before the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_tracking_link_empties_the_cache() {
+    let mut server = server(true).await;
+    let store = cached(&server).await;
+    let (k, now) = (key(), now_millis());
+    store.create(&k, &session(now)).await.unwrap();
+    assert!(store.load(&k, now + 1, None).await.unwrap().is_some());
+    server.kill().await;
+    assert!(
+        store.load(&k, now + 2, None).await.is_err(),
+        "no stale read while the link is down"
+    );
+    server.restart().await;
+    server
+        .command(&["HSET", &store.key_name(&k), "n", "7"])
+        .await;
+    let fresh = within(Duration::from_secs(10), async || {
+        matches!(
+            store.load(&k, now + 3, None).await,
+            Ok(Some(l)) if l.record.fields["n"] == "7"
+        )
+    })
+    .await;
+    assert!(fresh.is_some(), "read fresh after the link came back");
+}

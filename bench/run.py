@@ -23,12 +23,13 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SERVERS = ["cloakroom", "tower-sessions", "actix-session", "express-session", "baseline",
-           "cloakroom-memory"]
+SERVERS = ["cloakroom", "cloakroom-cached", "tower-sessions", "actix-session", "express-session",
+           "baseline", "cloakroom-memory"]
 EXPRESS = os.path.join(HERE, "servers", "express-session")
 # name -> (binary, extra environment). cloakroom-memory is the same server on the in-process
 # store: the layer's own cost, without Redis.
-BINARIES = {"cloakroom-memory": ("cloakroom", {"STORE": "memory"})}
+BINARIES = {"cloakroom-memory": ("cloakroom", {"STORE": "memory"}),
+            "cloakroom-cached": ("cloakroom", {"READ_CACHE": "1"})}
 # Commands the Cloakroom scripts run inside one EVALSHA (counted by INFO commandstats too).
 INSIDE_SCRIPTS = {"hgetall", "hmget", "hget", "hset", "hdel", "hincrby", "hkeys", "pexpire",
                   "del", "exists", "zremrangebyscore", "zadd", "zrem", "zcard", "pttl"}
@@ -279,7 +280,7 @@ def measure(name, redis, opts, first):
             top, every, diff = per_request(before, redis.commandstats(), total)
             r[label] = dict(all=[rps], errors=errors, round_trips=top, commands=every, diff=diff,
                             app_us=[cpu[0]], redis_us=[cpu[1]])
-        if first and name not in ("baseline", "cloakroom-memory"):
+        if first and name not in ("baseline", "cloakroom-memory", "cloakroom-cached"):
             r["kept"], r["ok"] = concurrent_increments(port)
             r["bytes"], r["keys"] = memory_per_session(redis, port, opts.sessions)
             r["outage"] = outage_stall(redis, port)
@@ -318,6 +319,14 @@ def report(results, opts):
         rd, wr = r["read"], r["write"]
         print(f"| {name} | {rd['app']:.1f} | {rd['redis']:.1f} | {wr['app']:.1f} "
               f"| {wr['redis']:.1f} |")
+    if "cloakroom-cached" in results and peers:
+        cc = results["cloakroom-cached"]
+        best_read = max(results[p]["read"]["rps"] for p in peers)
+        print(f"- cached read vs best peer: {cc['read']['rps'] / best_read:.2f}× (target ≥ 1.4×), "
+              f"{cc['read']['commands']:.2f} Redis commands per read (target 0)")
+        if base:
+            print(f"- cached read vs baseline: {cc['read']['rps'] / base['read']['rps']:.2f}× "
+                  f"(target ≥ 0.7×)")
     if "cloakroom" in results:
         c = results["cloakroom"]
         print()

@@ -516,6 +516,12 @@ impl Session {
     pub async fn increment(&self, key: &str, by: i64) -> Result<i64, SessionError> {
         check_key(&self.shared, key)?;
         let mut state = self.touch().await;
+        if state.bound.is_some() {
+            // A bound session is checked on load: a blind write must not skip the check.
+            self.ensure_loaded(&mut state).await?;
+        } else if state.existence == Existence::Unknown {
+            self.peek_cached(&mut state);
+        }
         state.writable()?;
         if state.existence == Existence::Loaded {
             self.check_growth(&state, key, COUNTER_BYTES)?;
@@ -539,6 +545,31 @@ impl Session {
         }
     }
 
+    /// Takes the session from the store's in-process copy, if it keeps one (a read cache):
+    /// then a blind write knows the session's fields without a round trip.
+    fn peek_cached(&self, state: &mut State) {
+        let Some(key) = state.key else {
+            return;
+        };
+        let now = now_millis();
+        if let Some(record) = self
+            .shared
+            .store
+            .store
+            .cached(&key)
+            .filter(|r| r.is_alive(now))
+        {
+            state.record = Some(record);
+            state.existence = Existence::Loaded;
+        }
+    }
+
+    /// The limits a write must send: none when the layer has checked them against the record
+    /// it loaded (the store may then write without re-checking), else the store checks.
+    fn limits_for(&self, state: &State) -> Option<Limits> {
+        (state.existence != Existence::Loaded).then(|| self.shared.limits())
+    }
+
     /// Writes `changes` at once: into the existing session, or a new one if there is none.
     async fn write_now(
         &self,
@@ -547,7 +578,7 @@ impl Session {
     ) -> Result<BTreeMap<String, i64>, SessionError> {
         let now = now_millis();
         let mut changes = changes.clone();
-        changes.limits = Some(self.shared.limits());
+        changes.limits = self.limits_for(state);
         if let Some(key) = state.key.filter(|_| state.existence != Existence::Absent) {
             let store = &self.shared.store;
             bump(&store.metrics.applies);
@@ -579,6 +610,7 @@ impl Session {
             }
         }
         let mut record = self.shared.new_record(now);
+        changes.limits = Some(self.shared.limits());
         let counters = record.apply(&changes).map_err(SessionError::Store)?;
         self.create(state, record).await?;
         Ok(counters)
@@ -897,10 +929,11 @@ impl Session {
         }
         let mut changes = std::mem::take(&mut state.pending);
         if !state.degraded {
-            changes.limits = Some(self.shared.limits());
+            changes.limits = self.limits_for(&state);
             match (state.existence, state.key, state.cycle) {
                 (Existence::Absent, _, _) | (_, None, _) if !changes.is_empty() => {
                     let mut record = self.shared.new_record(now_millis());
+                    changes.limits = Some(self.shared.limits());
                     record.apply(&changes)?;
                     self.create(&mut state, record).await?;
                     if changes.user.is_some() {

@@ -149,6 +149,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Cheap size figures (no full scan).
     async fn stats(&self) -> Result<StoreStats, StoreError>;
 
+    /// The record filed under `key` if this store keeps a coherent copy in process (a read
+    /// cache), without a round trip; `None` otherwise (the default). The layer uses it to
+    /// know a session's fields before a blind write. It must never return a record that a
+    /// write through this process has changed since.
+    fn cached(&self, _key: &SessionKey) -> Option<Record> {
+        None
+    }
+
     /// Whether the store answers at all (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError> {
         self.stats().await.map(|_| ())
@@ -205,5 +213,8 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         (**self).ping().await
+    }
+    fn cached(&self, key: &SessionKey) -> Option<Record> {
+        (**self).cached(key)
     }
 }

@@ -1117,6 +1117,9 @@ impl<H: Hook> SessionStore for H {
         self.before("stats").await?;
         self.inner().stats().await
     }
+    fn cached(&self, k: &SessionKey) -> Option<Record> {
+        self.inner().cached(k)
+    }
 }
 
 /// Counts every call into a store.

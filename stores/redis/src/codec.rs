@@ -41,7 +41,7 @@ fn packed_meta(record: &Record) -> String {
 }
 
 /// Fills `record`'s metadata from the packed field.
-fn unpack_meta(text: &str, record: &mut Record) -> Result<(), StoreError> {
+pub(crate) fn unpack_meta(text: &str, record: &mut Record) -> Result<(), StoreError> {
     let mut parts = text.splitn(5, '|');
     let mut next = || -> Result<u64, StoreError> {
         let part = parts.next().unwrap_or_default();
@@ -79,6 +79,13 @@ pub(crate) fn stored_from_flat(flat: Vec<Value>) -> Result<Stored, StoreError> {
         .chunks(2)
         .any(|pair| matches!(&pair[0], Value::BulkString(b) if b == ALIAS.as_bytes()));
     if !alias {
+        let has_meta = flat
+            .chunks(2)
+            .any(|pair| matches!(&pair[0], Value::BulkString(b) if b == META.as_bytes()));
+        if !has_meta {
+            // A stub: what a script-free write leaves where a session had gone (`fast.rs`).
+            return Ok(Stored::Missing);
+        }
         return record_from_flat(flat).map(Stored::Session);
     }
     let (mut to, mut until) = (None, 0);

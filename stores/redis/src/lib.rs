@@ -34,6 +34,7 @@ mod codec;
 mod config;
 mod connection;
 mod error;
+mod fast;
 mod keys;
 mod scripts;
 mod store;

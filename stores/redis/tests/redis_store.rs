@@ -276,10 +276,10 @@ async fn damaged_data_is_a_typed_error() {
     let server = server(Options::default()).await;
     let store = connect(&server).await;
     let now = now_millis();
-    // A hash without metadata, metadata that does not parse (read by the client on load, by
-    // the script on apply: both must refuse it), and a key of the wrong type.
-    let damage: [&[&str]; 3] = [
-        &["HSET", "{key}", "cart", "[1]"],
+    // Metadata that does not parse (read by the client on load, by the script on apply: both
+    // must refuse it), and a key of the wrong type. (A hash without metadata is a stub, no
+    // session: `stubs_are_no_session`.)
+    let damage: [&[&str]; 2] = [
         &["HSET", "{key}", "__m", "1|2|x|4"],
         &["SET", "{key}", "plain"],
     ];
@@ -559,4 +559,89 @@ async fn the_client_and_the_scripts_read_metadata_alike() {
             "{meta:?}: client {client:?}, script {script:?}"
         );
     }
+}
+
+/// A write that races a logout, without a script, leaves a stub: a hash with no metadata,
+/// which every reader takes for no session, which no write revives, and which expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stubs_are_no_session() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let (k, now) = (key(), now_millis());
+    let mut one = Changes::default();
+    one.increments.insert("visits".into(), 1);
+    // Script-free (the layer checked the limits): on a key that is gone, it leaves a stub.
+    assert_eq!(store.apply(&k, &one, now).await.unwrap(), Applied::Gone);
+    let name = store.key_name(&k);
+    assert!(exists(&server, &name).await, "the stub is there");
+    let ttl = server.command(&["PTTL", &name]).await;
+    assert!(!ttl.starts_with(":-"), "and expires: {ttl}");
+    assert!(store.load(&k, now + 1, None).await.unwrap().is_none());
+    assert_eq!(store.apply(&k, &one, now + 2).await.unwrap(), Applied::Gone);
+    let mut set = Changes::default();
+    set.set.insert("x".into(), "1".into());
+    assert_eq!(store.apply(&k, &set, now + 3).await.unwrap(), Applied::Gone);
+    // The scripts agree: a stub is no session for them either.
+    let mut user = Changes::default();
+    user.user = Some(cloakroom::UserChange::Set("u".into()));
+    assert_eq!(
+        store.apply(&k, &user, now + 4).await.unwrap(),
+        Applied::Gone
+    );
+    assert_eq!(
+        store
+            .cycle(&k, &key(), &Changes::default(), now + 5, now + 5)
+            .await
+            .unwrap(),
+        Applied::Gone
+    );
+    assert!(store.load(&k, now + 6, None).await.unwrap().is_none());
+}
+
+/// The common writes take no script: one `MULTI`/`EXEC`, one round trip, and the counter
+/// rules of every store (a non-integer or an out-of-range result is refused, nothing else
+/// written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_writes_need_no_script() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let (k, now) = (key(), now_millis());
+    let mut record = fresh(now);
+    record.fields.insert("big".into(), "999999999999998".into());
+    record.fields.insert("name".into(), "\"bob\"".into());
+    store.create(&k, &record).await.unwrap();
+    let before = server.command_calls().await;
+    let mut one = Changes::default();
+    one.increments.insert("visits".into(), 1);
+    let done = store.apply(&k, &one, now + 1).await.unwrap();
+    assert!(matches!(done, Applied::Done { ref counters, .. } if counters["visits"] == 1));
+    let mut set = Changes::default();
+    set.set.insert("page".into(), "\"home\"".into());
+    set.remove.insert("name".into());
+    store.apply(&k, &set, now + 2).await.unwrap();
+    let after = server.command_calls().await;
+    assert_eq!(
+        after.get("evalsha"),
+        before.get("evalsha"),
+        "no script ran: {after:?}"
+    );
+    assert_eq!(after["exec"] - before.get("exec").copied().unwrap_or(0), 2);
+    let loaded = store.load(&k, now + 3, None).await.unwrap().unwrap().record;
+    assert_eq!(loaded.fields["visits"], "1");
+    assert_eq!(loaded.fields["page"], "\"home\"");
+    assert!(!loaded.fields.contains_key("name"));
+    for (field, by) in [("page", 1), ("big", 2), ("big", 3)] {
+        let mut bad = Changes::default();
+        bad.increments.insert(field.into(), by);
+        assert!(
+            matches!(store.apply(&k, &bad, now + 4).await, Err(StoreError::NotAnInteger(f)) if f == field),
+            "{field} + {by}"
+        );
+    }
+    let back = store.load(&k, now + 5, None).await.unwrap().unwrap().record;
+    assert_eq!(
+        back.fields["big"], "999999999999998",
+        "refused steps are taken back"
+    );
+    assert_eq!(back.fields["page"], "\"home\"");
 }

@@ -47,7 +47,10 @@ async fn main() {
     let store: std::sync::Arc<dyn cloakroom::SessionStore> = if std::env::var("STORE").as_deref() == Ok("memory") {
         std::sync::Arc::new(cloakroom::MemoryStore::default())
     } else {
-        std::sync::Arc::new(RedisStore::connect(RedisConfig::new(url)).await.expect("redis"))
+        // READ_CACHE=1: the read cache kept coherent by CLIENT TRACKING.
+        let cache = (std::env::var("READ_CACHE").as_deref() == Ok("1")).then_some(100_000);
+        let config = RedisConfig::new(url).with_read_cache(cache);
+        std::sync::Arc::new(RedisStore::connect(config).await.expect("redis"))
     };
     let keys = KeyRing::from_comma_separated("bench-secret-bench-secret-bench-secret-0001").unwrap();
     let config = SessionConfig::builder(keys)

@@ -73,11 +73,10 @@ local function apply_to(key, A, o, now, prefix)
   end
   local got = redis.call('HMGET', key, unpack(wanted))
   if not got[1] then
-    -- Not a session: an alias of a cycle, nothing, or damage.
+    -- Not a session: an alias of a cycle, nothing, or a stub (a script-free write's leftover).
     local a = redis.call('HMGET', key, '__to', '__g')
     if a[1] then return alias(a[1], a[2], now) end
-    if redis.call('EXISTS', key) == 0 then return false end
-    return { 'corrupt', 'metadata missing' }
+    return false
   end
   local m = meta(got[1])
   if not m then return { 'corrupt', 'metadata damaged' } end

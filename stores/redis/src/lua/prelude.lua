@@ -92,8 +92,10 @@ local function read_live(now)
     if META[flat[i]] then found[flat[i]] = flat[i + 1] end
   end
   if found.__to then return nil, alias(found.__to, found.__g, now) end
+  -- No metadata: a stub that a script-free write left where a session had gone.
+  if not found.__m then return nil, false end
   local m = meta(found.__m)
-  if not m then return nil, { 'corrupt', 'metadata missing or damaged' } end
+  if not m then return nil, { 'corrupt', 'metadata damaged' } end
   if not alive(m, now) then return nil, false end
   return flat, m
 end

@@ -1,0 +1,161 @@
+//! Writes without a script: one `MULTI … EXEC` for the common, simple changes.
+//!
+//! A script costs Redis 7.0 about 120k instructions per write (`bench/script_cost.py`), most of
+//! it moving values between Lua and Redis. The commonest writes need none of what a script
+//! adds: an increment of one counter, or setting and removing fields. For those the store
+//! sends, in one round trip:
+//!
+//! ```text
+//! MULTI
+//! HMGET <session> __m __to        # what the key was before this write
+//! HINCRBY … | HDEL … HSET …       # the change itself
+//! PEXPIRE <session> <stub TTL> NX # only a key without a TTL gets one
+//! EXEC
+//! ```
+//!
+//! `MULTI` runs the change whatever the key holds, so the guarantees come from what it leaves
+//! behind, decided by the `HMGET` reply:
+//!
+//! - a live session (its `__m` says so by the caller's clock): the write is done;
+//! - no `__m` (the session is gone): the change made a **stub**, a hash with no metadata that
+//!   every reader treats as no session, and that expires on its own (`PEXPIRE … NX`, a live
+//!   session's TTL is untouched). The caller is told `Gone`: nothing was resurrected;
+//! - `__to` (an old ID's alias): the change landed in the alias hash, which readers follow by
+//!   `__to` and otherwise ignore. The caller is told `Aliased`;
+//! - a dead `__m` (deadline passed, TTL not yet): the change landed in a record no reader
+//!   accepts. The caller is told `Gone`.
+//!
+//! Only changes that cannot half-fail take this path: one increment alone (if `HINCRBY`
+//! refuses, nothing else was in the transaction), or sets and removes alone (`HSET`/`HDEL` do
+//! not fail on a hash). And only when the layer has checked the session's limits against the
+//! record it loaded (`Changes::limits` is `None`): a blind write that may add a field goes
+//! through the script, which checks before it writes. A change of user, expiry or `clear`
+//! rewrites `__m` and keeps the script too.
+
+use cloakroom::{Changes, Millis, Record, COUNTER_LIMIT};
+use redis::Value;
+
+/// How long a stub lives: long enough for any write racing a logout to land in it, short
+/// enough to cost nothing.
+pub(crate) const STUB_TTL_MS: u64 = 60_000;
+
+/// Whether `changes` can be written without a script.
+pub(crate) fn eligible(changes: &Changes) -> bool {
+    let simple = !changes.clear
+        && changes.user.is_none()
+        && changes.idle_deadline.is_none()
+        && changes.limits.is_none();
+    let one_increment = changes.increments.len() == 1
+        && changes.set.is_empty()
+        && changes.remove.is_empty()
+        && changes
+            .increments
+            .values()
+            .all(|by| by.unsigned_abs() < COUNTER_LIMIT.unsigned_abs());
+    let fields_only =
+        changes.increments.is_empty() && !(changes.set.is_empty() && changes.remove.is_empty());
+    simple && (one_increment || fields_only)
+}
+
+/// The transaction for `changes` on the session hash `name`, as plain commands.
+pub(crate) fn transaction(name: &str, changes: &Changes) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic().ignore_errors();
+    pipe.cmd("HMGET")
+        .arg(name)
+        .arg("__m")
+        .arg("__to")
+        .arg("__g");
+    for (field, by) in &changes.increments {
+        pipe.cmd("HINCRBY").arg(name).arg(field).arg(*by);
+    }
+    if !changes.remove.is_empty() {
+        pipe.cmd("HDEL")
+            .arg(name)
+            .arg(changes.remove.iter().collect::<Vec<_>>());
+    }
+    if !changes.set.is_empty() {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(name);
+        for (k, v) in &changes.set {
+            hset.arg(k).arg(v);
+        }
+        pipe.add_command(hset);
+    }
+    pipe.cmd("PEXPIRE").arg(name).arg(STUB_TTL_MS).arg("NX");
+    pipe
+}
+
+/// What the key was before the transaction, from its `HMGET` reply, judged at `now`.
+pub(crate) enum Before {
+    /// A session, with its metadata text.
+    Session(String),
+    /// An old ID's alias within its grace window.
+    Alias,
+    /// Nothing (or an alias whose grace has ended): the transaction left a stub.
+    Nothing,
+}
+
+pub(crate) fn before(hmget: Value, now: Millis) -> Before {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    let Value::Array(items) = hmget else {
+        return Before::Nothing;
+    };
+    let field = |i: usize| items.get(i).and_then(text);
+    match (field(0), field(1), field(2)) {
+        (_, Some(_), grace) => {
+            let until: Millis = grace.and_then(|g| g.parse().ok()).unwrap_or(0);
+            if now < until {
+                Before::Alias
+            } else {
+                Before::Nothing
+            }
+        }
+        (Some(meta), None, _) => Before::Session(meta),
+        (None, None, _) => Before::Nothing,
+    }
+}
+
+/// Whether the session whose metadata is `meta` was alive at `now` (a damaged one is not).
+pub(crate) fn alive(meta: &str, now: Millis) -> bool {
+    let mut record = Record::new(0, 0, 0);
+    crate::codec::unpack_meta(meta, &mut record).is_ok() && record.is_alive(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changes_that_cannot_half_fail_are_eligible() {
+        let mut one = Changes::default();
+        one.increments.insert("n".into(), 1);
+        assert!(eligible(&one));
+        let mut two = one.clone();
+        two.increments.insert("m".into(), 1);
+        assert!(!eligible(&two), "two increments can half-fail");
+        let mut mixed = one.clone();
+        mixed.set.insert("a".into(), "1".into());
+        assert!(!eligible(&mixed), "a set beside an increment can half-fail");
+        let mut sets = Changes::default();
+        sets.set.insert("a".into(), "1".into());
+        sets.remove.insert("b".into());
+        assert!(eligible(&sets));
+        let mut limited = sets.clone();
+        limited.limits = Some(cloakroom::Limits {
+            max_bytes: 10,
+            max_fields: 1,
+        });
+        assert!(!eligible(&limited), "unchecked limits need the script");
+        let mut user = sets.clone();
+        user.user = Some(cloakroom::UserChange::Set("u".into()));
+        assert!(!eligible(&user));
+        let mut huge = Changes::default();
+        huge.increments.insert("n".into(), COUNTER_LIMIT);
+        assert!(!eligible(&huge));
+        assert!(!eligible(&Changes::default()));
+    }
+}

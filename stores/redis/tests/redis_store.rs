@@ -582,8 +582,10 @@ async fn stubs_are_no_session() {
     set.set.insert("x".into(), "1".into());
     assert_eq!(store.apply(&k, &set, now + 3).await.unwrap(), Applied::Gone);
     // The scripts agree: a stub is no session for them either.
-    let mut user = Changes::default();
-    user.user = Some(cloakroom::UserChange::Set("u".into()));
+    let user = Changes {
+        user: Some(cloakroom::UserChange::Set("u".into())),
+        ..Changes::default()
+    };
     assert_eq!(
         store.apply(&k, &user, now + 4).await.unwrap(),
         Applied::Gone

@@ -109,6 +109,27 @@ class Redis:
         return int(self.cmd("DBSIZE").strip().lstrip(":"))
 
 
+def prefill(redis, sessions):
+    """Files `sessions` synthetic login sessions the way Cloakroom lays them out (a hash with
+    packed metadata and a login time, and a user index entry), so that throughput can be
+    measured with a large store. Sent through `redis-cli --pipe` in batches."""
+    now = int(time.time() * 1000)
+    day, week = 86_400_000, 604_800_000
+    batch = 50_000
+    for start in range(0, sessions, batch):
+        out = []
+        for i in range(start, min(sessions, start + batch)):
+            key = f"session:fill{i:017d}"
+            meta = f"{now}|{now + day}|{now + week}|1|filler{i}"
+            for args in (("HSET", key, "__m", meta, "login_time", str(now)),
+                         ("PEXPIRE", key, str(day)),
+                         ("ZADD", f"session:user:filler{i}", str(now + week), key[8:])):
+                out.append(f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args))
+        subprocess.run(["redis-cli", "-p", str(redis.port), "--pipe"], input="".join(out).encode(),
+                       capture_output=True, check=True, timeout=600)
+    return redis.dbsize()
+
+
 def request(port, method, path, cookie=None, timeout=30):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     headers = {"Cookie": cookie} if cookie else {}
@@ -220,6 +241,8 @@ def main():
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--only", default=",".join(SERVERS))
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--prefill", type=int, default=0,
+                    help="file this many other sessions in Redis before measuring (flat cost)")
     opts = ap.parse_args()
     for tool in ["redis-server", "wrk"]:
         if not shutil.which(tool):
@@ -268,6 +291,8 @@ def measure(name, redis, opts, first):
     try:
         wait_port(port)
         redis.cmd("FLUSHALL")
+        if opts.prefill:
+            prefill(redis, opts.prefill)
         r = {}
         cookie = login(port, need_cookie=name != "baseline")
         wrk(port, "GET", "/api/profile", cookie, 2, opts.connections)  # warm-up
@@ -293,8 +318,9 @@ def measure(name, redis, opts, first):
 def report(results, opts):
     base = results.get("baseline")
     peers = [n for n in ("tower-sessions", "actix-session", "express-session") if n in results]
+    prefilled = f" --prefill {opts.prefill}" if opts.prefill else ""
     print(f"Command: `bench/run.py --runs {opts.runs} --seconds {opts.seconds} "
-          f"--connections {opts.connections} --sessions {opts.sessions}` "
+          f"--connections {opts.connections} --sessions {opts.sessions}{prefilled}` "
           f"({time.strftime('%Y-%m-%d')}); req/s are medians over the runs\n")
     print("| server | read req/s | write req/s | untouched req/s | round trips / read "
           "| round trips / write | Redis commands / read, write, untouched "

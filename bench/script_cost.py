@@ -169,6 +169,9 @@ def main():
             ("Cloakroom read: HGETALL", [("HGETALL", KEY)]),
             ("Cloakroom write: apply script (increment)",
              [("EVALSHA", apply, 2, KEY, LIVE, *APPLY_ARGS)]),
+            ("Cloakroom write without a script: MULTI, HINCRBY, HMGET, PEXPIRE NX, EXEC",
+             [("MULTI",), ("HINCRBY", KEY, "visits", 1), ("HMGET", KEY, "__m", "__to", "__g"),
+              ("PEXPIRE", KEY, 60000, "NX"), ("EXEC",)]),
             ("Cloakroom read through the load script, no refresh due",
              [("EVALSHA", load, 2, KEY, LIVE, NOW, "", "")]),
             # Refresh due on every call: the deadline it asks for is always later.

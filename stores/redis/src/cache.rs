@@ -104,6 +104,23 @@ impl CacheState {
         entries.insert(key, record);
     }
 
+    /// After a write this process sent on the tracking connection at `ticket` (which, with
+    /// `NOLOOP`, brings no invalidation back): applies its effect to the cached record if no
+    /// one else changed the key since, else forgets the key. Either way, reads sent before now
+    /// can no longer cache what they saw.
+    pub(crate) fn patch(&self, key: &SessionKey, ticket: u64, change: impl FnOnce(&mut Record)) {
+        let mut entries = self.entries();
+        let untouched = self.stamps[slot(key)].load(Ordering::Acquire) <= ticket;
+        let stamp = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
+        self.stamps[slot(key)].store(stamp, Ordering::Release);
+        match entries.get_mut(key) {
+            Some(record) if untouched && self.tracking.load(Ordering::Acquire) => change(record),
+            _ => {
+                entries.remove(key);
+            }
+        }
+    }
+
     /// Forgets `key` (a write from this process, or Redis said it changed).
     pub(crate) fn invalidate(&self, key: &SessionKey) {
         let mut entries = self.entries();
@@ -185,9 +202,12 @@ impl ReadCache {
         if self.state.is_tracking() {
             return Ok(());
         }
+        // NOLOOP: the script-free writes this process sends on this connection bring back no
+        // invalidation; the store applies their effect to the cache itself (`patch`).
         redis::cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")
+            .arg("NOLOOP")
             .query_async::<()>(&mut self.conn.clone())
             .await?;
         self.state.tracking.store(true, Ordering::Release);

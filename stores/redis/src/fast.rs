@@ -7,14 +7,18 @@
 //!
 //! ```text
 //! MULTI
-//! HMGET <session> __m __to        # what the key was before this write
 //! HINCRBY … | HDEL … HSET …       # the change itself
+//! HMGET <session> __m __to __g    # what the key is: the change never touches these fields
 //! PEXPIRE <session> <stub TTL> NX # only a key without a TTL gets one
 //! EXEC
 //! ```
 //!
+//! The `HMGET` comes after the change so that, on the read cache's connection, it tracks the
+//! key again: Redis drops a key from a client's tracking when that client (`NOLOOP`) changes it.
+//!
 //! `MULTI` runs the change whatever the key holds, so the guarantees come from what it leaves
-//! behind, decided by the `HMGET` reply:
+//! behind, decided by the `HMGET` reply (the layer never writes `__m`, `__to` or `__g`, so it
+//! says what the key was before the change too):
 //!
 //! - a live session (its `__m` says so by the caller's clock): the write is done;
 //! - no `__m` (the session is gone): the change made a **stub**, a hash with no metadata that
@@ -32,7 +36,9 @@
 //! through the script, which checks before it writes. A change of user, expiry or `clear`
 //! rewrites `__m` and keeps the script too.
 
-use cloakroom::{Changes, Millis, Record, COUNTER_LIMIT};
+use std::collections::BTreeMap;
+
+use cloakroom::{Applied, Changes, Millis, Record, SessionKey, StoreError, COUNTER_LIMIT};
 use redis::Value;
 
 /// How long a stub lives: long enough for any write racing a logout to land in it, short
@@ -61,11 +67,6 @@ pub(crate) fn eligible(changes: &Changes) -> bool {
 pub(crate) fn transaction(name: &str, changes: &Changes) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic().ignore_errors();
-    pipe.cmd("HMGET")
-        .arg(name)
-        .arg("__m")
-        .arg("__to")
-        .arg("__g");
     for (field, by) in &changes.increments {
         pipe.cmd("HINCRBY").arg(name).arg(field).arg(*by);
     }
@@ -82,6 +83,11 @@ pub(crate) fn transaction(name: &str, changes: &Changes) -> redis::Pipeline {
         }
         pipe.add_command(hset);
     }
+    pipe.cmd("HMGET")
+        .arg(name)
+        .arg("__m")
+        .arg("__to")
+        .arg("__g");
     pipe.cmd("PEXPIRE").arg(name).arg(STUB_TTL_MS).arg("NX");
     pipe
 }
@@ -116,6 +122,74 @@ pub(crate) fn before(hmget: Value, now: Millis) -> Before {
         }
         (Some(meta), None, _) => Before::Session(meta),
         (None, None, _) => Before::Nothing,
+    }
+}
+
+/// What a script-free write came to.
+pub(crate) enum Outcome {
+    /// Done, gone, or through an alias.
+    Applied(Applied),
+    /// Refused: nothing else was in the transaction, so nothing changed.
+    Failed(StoreError),
+    /// The counter went past the range every store keeps: the caller takes the step back.
+    Overflowed { field: String, by: i64 },
+}
+
+/// Reads the transaction's replies for `changes` on `key` at `now`.
+pub(crate) fn outcome(
+    replies: Vec<Value>,
+    changes: &Changes,
+    now: Millis,
+    key: SessionKey,
+) -> Outcome {
+    // The change's replies come first (one per command `transaction` built), then the HMGET.
+    let changed = changes.increments.len()
+        + usize::from(!changes.remove.is_empty())
+        + usize::from(!changes.set.is_empty());
+    let state = replies.get(changed).cloned().unwrap_or(Value::Nil);
+    let mut replies = replies.into_iter();
+    match before(state, now) {
+        Before::Alias => return Outcome::Applied(Applied::Aliased),
+        Before::Nothing => return Outcome::Applied(Applied::Gone),
+        Before::Session(meta) if !alive(&meta, now) => return Outcome::Applied(Applied::Gone),
+        Before::Session(_) => {}
+    }
+    let mut counters = BTreeMap::new();
+    if let Some((field, by)) = changes.increments.iter().next() {
+        let value = match replies.next() {
+            Some(Value::Int(n)) => n,
+            Some(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
+                return Outcome::Failed(StoreError::Corrupt(
+                    "a session key holds something other than a hash".into(),
+                ))
+            }
+            _ => return Outcome::Failed(StoreError::NotAnInteger(field.clone())),
+        };
+        if value.unsigned_abs() >= COUNTER_LIMIT.unsigned_abs() {
+            return Outcome::Overflowed {
+                field: field.clone(),
+                by: *by,
+            };
+        }
+        counters.insert(field.clone(), value);
+    }
+    Outcome::Applied(Applied::Done { counters, key })
+}
+
+/// Applies a done script-free write to the cached copy of its record.
+pub(crate) fn apply_to_cached(
+    record: &mut Record,
+    changes: &Changes,
+    counters: &BTreeMap<String, i64>,
+) {
+    for field in &changes.remove {
+        record.fields.remove(field);
+    }
+    for (field, value) in &changes.set {
+        record.fields.insert(field.clone(), value.clone());
+    }
+    for (field, value) in counters {
+        record.fields.insert(field.clone(), value.to_string());
     }
 }
 

@@ -334,45 +334,48 @@ impl RedisStore {
         changes: &Changes,
         now: Millis,
     ) -> Result<Applied, StoreError> {
-        let name = self.keys.session(key);
-        let pipe = fast::transaction(&name, changes);
-        let replies: Vec<Value> = self
-            .writing(&[*key], pipe.query_async(&mut self.conn.clone()))
-            .await
-            .map_err(|e| self.failed(e))?;
-        let mut replies = replies.into_iter();
-        match fast::before(replies.next().unwrap_or(Value::Nil), now) {
-            fast::Before::Alias => return Ok(Applied::Aliased),
-            fast::Before::Nothing => return Ok(Applied::Gone),
-            fast::Before::Session(meta) if !fast::alive(&meta, now) => return Ok(Applied::Gone),
-            fast::Before::Session(_) => {}
-        }
-        let mut counters = std::collections::BTreeMap::new();
-        if let Some((field, by)) = changes.increments.iter().next() {
-            let not_an_integer = || StoreError::NotAnInteger(field.clone());
-            let value = match replies.next() {
-                Some(Value::Int(n)) => n,
-                Some(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
-                    return Err(StoreError::Corrupt(
-                        "a session key holds something other than a hash".into(),
-                    ))
+        let pipe = fast::transaction(&self.keys.session(key), changes);
+        // With the read cache, the write goes on the tracking connection (NOLOOP) and its
+        // effect is applied to the cached record: a stream of writes keeps the record cached,
+        // and so keeps taking this path, instead of dropping it at every write.
+        let outcome = match self.cache.as_ref().filter(|c| c.state.is_tracking()) {
+            Some(cache) => {
+                let ticket = cache.state.ticket();
+                let replies: Result<Vec<Value>, _> =
+                    pipe.query_async(&mut cache.conn.clone()).await;
+                let outcome = replies
+                    .map_err(|e| self.failed(e))
+                    .map(|r| fast::outcome(r, changes, now, *key));
+                match &outcome {
+                    Ok(fast::Outcome::Applied(Applied::Done { counters, .. })) => {
+                        cache.state.patch(key, ticket, |record| {
+                            fast::apply_to_cached(record, changes, counters);
+                        });
+                    }
+                    _ => cache.state.invalidate(key),
                 }
-                _ => return Err(not_an_integer()),
-            };
-            if value.unsigned_abs() >= cloakroom::COUNTER_LIMIT.unsigned_abs() {
+                outcome?
+            }
+            None => {
+                let replies: Vec<Value> = self
+                    .writing(&[*key], pipe.query_async(&mut self.conn.clone()))
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                fast::outcome(replies, changes, now, *key)
+            }
+        };
+        match outcome {
+            fast::Outcome::Applied(applied) => Ok(applied),
+            fast::Outcome::Failed(error) => Err(error),
+            fast::Outcome::Overflowed { field, by } => {
                 // Past the range every store keeps: take the step back (a second round trip,
                 // only here) and refuse it, as the script and the other stores do.
                 let mut undo = redis::cmd("HINCRBY");
-                undo.arg(&name).arg(field).arg(-by);
+                undo.arg(self.keys.session(key)).arg(&field).arg(-by);
                 self.writing(&[*key], self.one(undo)).await?;
-                return Err(not_an_integer());
+                Err(StoreError::NotAnInteger(field))
             }
-            counters.insert(field.clone(), value);
         }
-        Ok(Applied::Done {
-            counters,
-            key: *key,
-        })
     }
 }
 

@@ -132,9 +132,16 @@ async fn a_lost_tracking_link_empties_the_cache() {
     store.create(&k, &session(now)).await.unwrap();
     assert!(store.load(&k, now + 1, None).await.unwrap().is_some());
     server.kill().await;
+    // As soon as the connection notices the loss, the cache is empty: reads go to Redis (and
+    // fail while it is down). Nobody can change a session while Redis is down, so what was
+    // served until then was not stale.
+    let lost = within(Duration::from_secs(5), async || {
+        store.load(&k, now + 2, None).await.is_err()
+    })
+    .await;
     assert!(
-        store.load(&k, now + 2, None).await.is_err(),
-        "no stale read while the link is down"
+        lost.is_some(),
+        "the loss is noticed and the cache no longer serves"
     );
     server.restart().await;
     server
@@ -148,4 +155,49 @@ async fn a_lost_tracking_link_empties_the_cache() {
     })
     .await;
     assert!(fresh.is_some(), "read fresh after the link came back");
+}
+
+/// With the cache, a stream of simple writes takes no script and no re-read: each write's
+/// effect is applied to the cached record (the tracking connection is NOLOOP, so no
+/// invalidation comes back for it), while another writer's change still invalidates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_writes_keep_the_record_cached_and_current() {
+    let server = server(false).await;
+    let store = cached(&server).await;
+    let other = RedisStore::connect(RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let (k, now) = (key(), now_millis());
+    store.create(&k, &session(now)).await.unwrap();
+    assert!(store.load(&k, now + 1, None).await.unwrap().is_some());
+    let before = server.command_calls().await;
+    let mut one = Changes::default();
+    one.increments.insert("n".into(), 1);
+    for expected in 2..=6 {
+        let done = store.apply(&k, &one, now + 2).await.unwrap();
+        assert!(
+            matches!(done, cloakroom::Applied::Done { ref counters, .. } if counters["n"] == expected)
+        );
+        assert_eq!(
+            store.cached(&k).map(|r| r.fields["n"].clone()).as_deref(),
+            Some(expected.to_string().as_str()),
+            "the cached record follows the writes"
+        );
+    }
+    let after = server.command_calls().await;
+    assert_eq!(after.get("evalsha"), before.get("evalsha"), "no script");
+    assert_eq!(after.get("hgetall"), before.get("hgetall"), "no re-read");
+    let mut set = Changes::default();
+    set.set.insert("x".into(), "1".into());
+    other.apply(&k, &set, now + 3).await.unwrap();
+    let dropped = within(Duration::from_secs(2), async || store.cached(&k).is_none()).await;
+    assert!(
+        dropped.is_some(),
+        "another writer's change still invalidates"
+    );
+    let fresh = store.load(&k, now + 4, None).await.unwrap().unwrap().record;
+    assert_eq!(
+        (fresh.fields["n"].as_str(), fresh.fields["x"].as_str()),
+        ("6", "1")
+    );
 }

@@ -69,6 +69,12 @@ impl GuessingPolicy {
         self
     }
 
+    /// Whether flagged clients are answered `429` (the cookie must then be verified before the
+    /// handler runs).
+    pub(crate) fn throttles(&self) -> bool {
+        self.throttle
+    }
+
     /// The client behind a request from `peer` with `headers`.
     pub(crate) fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer?;

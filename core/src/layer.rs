@@ -14,10 +14,9 @@ use crate::config::SessionConfig;
 use crate::cookie;
 use crate::error::{error_response, wants_html, ErrorMarker};
 use crate::guard::Guarded;
-use crate::guessing::{Detector, Verdict};
-use crate::keyring::Verified;
-use crate::metrics::{bump, SessionMetrics};
-use crate::session::{Committed, CookieOut, Session, Shared};
+use crate::guessing::Detector;
+use crate::metrics::SessionMetrics;
+use crate::session::{Committed, CookieOut, Presented, Session, Shared};
 use crate::store::{SessionStore, StoreError, StoreStats};
 
 /// Adds sessions to an axum/tower service. Clone it freely: clones share the store, the
@@ -40,7 +39,6 @@ use crate::store::{SessionStore, StoreError, StoreStats};
 #[derive(Clone)]
 pub struct SessionLayer {
     shared: Arc<Shared>,
-    guesses: Arc<Detector>,
 }
 
 /// What the request's cookies said, before any store call.
@@ -70,8 +68,8 @@ impl SessionLayer {
                 config,
                 store,
                 creates,
+                guesses: Detector::default(),
             }),
-            guesses: Arc::default(),
         }
     }
 
@@ -123,58 +121,30 @@ impl SessionLayer {
     pub fn session_for(&self, headers: &http::HeaderMap) -> Session {
         match self.arrive(headers, None) {
             Arrival::Session(session) => session,
-            Arrival::Throttled => Session::new(self.shared.clone(), None, None),
+            Arrival::Throttled => Session::new(self.shared.clone(), Presented::Nothing, None),
         }
     }
 
-    /// Takes the first cookie of our name whose signature verifies; the others are counted
-    /// as rejected (a planted duplicate can neither replace the real cookie nor lock it out).
+    /// What the request's cookies name. Verified now only when a client may have to be
+    /// throttled before the handler runs; otherwise when the handler first uses the session,
+    /// so that a route that never does pays for no HMAC.
     fn arrive(&self, headers: &http::HeaderMap, peer: Option<std::net::IpAddr>) -> Arrival {
         let config = &self.shared.config;
         let found = cookie::find(headers, &config.cookie_name);
-        let mut rejected = found.malformed;
-        let mut chosen = None;
-        for value in &found.values {
-            match config.keys.verify(value) {
-                Some(Verified::Current(id)) if chosen.is_none() => chosen = Some((id, false)),
-                Some(Verified::Stale(id)) if chosen.is_none() => chosen = Some((id, true)),
-                Some(_) => {}
-                None => rejected += 1,
-            }
-        }
-        if rejected > 0 {
-            bump(&self.shared.store.metrics.rejected_cookies);
-            tracing::info!(
-                count = rejected,
-                "session cookie refused: bad signature or malformed"
-            );
-            if chosen.is_none() && self.guessed(headers, peer) {
+        let client = config.guessing.client(peer, headers);
+        let bound = config.binding.fingerprint(headers, client);
+        let presented = if found.values.is_empty() && found.malformed == 0 {
+            Presented::Nothing
+        } else if config.guessing.throttles() {
+            let (cookie, throttle) = self.shared.verify(&found, client);
+            if throttle {
                 return Arrival::Throttled;
             }
-        }
-        let bound = config
-            .binding
-            .fingerprint(headers, config.guessing.client(peer, headers));
-        Arrival::Session(Session::new(self.shared.clone(), chosen, bound))
-    }
-
-    /// Counts an invalid cookie against its client; true if the client is to be throttled.
-    fn guessed(&self, headers: &http::HeaderMap, peer: Option<std::net::IpAddr>) -> bool {
-        let policy = &self.shared.config.guessing;
-        let Some(client) = policy.client(peer, headers) else {
-            return false;
+            Presented::Verified(cookie)
+        } else {
+            Presented::Unverified(found, client)
         };
-        match self.guesses.invalid(policy, client) {
-            Verdict::Counted => false,
-            Verdict::Flagged => {
-                tracing::warn!(%client, "possible session-ID guessing: many invalid cookies from one client");
-                false
-            }
-            Verdict::Throttled => {
-                bump(&self.shared.store.metrics.guessing_throttled);
-                true
-            }
-        }
+        Arrival::Session(Session::new(self.shared.clone(), presented, bound))
     }
 }
 

@@ -14,9 +14,14 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{Mutex, MutexGuard};
 
+use std::net::IpAddr;
+
 use crate::config::{FailurePolicy, SessionConfig};
+use crate::cookie::Candidates;
 use crate::guard::Guarded;
+use crate::guessing::{Detector, Verdict};
 use crate::id::{SessionId, SessionKey};
+use crate::keyring::Verified;
 use crate::metrics::bump;
 use crate::record::{
     now_millis, Applied, Changes, Destroyed, Limits, Millis, Record, Refresh, UserChange,
@@ -46,6 +51,65 @@ pub(crate) struct Shared {
     /// Admission for new sessions: a flood of anonymous clients gets `503` at once when these
     /// run out, instead of queueing in front of the writes of sessions that exist.
     pub(crate) creates: tokio::sync::Semaphore,
+    /// Invalid cookies counted per client.
+    pub(crate) guesses: Detector,
+}
+
+/// What a request's cookies name, as the layer hands it to the session.
+pub(crate) enum Presented {
+    /// No cookie of our name.
+    Nothing,
+    /// Already verified (the layer had to decide on a `429` before the handler).
+    Verified(Option<(SessionId, bool)>),
+    /// Candidates to verify when the handler first uses the session: a request that never
+    /// does pays for no HMAC.
+    Unverified(Candidates, Option<IpAddr>),
+}
+
+impl Shared {
+    /// Takes the first candidate whose signature verifies; counts, logs and (per client)
+    /// tallies the others. Returns the chosen ID, and whether the client is to be throttled.
+    pub(crate) fn verify(
+        &self,
+        found: &Candidates,
+        client: Option<IpAddr>,
+    ) -> (Option<(SessionId, bool)>, bool) {
+        let mut rejected = found.malformed;
+        let mut chosen = None;
+        for value in &found.values {
+            match self.config.keys.verify(value) {
+                Some(Verified::Current(id)) if chosen.is_none() => chosen = Some((id, false)),
+                Some(Verified::Stale(id)) if chosen.is_none() => chosen = Some((id, true)),
+                Some(_) => {}
+                None => rejected += 1,
+            }
+        }
+        if rejected == 0 {
+            return (chosen, false);
+        }
+        bump(&self.store.metrics.rejected_cookies);
+        tracing::info!(
+            count = rejected,
+            "session cookie refused: bad signature or malformed"
+        );
+        let throttle = chosen.is_none() && client.is_some_and(|c| self.guessed(c));
+        (chosen, throttle)
+    }
+
+    /// Counts an invalid cookie against its client; true if the client is to be throttled.
+    fn guessed(&self, client: IpAddr) -> bool {
+        match self.guesses.invalid(&self.config.guessing, client) {
+            Verdict::Counted => false,
+            Verdict::Flagged => {
+                tracing::warn!(%client, "possible session-ID guessing: many invalid cookies from one client");
+                false
+            }
+            Verdict::Throttled => {
+                bump(&self.store.metrics.guessing_throttled);
+                true
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -184,6 +248,8 @@ struct State {
     touched: bool,
     /// This request's client fingerprint, when sessions are bound to their client.
     bound: Option<String>,
+    /// Cookies not verified yet (until the handler first uses the session).
+    unverified: Option<(Candidates, Option<IpAddr>)>,
 }
 
 impl State {
@@ -213,6 +279,16 @@ impl State {
             return Err(SessionError::Superseded);
         }
         Ok(())
+    }
+
+    /// Takes the verified cookie's ID as this request's session.
+    fn adopt(&mut self, cookie: Option<(SessionId, bool)>) {
+        if let Some((id, stale_signature)) = cookie {
+            self.key = Some(id.key());
+            self.id = Some(id);
+            self.existence = Existence::Unknown;
+            self.access = Access::Direct { stale_signature };
+        }
     }
 
     /// The session is gone for this request: no ID, no data.
@@ -277,45 +353,46 @@ fn check_key(shared: &Shared, key: &str) -> Result<(), SessionError> {
 }
 
 impl Session {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        cookie: Option<(SessionId, bool)>,
-        bound: Option<String>,
-    ) -> Self {
-        let (id, key, existence, access) = match cookie {
-            Some((id, stale_signature)) => {
-                let key = id.key();
-                (
-                    Some(id),
-                    Some(key),
-                    Existence::Unknown,
-                    Access::Direct { stale_signature },
-                )
-            }
-            None => (None, None, Existence::Absent, Access::None),
+    pub(crate) fn new(shared: Arc<Shared>, presented: Presented, bound: Option<String>) -> Self {
+        let mut state = State {
+            id: None,
+            key: None,
+            existence: Existence::Absent,
+            access: Access::None,
+            lifecycle: Lifecycle::Kept,
+            record: None,
+            pending: Changes::default(),
+            cycle: None,
+            destroyed: None,
+            degraded: false,
+            touched: false,
+            bound,
+            unverified: None,
         };
+        match presented {
+            Presented::Nothing => {}
+            Presented::Verified(cookie) => state.adopt(cookie),
+            Presented::Unverified(found, client) => state.unverified = Some((found, client)),
+        }
         Self {
             shared,
-            state: Arc::new(Mutex::new(State {
-                id,
-                key,
-                existence,
-                access,
-                lifecycle: Lifecycle::Kept,
-                record: None,
-                pending: Changes::default(),
-                cycle: None,
-                destroyed: None,
-                degraded: false,
-                touched: false,
-                bound,
-            })),
+            state: Arc::new(Mutex::new(state)),
         }
+    }
+
+    /// The state with the request's cookies verified (done once, at first use).
+    async fn verified(&self) -> MutexGuard<'_, State> {
+        let mut state = self.state.lock().await;
+        if let Some((found, client)) = state.unverified.take() {
+            let (cookie, _) = self.shared.verify(&found, client);
+            state.adopt(cookie);
+        }
+        state
     }
 
     /// The state, marked as used by the handler (its response now depends on the session).
     async fn touch(&self) -> MutexGuard<'_, State> {
-        let mut state = self.state.lock().await;
+        let mut state = self.verified().await;
         state.touched = true;
         state
     }
@@ -840,7 +917,7 @@ impl Session {
 
     /// The store key of this session (a safe handle for logs and lists), if it has one yet.
     pub async fn key(&self) -> Option<SessionKey> {
-        self.state.lock().await.key
+        self.verified().await.key
     }
 
     /// Every live session of this session's user, the current one marked.
@@ -908,6 +985,14 @@ impl Session {
     /// must do with the cookie.
     pub(crate) async fn commit(&self) -> Result<Committed, SessionError> {
         let mut state = self.state.lock().await;
+        if state.unverified.is_some() {
+            // Never used: nothing to write, and no cookie to send.
+            return Ok(Committed {
+                cookie: CookieOut::Keep,
+                value: None,
+                touched: false,
+            });
+        }
         let store = &self.shared.store;
         if let Some(key) = state.destroyed.take() {
             bump(&store.metrics.destroys);

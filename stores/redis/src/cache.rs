@@ -33,9 +33,12 @@ const SLOTS: usize = 4096;
 pub(crate) struct CacheState {
     entries: Mutex<HashMap<SessionKey, Record>>,
     max_entries: usize,
-    /// Bumped by every invalidation; `stamps[slot]` is the value at the slot's last one.
+    /// Bumped by every invalidation and every local patch; `foreign[slot]` is its value at the
+    /// slot's last invalidation (Redis said so, or this process wrote through a script),
+    /// `local[slot]` at its last patch (a script-free write of this process, applied here).
     sequence: AtomicU64,
-    stamps: Vec<AtomicU64>,
+    foreign: Vec<AtomicU64>,
+    local: Vec<AtomicU64>,
     /// Whether `CLIENT TRACKING` is on for the current connection.
     tracking: AtomicBool,
     prefix: String,
@@ -54,7 +57,8 @@ impl CacheState {
             entries: Mutex::new(HashMap::new()),
             max_entries,
             sequence: AtomicU64::new(0),
-            stamps: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            foreign: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            local: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             tracking: AtomicBool::new(false),
             prefix: prefix.to_owned(),
             hits: AtomicU64::new(0),
@@ -95,7 +99,10 @@ impl CacheState {
         }
         let mut entries = self.entries();
         // Checked under the lock the invalidation also takes: no stamp can slip in between.
-        if self.stamps[slot(&key)].load(Ordering::Acquire) > ticket {
+        let slot = slot(&key);
+        if self.foreign[slot].load(Ordering::Acquire) > ticket
+            || self.local[slot].load(Ordering::Acquire) > ticket
+        {
             return;
         }
         if entries.len() >= self.max_entries {
@@ -104,20 +111,42 @@ impl CacheState {
         entries.insert(key, record);
     }
 
-    /// After a write this process sent on the tracking connection at `ticket` (which, with
-    /// `NOLOOP`, brings no invalidation back): applies its effect to the cached record if no
-    /// one else changed the key since, else forgets the key. Either way, reads sent before now
-    /// can no longer cache what they saw.
-    pub(crate) fn patch(&self, key: &SessionKey, ticket: u64, change: impl FnOnce(&mut Record)) {
+    /// After a script-free write this process sent on the tracking connection at `ticket`
+    /// (which, with `NOLOOP`, brings no invalidation back): brings the cached record up to
+    /// date, or forgets it when that cannot be done exactly.
+    ///
+    /// An increment is applied as a step (`by`), so that concurrent increments from this
+    /// process, whose replies come back in any order, add up to what Redis holds. Sets and
+    /// removes are applied only if nothing else touched the key since `ticket` (two of them
+    /// racing could land in either order). A change from elsewhere since `ticket` always
+    /// means forgetting.
+    pub(crate) fn patch(&self, key: &SessionKey, ticket: u64, change: Patch<'_>) {
         let mut entries = self.entries();
-        let untouched = self.stamps[slot(key)].load(Ordering::Acquire) <= ticket;
+        let slot = slot(key);
+        let foreign = self.foreign[slot].load(Ordering::Acquire) > ticket;
+        let local = self.local[slot].load(Ordering::Acquire) > ticket;
         let stamp = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
-        self.stamps[slot(key)].store(stamp, Ordering::Release);
-        match entries.get_mut(key) {
-            Some(record) if untouched && self.tracking.load(Ordering::Acquire) => change(record),
-            _ => {
-                entries.remove(key);
+        self.local[slot].store(stamp, Ordering::Release);
+        let tracking = self.tracking.load(Ordering::Acquire);
+        let applied = match (entries.get_mut(key), change) {
+            (Some(record), Patch::Step(field, by)) if tracking && !foreign => {
+                let current = record
+                    .fields
+                    .get(field)
+                    .map_or(Some(0), |t| t.parse::<i64>().ok());
+                current
+                    .and_then(|n| n.checked_add(by))
+                    .map(|n| record.fields.insert(field.to_owned(), n.to_string()))
+                    .is_some()
             }
+            (Some(record), Patch::Fields(apply)) if tracking && !foreign && !local => {
+                apply(record);
+                true
+            }
+            _ => false,
+        };
+        if !applied {
+            entries.remove(key);
         }
     }
 
@@ -125,7 +154,7 @@ impl CacheState {
     pub(crate) fn invalidate(&self, key: &SessionKey) {
         let mut entries = self.entries();
         let stamp = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
-        self.stamps[slot(key)].store(stamp, Ordering::Release);
+        self.foreign[slot(key)].store(stamp, Ordering::Release);
         entries.remove(key);
     }
 
@@ -133,7 +162,7 @@ impl CacheState {
     fn invalidate_all(&self) {
         let mut entries = self.entries();
         let stamp = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
-        for s in &self.stamps {
+        for s in &self.foreign {
             s.store(stamp, Ordering::Release);
         }
         entries.clear();
@@ -186,6 +215,14 @@ impl CacheState {
             self.misses.load(Ordering::Relaxed),
         )
     }
+}
+
+/// What a script-free write did, for [`CacheState::patch`].
+pub(crate) enum Patch<'a> {
+    /// Added `by` to one counter.
+    Step(&'a str, i64),
+    /// Set and removed fields (applied by the function).
+    Fields(&'a dyn Fn(&mut Record)),
 }
 
 /// The tracking connection and the state its pushes keep.

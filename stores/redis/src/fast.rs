@@ -176,20 +176,13 @@ pub(crate) fn outcome(
     Outcome::Applied(Applied::Done { counters, key })
 }
 
-/// Applies a done script-free write to the cached copy of its record.
-pub(crate) fn apply_to_cached(
-    record: &mut Record,
-    changes: &Changes,
-    counters: &BTreeMap<String, i64>,
-) {
+/// Applies a done script-free write of sets and removes to the cached copy of its record.
+pub(crate) fn apply_to_cached(record: &mut Record, changes: &Changes) {
     for field in &changes.remove {
         record.fields.remove(field);
     }
     for (field, value) in &changes.set {
         record.fields.insert(field.clone(), value.clone());
-    }
-    for (field, value) in counters {
-        record.fields.insert(field.clone(), value.to_string());
     }
 }
 

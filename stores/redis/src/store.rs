@@ -10,7 +10,7 @@ use cloakroom::{
 use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 
-use crate::cache::{CacheState, ReadCache};
+use crate::cache::{CacheState, Patch, ReadCache};
 use crate::codec::{
     array, counters, record_fields, record_from_flat, stored_from_flat, text, Reply, Stored,
 };
@@ -347,10 +347,13 @@ impl RedisStore {
                     .map_err(|e| self.failed(e))
                     .map(|r| fast::outcome(r, changes, now, *key));
                 match &outcome {
-                    Ok(fast::Outcome::Applied(Applied::Done { counters, .. })) => {
-                        cache.state.patch(key, ticket, |record| {
-                            fast::apply_to_cached(record, changes, counters);
-                        });
+                    Ok(fast::Outcome::Applied(Applied::Done { .. })) => {
+                        let fields = |record: &mut Record| fast::apply_to_cached(record, changes);
+                        let patch = match changes.increments.iter().next() {
+                            Some((field, by)) => Patch::Step(field, *by),
+                            None => Patch::Fields(&fields),
+                        };
+                        cache.state.patch(key, ticket, patch);
                     }
                     _ => cache.state.invalidate(key),
                 }

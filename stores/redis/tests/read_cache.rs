@@ -201,3 +201,68 @@ async fn simple_writes_keep_the_record_cached_and_current() {
         ("6", "1")
     );
 }
+
+/// Through the layer: with the cache, a blind increment (the app's visit counter) on a
+/// session that was read before takes the script-free path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blind_increments_through_the_layer_take_no_script() {
+    let server = server(false).await;
+    let store: DynStore = Arc::new(cached(&server).await);
+    let layer = cloakroom::SessionLayer::from_arc(
+        store,
+        cloakroom::testing::test_config().build().unwrap(),
+    );
+    let mut b =
+        cloakroom::testing::Browser::new(cloakroom::testing::test_router(layer, Arc::default()));
+    b.send("POST", "/login/alice", None).await;
+    b.send("GET", "/whoami", None).await;
+    let before = server.command_calls().await;
+    for n in 1..=5 {
+        assert_eq!(
+            b.send("POST", "/incr/visits", None).await.body,
+            n.to_string()
+        );
+    }
+    let after = server.command_calls().await;
+    assert_eq!(
+        after.get("evalsha"),
+        before.get("evalsha"),
+        "{before:?} {after:?}"
+    );
+}
+
+/// Concurrent script-free increments from one process come back in any order; the cached
+/// record adds their steps, so it ends exactly where Redis does, and stays cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_keep_the_cached_counter_exact() {
+    let server = server(false).await;
+    let store = Arc::new(cached(&server).await);
+    let (k, now) = (key(), now_millis());
+    store.create(&k, &session(now)).await.unwrap();
+    assert!(store.load(&k, now + 1, None).await.unwrap().is_some());
+    let before = server.command_calls().await;
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut one = Changes::default();
+            one.increments.insert("n".into(), 1);
+            for _ in 0..10 {
+                store.apply(&k, &one, now + 2).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = server.command_calls().await;
+    assert_eq!(after.get("evalsha"), before.get("evalsha"), "no script");
+    let truth = server.command(&["HGET", &store.key_name(&k), "n"]).await;
+    assert!(truth.contains("321"), "1 + 320 in Redis: {truth}");
+    let cached = store.cached(&k).map(|r| r.fields["n"].clone());
+    assert_eq!(
+        cached.as_deref(),
+        Some("321"),
+        "the cache adds the same steps"
+    );
+}

@@ -1,6 +1,8 @@
 //! An open-loop HTTP load: requests start on a fixed schedule whatever the server does, so
 //! queueing shows in the latency instead of slowing the load (as a closed loop like wrk's
-//! does). Latency is measured from each request's scheduled start to its last byte.
+//! does). Latency is measured from each request's scheduled start to its last byte. The
+//! schedule is kept by a thread that sleeps until each start (async timers round to a
+//! millisecond, which would add up to a millisecond to every figure).
 //!
 //! Usage: `open-loop PORT METHOD PATH COOKIE RATE SECONDS` (loopback only; COOKIE may be
 //! `-`). Prints `requests errors p50_us p90_us p99_us max_us`.
@@ -62,46 +64,65 @@ async fn main() {
     let interval = Duration::from_nanos(1_000_000_000 / rate);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<Duration>>();
     let start = Instant::now() + Duration::from_millis(50);
-    for i in 0..total {
-        let due = start + interval * u32::try_from(i).expect("bounded count");
-        tokio::time::sleep_until(due.into()).await;
-        let (pool, request, tx) = (pool.clone(), request.clone(), tx.clone());
-        tokio::spawn(async move {
-            let conn = pool.lock().await.pop();
-            let mut conn = match conn {
-                Some(c) => c,
-                None => match TcpStream::connect(("127.0.0.1", port)).await {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        BufReader::new(s)
-                    }
-                    Err(_) => {
-                        let _ = tx.send(None);
-                        return;
-                    }
-                },
-            };
-            match exchange(&mut conn, &request).await {
-                Ok(true) => {
-                    let _ = tx.send(Some(due.elapsed()));
-                    pool.lock().await.push(conn);
-                }
-                _ => {
-                    let _ = tx.send(None);
-                }
+    let runtime = tokio::runtime::Handle::current();
+    let scheduler = std::thread::spawn(move || {
+        for i in 0..total {
+            let due = start + interval * u32::try_from(i).expect("bounded count");
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
             }
-        });
-    }
-    drop(tx);
+            let (pool, request, tx) = (pool.clone(), request.clone(), tx.clone());
+            runtime.spawn(send_one(port, pool, request, tx, due));
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 30);
     let mut latencies = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut errors = 0u64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while let Ok(Some(result)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         match result {
             Some(latency) => latencies.push(latency),
             None => errors += 1,
         }
     }
+    let _ = scheduler.join();
+    report(latencies, errors);
+}
+
+/// One request at its scheduled time `due`, on a pooled connection (or a new one).
+async fn send_one(
+    port: u16,
+    pool: Pool,
+    request: Arc<[u8]>,
+    tx: tokio::sync::mpsc::UnboundedSender<Option<Duration>>,
+    due: Instant,
+) {
+    let conn = pool.lock().await.pop();
+    let mut conn = match conn {
+        Some(c) => c,
+        None => match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                BufReader::new(s)
+            }
+            Err(_) => {
+                let _ = tx.send(None);
+                return;
+            }
+        },
+    };
+    match exchange(&mut conn, &request).await {
+        Ok(true) => {
+            let _ = tx.send(Some(due.elapsed()));
+            pool.lock().await.push(conn);
+        }
+        _ => {
+            let _ = tx.send(None);
+        }
+    }
+}
+
+fn report(mut latencies: Vec<Duration>, errors: u64) {
     latencies.sort();
     let pct = |p: f64| {
         latencies

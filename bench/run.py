@@ -119,11 +119,11 @@ def prefill(redis, sessions):
     for start in range(0, sessions, batch):
         out = []
         for i in range(start, min(sessions, start + batch)):
-            key = f"session:fill{i:017d}"
+            key = f"sid:fill{i:018d}"
             meta = f"{now}|{now + day}|{now + week}|1|filler{i}"
             for args in (("HSET", key, "__m", meta, "login_time", str(now)),
                          ("PEXPIRE", key, str(day)),
-                         ("ZADD", f"session:user:filler{i}", str(now + week), key[8:])):
+                         ("HSET", f"sid:users:{i % 256}", f"filler{i}", key[4:])):
                 out.append(f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args))
         subprocess.run(["redis-cli", "-p", str(redis.port), "--pipe"], input="".join(out).encode(),
                        capture_output=True, check=True, timeout=600)

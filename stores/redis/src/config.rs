@@ -27,11 +27,11 @@ pub struct RedisConfig {
 }
 
 /// The default key prefix.
-pub const DEFAULT_PREFIX: &str = "session:";
+pub const DEFAULT_PREFIX: &str = "sid:";
 
 impl RedisConfig {
     /// Settings for `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS),
-    /// with the defaults: prefix `session:`, 2 s to connect, 1 s per command.
+    /// with the defaults: prefix `sid:`, 2 s to connect, 1 s per command.
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -62,7 +62,7 @@ impl RedisConfig {
         self
     }
 
-    /// The prefix of every key this store writes (default `session:`).
+    /// The prefix of every key this store writes (default `sid:`: short, so that a session's key name stays in a small allocation class).
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();

@@ -7,6 +7,15 @@ use cloakroom::SessionKey;
 
 use crate::error::RedisError;
 
+/// Buckets of the per-user index (`INDEX_BUCKETS` in `lua/prelude.lua`).
+pub(crate) const INDEX_BUCKETS: u32 = 256;
+
+/// `h = (h * 33 + byte) mod INDEX_BUCKETS` over the user's bytes, as the scripts compute it.
+pub(crate) fn bucket(user: &str) -> u32 {
+    user.bytes()
+        .fold(0, |h, b| (h * 33 + u32::from(b)) % INDEX_BUCKETS)
+}
+
 /// The names of everything this store keeps under one prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -33,14 +42,15 @@ impl Keys {
         &self.prefix
     }
 
-    /// One hash per session: `session:<22 base64url chars of the key hash>`.
+    /// One hash per session: `sid:<22 base64url chars of the key hash>`.
     pub(crate) fn session(&self, key: &SessionKey) -> String {
         format!("{}{key}", self.prefix)
     }
 
-    /// A user's index: `session:user:<user>` (':' never occurs in a session key).
-    pub(crate) fn user(&self, user: &str) -> String {
-        format!("{}user:{user}", self.prefix)
+    /// The hash that holds `user`'s index entry: `sid:users:<bucket>`, the bucket
+    /// computed as `index_bucket` in `lua/prelude.lua` computes it.
+    pub(crate) fn user_bucket(&self, user: &str) -> String {
+        format!("{}users:{}", self.prefix, bucket(user))
     }
 
     /// Live sessions counted by minute of expiry.

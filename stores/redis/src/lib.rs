@@ -2,7 +2,7 @@
 //!
 //! # Design
 //!
-//! * **One hash per session**, named by the configured prefix (default `session:`) and a hash of
+//! * **One hash per session**, named by the configured prefix (default `sid:`) and a hash of
 //!   the session ID, never the ID. One field per session key holding its JSON text, plus one
 //!   metadata field `__m` packing created, idle deadline, absolute deadline, version and user.
 //!   The key's TTL is the nearer deadline, so Redis drops dead sessions itself.

@@ -17,7 +17,7 @@ const SOURCES: [&str; 6] = [
     session_script!("lua/create.lua"),
     session_script!("lua/apply_fn.lua", "lua/cycle.lua"),
     session_script!("lua/destroy.lua"),
-    include_str!("lua/index.lua"),
+    session_script!("lua/index.lua"),
 ];
 
 static SCRIPTS: LazyLock<[Script; 6]> = LazyLock::new(|| SOURCES.map(Script::new));

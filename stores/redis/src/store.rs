@@ -247,13 +247,19 @@ impl RedisStore {
         evalsha(script, &[self.keys.session(key), self.keys.live()], args)
     }
 
-    /// Files `key` in `user`'s index until `absolute` (for `create`; the write scripts keep
-    /// the index themselves).
-    fn index_cmd(&self, user: &str, now: Millis, absolute: Millis, key: &SessionKey) -> Cmd {
+    /// Changes `user`'s index entry: files `add`, drops `drop` (for `create` and listing; the
+    /// write scripts keep the index themselves).
+    fn index_cmd(&self, user: &str, add: Option<&SessionKey>, drop: &[SessionKey]) -> Cmd {
+        let mut args = vec![
+            self.keys.prefix().to_owned(),
+            user.to_owned(),
+            add.map(ToString::to_string).unwrap_or_default(),
+        ];
+        args.extend(drop.iter().map(ToString::to_string));
         evalsha(
             Lua::Index,
-            &[self.keys.user(user)],
-            &[now.to_string(), key.to_string(), absolute.to_string()],
+            &[self.keys.user_bucket(user), self.keys.live()],
+            &args,
         )
     }
 
@@ -466,7 +472,7 @@ impl SessionStore for RedisStore {
         // collide, the entry names a live session that is not this user's, and listing
         // checks every entry against its session's owner.
         if let Some(user) = &record.user {
-            cmds.push(self.index_cmd(user, now, record.absolute_deadline, key));
+            cmds.push(self.index_cmd(user, Some(key), &[]));
         }
         let replies = self.run(cmds).await?;
         match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
@@ -550,16 +556,17 @@ impl SessionStore for RedisStore {
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
-        let index = self.keys.user(user);
-        let mut prune = redis::cmd("ZREMRANGEBYSCORE");
-        prune.arg(&index).arg("-inf").arg(now);
-        let mut range = redis::cmd("ZRANGE");
-        range.arg(&index).arg(0).arg(-1);
-        let replies = self.run(vec![prune, range]).await?;
-        let members: Vec<SessionKey> = array(replies.into_iter().nth(1).unwrap_or(Value::Nil))?
-            .into_iter()
-            .filter_map(|m| text(m).ok())
-            .filter_map(|m| SessionKey::parse(&m))
+        let mut entry = redis::cmd("HGET");
+        entry.arg(self.keys.user_bucket(user)).arg(user);
+        let list = match self.one(entry).await? {
+            Value::Nil => String::new(),
+            value => text(value)?,
+        };
+        let members: Vec<SessionKey> = list
+            .as_bytes()
+            .chunks(22)
+            .filter_map(|m| std::str::from_utf8(m).ok())
+            .filter_map(SessionKey::parse)
             .collect();
         if members.is_empty() {
             return Ok(Vec::new());
@@ -573,9 +580,7 @@ impl SessionStore for RedisStore {
             })
             .collect();
         let mut live = Vec::new();
-        let mut stale = redis::cmd("ZREM");
-        stale.arg(&index);
-        let mut any_stale = false;
+        let mut stale = Vec::new();
         for (key, reply) in members.into_iter().zip(self.run(reads).await?) {
             let record = array(reply)
                 .ok()
@@ -584,14 +589,11 @@ impl SessionStore for RedisStore {
                 Some(record) if record.is_alive(now) && record.user.as_deref() == Some(user) => {
                     live.push(UserSession { key, record });
                 }
-                _ => {
-                    stale.arg(key.to_string());
-                    any_stale = true;
-                }
+                _ => stale.push(key),
             }
         }
-        if any_stale {
-            self.one(stale).await?;
+        if !stale.is_empty() {
+            self.one(self.index_cmd(user, None, &stale)).await?;
         }
         Ok(live)
     }
@@ -617,12 +619,7 @@ impl SessionStore for RedisStore {
             .iter()
             .map(|k| self.session_script(Lua::Destroy, k, &prefix))
             .collect();
-        let mut unindex = redis::cmd("ZREM");
-        unindex.arg(self.keys.user(user));
-        for key in &doomed {
-            unindex.arg(key.to_string());
-        }
-        cmds.push(unindex);
+        cmds.push(self.index_cmd(user, None, &doomed));
         self.writing(&doomed, self.run(cmds)).await?;
         Ok(doomed.len() as u64)
     }

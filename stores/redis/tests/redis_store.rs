@@ -647,3 +647,45 @@ async fn simple_writes_need_no_script() {
     );
     assert_eq!(back.fields["page"], "\"home\"");
 }
+
+/// The per-user index is bucketed: the scripts file a user under the bucket they compute,
+/// and the client reads the bucket it computes. Any user name must land in the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_and_the_scripts_pick_the_same_index_bucket() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let now = now_millis();
+    for user in [
+        "alice",
+        "zoë",
+        "a|b",
+        "Δδ",
+        "user:with:colons",
+        &"x".repeat(300),
+        "",
+    ] {
+        let k = key();
+        let mut record = fresh(now);
+        record.user = Some(user.to_owned());
+        store.create(&k, &record).await.unwrap();
+        let listed = store.list_user(user, now + 1).await.unwrap();
+        assert_eq!(listed.len(), 1, "{user:?}");
+        assert_eq!(listed[0].key, k);
+        // A change of user goes through the write script's own bucket computation.
+        let other = format!("{user}-2");
+        let to_other = Changes {
+            user: Some(cloakroom::UserChange::Set(other.clone())),
+            ..Changes::default()
+        };
+        store.apply(&k, &to_other, now + 2).await.unwrap();
+        assert!(
+            store.list_user(user, now + 3).await.unwrap().is_empty(),
+            "{user:?}"
+        );
+        assert_eq!(
+            store.list_user(&other, now + 3).await.unwrap().len(),
+            1,
+            "{other:?}"
+        );
+    }
+}

@@ -23,18 +23,13 @@ local function small(text)
   return tonumber(text)
 end
 
--- The user index: a sorted set of session keys scored by absolute deadline, pruned on every
--- write, expiring with its last session. Standalone only: the index key is computed here.
+-- The user index (`index_*` in prelude.lua) kept by a write that changes the user.
 local function index_add(prefix, user, member, score, now)
-  local ikey = prefix .. 'user:' .. user
-  redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now)
-  redis.call('ZADD', ikey, score, member)
-  local ttl = score - now
-  if redis.call('PTTL', ikey) < ttl then redis.call('PEXPIRE', ikey, int(ttl)) end
+  index_update(prefix, user, member, nil)
 end
 
 local function index_remove(prefix, user, member)
-  redis.call('ZREM', prefix .. 'user:' .. user, member)
+  index_update(prefix, user, nil, member)
 end
 
 -- Whether the session `key` may grow by the new fields `fresh` (a list of names), each

@@ -1,11 +1,7 @@
--- Files a session in one user's index: a sorted set of session keys scored by absolute
--- deadline, pruned on every write, expiring with its last session. KEYS[1]: the index.
--- ARGV: now, member, score. The write scripts keep the index with `index_add` (apply_fn.lua).
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-local ttl = tonumber(ARGV[3]) - now
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
-end
-return redis.call('ZCARD', KEYS[1])
+-- Keeps one user's entry in the bucketed index (prelude.lua): for `create`, which files a
+-- session with a user, and for listing, which drops members whose session is gone or no
+-- longer the user's. ARGV: key prefix, user, member to add ('' none), then members to drop.
+local add = ARGV[3] ~= '' and ARGV[3] or nil
+for i = 4, #ARGV do index_update(ARGV[1], ARGV[2], nil, ARGV[i]) end
+index_update(ARGV[1], ARGV[2], add, nil)
+return 1

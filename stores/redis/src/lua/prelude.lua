@@ -99,3 +99,37 @@ local function read_live(now)
   if not alive(m, now) then return nil, false end
   return flat, m
 end
+
+-- The per-user index, bucketed: a user's session keys (22 characters each, concatenated) are
+-- one field of one of INDEX_BUCKETS hashes, `<prefix>users:<bucket>`. Many users share a hash,
+-- so the index costs a few dozen bytes per session instead of a key per user. The bucket is
+-- a small hash of the user name that `Keys::bucket` in keys.rs computes alike (a test holds
+-- the two together). Standalone only: the bucket key is computed here, not declared.
+local INDEX_BUCKETS = 256
+local KEY_CHARS = 22
+
+local function index_bucket(prefix, user)
+  local h = 0
+  for i = 1, #user do h = (h * 33 + string.byte(user, i)) % INDEX_BUCKETS end
+  return prefix .. 'users:' .. h
+end
+
+-- Adds `add` and drops `drop` (either may be nil) from `user`'s list, and drops every member
+-- whose session is gone: the list never outgrows the user's live sessions.
+local function index_update(prefix, user, add, drop)
+  local bucket = index_bucket(prefix, user)
+  local list = redis.call('HGET', bucket, user) or ''
+  local kept = {}
+  for i = 1, #list - KEY_CHARS + 1, KEY_CHARS do
+    local member = string.sub(list, i, i + KEY_CHARS - 1)
+    if member ~= drop and member ~= add and redis.call('EXISTS', prefix .. member) == 1 then
+      kept[#kept + 1] = member
+    end
+  end
+  if add then kept[#kept + 1] = add end
+  if #kept == 0 then
+    redis.call('HDEL', bucket, user)
+  else
+    redis.call('HSET', bucket, user, table.concat(kept))
+  end
+end

@@ -120,7 +120,7 @@ def prefill(redis, sessions):
         out = []
         for i in range(start, min(sessions, start + batch)):
             key = f"sid:fill{i:018d}"
-            meta = f"{now}|{now + day}|{now + week}|1|filler{i}"
+            meta = f"{now}|{day}|{week}|1|filler{i}"
             for args in (("HSET", key, "__m", meta, "login_time", str(now)),
                          ("PEXPIRE", key, str(day)),
                          ("HSET", f"sid:users:{i % 256}", f"filler{i}", key[4:])):

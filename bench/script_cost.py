@@ -111,7 +111,7 @@ class Server:
 def session(server):
     """A login session laid out as the create script files it."""
     server.cli("DEL", KEY)
-    server.cli("HSET", KEY, "__m", f"{NOW}|{NOW + DAY}|{NOW + WEEK}|1|user1234",
+    server.cli("HSET", KEY, "__m", f"{NOW}|{DAY}|{WEEK}|1|user1234",
                "login_time", NOW)
     server.cli("PEXPIRE", KEY, DAY)
 

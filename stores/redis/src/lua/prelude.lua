@@ -37,7 +37,8 @@ local function hset_all(key, list, from)
 end
 
 -- A session's metadata lives in one field, `__m`: 'created|idle|absolute|version', then
--- '|user' when it has one (last, so a user may contain '|'). One field instead of five halves
+-- '|user' when it has one (last, so a user may contain '|'); the deadlines are offsets from
+-- 'created' (8 or 9 digits, not 13: about 16 bytes less per session). One field instead of five halves
 -- Redis's work for a read's HGETALL. `meta` gives the deadlines and version as numbers and
 -- keeps the texts, so `packed` prints again only what changed (printing a number costs as
 -- much as parsing one); `slide` moves the idle deadline in both. nil if the text is damaged.
@@ -47,7 +48,10 @@ local function meta(text)
   -- 1 to 15 digits each, as the client's parser (codec.rs) accepts: beyond that a double
   -- is no longer exact.
   if not c or #c > 15 or #i > 15 or #a > 15 or #v > 15 then return nil end
-  local m = { c = c, i = i, a = a, idle = tonumber(i), abs = tonumber(a), version = tonumber(v) }
+  -- The deadlines are stored as offsets from the creation time (shorter text, fewer bytes).
+  local created = tonumber(c)
+  local m = { c = c, i = i, a = a, created = created, idle = created + tonumber(i),
+              abs = created + tonumber(a), version = tonumber(v) }
   if rest ~= '' then
     if string.sub(rest, 1, 1) ~= '|' then return nil end
     m.user = string.sub(rest, 2)
@@ -56,7 +60,7 @@ local function meta(text)
 end
 
 local function slide(m, deadline)
-  m.idle, m.i = deadline, int(deadline)
+  m.idle, m.i = deadline, int(deadline - m.created)
 end
 
 local function packed(m)

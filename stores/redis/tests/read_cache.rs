@@ -144,9 +144,15 @@ async fn a_lost_tracking_link_empties_the_cache() {
         "the loss is noticed and the cache no longer serves"
     );
     server.restart().await;
-    server
-        .command(&["HSET", &store.key_name(&k), "n", "7"])
-        .await;
+    // A restarted server answers LOADING while it replays its file: retry until it takes it.
+    let written = within(Duration::from_secs(10), async || {
+        server
+            .command(&["HSET", &store.key_name(&k), "n", "7"])
+            .await
+            .starts_with(':')
+    })
+    .await;
+    assert!(written.is_some(), "the restarted server takes writes");
     let fresh = within(Duration::from_secs(10), async || {
         matches!(
             store.load(&k, now + 3, None).await,

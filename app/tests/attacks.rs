@@ -164,7 +164,13 @@ async fn guessed_cookies_are_counted_and_throttled() {
     let metrics = Browser::new(app.router.clone())
         .send_raw("GET", "/metrics", None, None)
         .await;
-    assert!(metrics.body.contains("cloakroom_guessing_throttled_total"));
+    let counted: u64 = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("cloakroom_guessing_throttled_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert_eq!(counted, throttled, "every 429 is counted in the metrics");
 }
 
 /// One anonymous client cannot grow its session without bound: page counters exist only for

@@ -23,15 +23,6 @@ local function small(text)
   return tonumber(text)
 end
 
--- The user index (`index_*` in prelude.lua) kept by a write that changes the user.
-local function index_add(prefix, user, member, score, now)
-  index_update(prefix, user, member, nil)
-end
-
-local function index_remove(prefix, user, member)
-  index_update(prefix, user, nil, member)
-end
-
 -- Whether the session `key` may grow by the new fields `fresh` (a list of names), each
 -- counted at its name plus 20 bytes (a counter; the layer has checked the values it sets).
 -- Runs only when a write adds a field, so the HGETALL is off the common path.
@@ -157,8 +148,8 @@ local function apply_to(key, A, o, now, prefix)
   end
   if user_op ~= '' and before ~= m.user then
     local member = string.sub(key, #prefix + 1)
-    if before then index_remove(prefix, before, member) end
-    if m.user then index_add(prefix, m.user, member, abs, now) end
+    if before then index_update(prefix, before, nil, member) end
+    if m.user then index_update(prefix, m.user, member, nil) end
   end
   return reply, m
 end

@@ -22,11 +22,12 @@ if not reply or reply[1] ~= 'ok' then
 end
 local old_member = string.sub(KEYS[1], #prefix + 1)
 local new_member = string.sub(KEYS[3], #prefix + 1)
--- The old key leaves its user's index; apply_to filed a new user under the new key, and an
--- unchanged user is filed here.
-if m.user then index_remove(prefix, m.user, old_member) end
-if after.user and after.user == m.user then
-  index_add(prefix, after.user, new_member, after.abs, now)
+-- The old key leaves its user's index. apply_to filed a new user under the new key; an
+-- unchanged user trades the old key for the new one in one pass over their entry.
+if m.user and after.user == m.user then
+  index_update(prefix, m.user, new_member, old_member)
+elseif m.user then
+  index_update(prefix, m.user, nil, old_member)
 end
 if grace_until > now then
   redis.call('HSET', KEYS[1], '__to', ARGV[3], '__g', ARGV[4])

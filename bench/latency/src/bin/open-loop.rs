@@ -53,7 +53,8 @@ async fn main() {
     let port: u16 = port.parse().expect("port");
     let rate: u64 = rate.parse().expect("requests per second");
     let seconds: u64 = seconds.parse().expect("seconds");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n");
     if cookie != "-" {
         request.push_str(&format!("cookie: {cookie}\r\n"));
     }

@@ -53,7 +53,10 @@ async fn untouched() -> &'static str {
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let url = std::env::var("REDIS_URL").expect("REDIS_URL");
     let store = RedisSessionStore::new(url).await.expect("redis");
     let key = Key::from(&[7u8; 64]);

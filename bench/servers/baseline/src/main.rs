@@ -33,6 +33,8 @@ async fn main() {
         .route("/api/profile", get(profile))
         .route("/api/visits", post(visits))
         .route("/api/untouched", get(untouched));
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     axum::serve(listener, app).await.unwrap();
 }

@@ -44,15 +44,17 @@ async fn main() {
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let url = std::env::var("REDIS_URL").expect("REDIS_URL");
     // STORE=memory isolates the layer's own cost from the Redis client's (for profiling).
-    let store: std::sync::Arc<dyn cloakroom::SessionStore> = if std::env::var("STORE").as_deref() == Ok("memory") {
-        std::sync::Arc::new(cloakroom::MemoryStore::default())
-    } else {
-        // READ_CACHE=1: the read cache kept coherent by CLIENT TRACKING.
-        let cache = (std::env::var("READ_CACHE").as_deref() == Ok("1")).then_some(100_000);
-        let config = RedisConfig::new(url).with_read_cache(cache);
-        std::sync::Arc::new(RedisStore::connect(config).await.expect("redis"))
-    };
-    let keys = KeyRing::from_comma_separated("bench-secret-bench-secret-bench-secret-0001").unwrap();
+    let store: std::sync::Arc<dyn cloakroom::SessionStore> =
+        if std::env::var("STORE").as_deref() == Ok("memory") {
+            std::sync::Arc::new(cloakroom::MemoryStore::default())
+        } else {
+            // READ_CACHE=1: the read cache kept coherent by CLIENT TRACKING.
+            let cache = (std::env::var("READ_CACHE").as_deref() == Ok("1")).then_some(100_000);
+            let config = RedisConfig::new(url).with_read_cache(cache);
+            std::sync::Arc::new(RedisStore::connect(config).await.expect("redis"))
+        };
+    let keys =
+        KeyRing::from_comma_separated("bench-secret-bench-secret-bench-secret-0001").unwrap();
     let config = SessionConfig::builder(keys)
         .with_secure(false)
         .build()
@@ -63,6 +65,8 @@ async fn main() {
         .route("/api/visits", post(visits))
         .route("/api/untouched", get(untouched))
         .layer(SessionLayer::from_arc(store, config));
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     axum::serve(listener, app).await.unwrap();
 }

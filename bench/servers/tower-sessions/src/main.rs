@@ -86,6 +86,8 @@ async fn main() {
         .route("/api/visits", post(visits))
         .route("/api/untouched", get(untouched))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     axum::serve(listener, app).await.unwrap();
 }

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use cloakroom::{now_millis, StoreError};
-use redis::aio::ConnectionManager;
+use cloakroom_redis::RedisConnection;
 use redis::Script;
 
 use super::{Todo, TodoError, TodoStore, MAX_TODOS};
@@ -41,13 +41,13 @@ return 1
 
 /// Todo lists in Redis, sharing the session store's connection.
 pub struct RedisTodos {
-    conn: ConnectionManager,
+    conn: RedisConnection,
 }
 
 impl RedisTodos {
     /// Todos over `conn`.
     #[must_use]
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: RedisConnection) -> Self {
         Self { conn }
     }
 

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cloakroom::{Record, SessionKey};
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 
 /// Invalidation stamps are kept per slot of this many (a hash of the key picks the slot); a
@@ -192,15 +191,19 @@ impl CacheState {
                 // A null list: Redis flushed its tracking table (FLUSHALL, memory pressure).
                 _ => self.invalidate_all(),
             },
-            PushKind::Disconnection => {
-                self.tracking.store(false, Ordering::Release);
-                self.invalidate_all();
-                tracing::warn!(
-                    "session read cache: tracking link lost; reading from Redis until it is back"
-                );
-            }
+            PushKind::Disconnection => self.lost(),
             _ => {}
         }
+    }
+
+    /// The tracking link was lost (the connection dropped, or was replaced after a
+    /// failover): nothing cached may be served until tracking is on again.
+    pub(crate) fn lost(&self) {
+        self.tracking.store(false, Ordering::Release);
+        self.invalidate_all();
+        tracing::warn!(
+            "session read cache: tracking link lost; reading from Redis until it is back"
+        );
     }
 
     /// Whether tracking is on for the current connection.
@@ -228,7 +231,7 @@ pub(crate) enum Patch<'a> {
 /// The tracking connection and the state its pushes keep.
 #[derive(Clone)]
 pub(crate) struct ReadCache {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: crate::RedisConnection,
     pub(crate) state: Arc<CacheState>,
 }
 

@@ -1,27 +1,121 @@
-//! Opening the connections: URL, the `REDIS_AUTH`-style password fallback, TLS trust, and
-//! multiplexed connections that reconnect by themselves.
+//! Opening the connections: the URL's topology (one server or endpoint, sentinels, cluster
+//! seeds), the `REDIS_AUTH`-style password fallback, TLS trust, and time limits.
+//!
+//! | URL | topology |
+//! | --- | --- |
+//! | `redis://host:port[/db]`, `rediss://…` | one server or a managed primary endpoint; a cluster node is detected (`INFO cluster`) and the cluster used |
+//! | `redis://host:port,host:port,…` | cluster seeds |
+//! | `redis+sentinel://[user:pass@]host:port[,host:port…]/master-name`, `rediss+sentinel://…` | the primary the sentinels name |
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, ProtocolVersion};
+use redis::aio::ConnectionManagerConfig;
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{ConnectionAddr, IntoConnectionInfo, ProtocolVersion, TlsMode};
 
 use crate::config::RedisConfig;
 use crate::error::RedisError;
+use crate::link::{PrimaryLink, RedisConnection, Target};
 
-/// Builds the client for `config` without connecting.
-pub(crate) fn client(config: &RedisConfig) -> Result<redis::Client, RedisError> {
-    client_speaking(config, None)
+/// The topology a URL names, before any connection is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One address: a standalone server, a managed endpoint, or a cluster node.
+    Single(String),
+    /// Several nodes of one cluster.
+    ClusterSeeds(Vec<String>),
+    /// Sentinels and the name of the primary they watch.
+    Sentinel {
+        tls: bool,
+        user: Option<String>,
+        password: Option<String>,
+        addresses: Vec<(String, u16)>,
+        master: String,
+    },
 }
 
-/// The client, speaking `protocol` when given (the URL's choice otherwise).
-fn client_speaking(
+impl Topology {
+    pub(crate) fn parse(url: &str) -> Result<Self, RedisError> {
+        let malformed =
+            || RedisError::Topology("expected scheme://[user:password@]host:port[,host:port…][/…]");
+        let (scheme, rest) = url.split_once("://").ok_or_else(malformed)?;
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, rest)) => (Some(userinfo), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+        match scheme {
+            "redis+sentinel" | "rediss+sentinel" => {
+                let master = path.trim_end_matches('/');
+                if master.is_empty() || master.contains('/') {
+                    return Err(RedisError::Topology(
+                        "a Sentinel URL ends with the primary's name: redis+sentinel://host:port/mymaster",
+                    ));
+                }
+                let addresses = hosts
+                    .split(',')
+                    .map(|h| {
+                        let (host, port) = h.rsplit_once(':').unwrap_or((h, "26379"));
+                        let port = port.parse::<u16>().map_err(|_| malformed())?;
+                        if host.is_empty() {
+                            return Err(malformed());
+                        }
+                        Ok((host.to_owned(), port))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (user, password) = userinfo
+                    .map(|info| info.split_once(':').unwrap_or((info, "")))
+                    .unwrap_or_default();
+                let decode = |s: &str| match percent_decode(s) {
+                    Some(v) => Ok((!v.is_empty()).then_some(v)),
+                    None => Err(malformed()),
+                };
+                let (user, password) = (decode(user)?, decode(password)?);
+                Ok(Self::Sentinel {
+                    tls: scheme == "rediss+sentinel",
+                    user,
+                    password,
+                    addresses,
+                    master: master.to_owned(),
+                })
+            }
+            "redis" | "rediss" if hosts.contains(',') => {
+                let auth = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+                let seeds = hosts
+                    .split(',')
+                    .filter(|h| !h.is_empty())
+                    .map(|h| format!("{scheme}://{auth}{h}"))
+                    .collect();
+                Ok(Self::ClusterSeeds(seeds))
+            }
+            _ => Ok(Self::Single(url.to_owned())),
+        }
+    }
+}
+
+/// `%XX` escapes in URL credentials; `None` if one is malformed or the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The client for `url`, speaking `protocol` when given (the URL's choice otherwise).
+fn client_for(
     config: &RedisConfig,
+    url: &str,
     protocol: Option<ProtocolVersion>,
 ) -> Result<redis::Client, RedisError> {
-    let mut info = config
-        .url
-        .as_str()
-        .into_connection_info()
-        .map_err(RedisError::Url)?;
+    let mut info = url.into_connection_info().map_err(RedisError::Url)?;
     let mut settings = info.redis_settings().clone();
     if settings.password().is_none() {
         if let Some(password) = &config.password {
@@ -33,40 +127,167 @@ fn client_speaking(
     }
     info = info.set_redis_settings(settings);
     match &config.ca_certificate {
-        Some(pem) => redis::Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            },
-        )
-        .map_err(RedisError::Certificate),
+        Some(pem) => {
+            redis::Client::build_with_tls(info, certificates(pem)).map_err(RedisError::Certificate)
+        }
         None => redis::Client::open(info).map_err(RedisError::Url),
     }
 }
 
-/// One multiplexed connection shared by every request. After a failure it reconnects in the
-/// background with a short, bounded backoff, so an outage ends without a restart.
-pub(crate) async fn connect(config: &RedisConfig) -> Result<ConnectionManager, RedisError> {
-    ConnectionManager::new_with_config(client(config)?, manager_config(config))
+fn certificates(pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    }
+}
+
+/// Connects to what `config`'s URL names: the primary (found again after a failover) or
+/// the cluster. A single address that turns out to be a cluster node opens the cluster.
+pub(crate) async fn connect(config: &RedisConfig) -> Result<RedisConnection, RedisError> {
+    match Topology::parse(&config.url)? {
+        Topology::Single(url) => {
+            let primary = PrimaryLink::open(
+                Target::Direct(client_for(config, &url, None)?),
+                manager_config(config),
+                None,
+            )
+            .await
+            .map_err(RedisError::Connect)?;
+            let mut probe = RedisConnection::from(primary.clone());
+            if cluster_enabled(&mut probe).await? {
+                return connect_cluster(config, &[url]).await;
+            }
+            Ok(probe)
+        }
+        Topology::ClusterSeeds(seeds) => connect_cluster(config, &seeds).await,
+        sentinel @ Topology::Sentinel { .. } => {
+            let target =
+                Target::Sentinel(tokio::sync::Mutex::new(sentinel_client(config, sentinel)?));
+            let primary = PrimaryLink::open(target, manager_config(config), None)
+                .await
+                .map_err(RedisError::Connect)?;
+            Ok(primary.into())
+        }
+    }
+}
+
+/// Whether the server is a node of a cluster (`cluster_enabled:1`).
+async fn cluster_enabled(conn: &mut RedisConnection) -> Result<bool, RedisError> {
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(conn)
         .await
-        .map_err(RedisError::Connect)
+        .map_err(RedisError::Connect)?;
+    Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+}
+
+async fn connect_cluster(
+    config: &RedisConfig,
+    seeds: &[String],
+) -> Result<RedisConnection, RedisError> {
+    let infos = seeds
+        .iter()
+        .map(|s| s.as_str().into_connection_info().map_err(RedisError::Url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = infos.first().ok_or(RedisError::Topology(
+        "a cluster URL names at least one node",
+    ))?;
+    let tls = matches!(first.addr(), ConnectionAddr::TcpTls { .. });
+    let settings = first.redis_settings().clone();
+    let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout)
+        .retries(3);
+    if let Some(password) = settings
+        .password()
+        .map(str::to_owned)
+        .or(config.password.clone())
+    {
+        builder = builder.password(password);
+    }
+    if let Some(user) = settings.username() {
+        builder = builder.username(user);
+    }
+    if tls {
+        builder = builder.tls(TlsMode::Secure);
+        if let Some(pem) = &config.ca_certificate {
+            builder = builder.certs(certificates(pem));
+        }
+    }
+    let client = builder.build().map_err(RedisError::Url)?;
+    let cluster = client
+        .get_async_connection()
+        .await
+        .map_err(RedisError::Connect)?;
+    Ok(RedisConnection::cluster(cluster))
+}
+
+fn sentinel_client(
+    config: &RedisConfig,
+    topology: Topology,
+) -> Result<redis::sentinel::SentinelClient, RedisError> {
+    let Topology::Sentinel {
+        tls,
+        user,
+        password,
+        addresses,
+        master,
+    } = topology
+    else {
+        unreachable!("called with a sentinel topology");
+    };
+    let addrs = addresses.into_iter().map(|(host, port)| {
+        if tls {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host, port)
+        }
+    });
+    let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
+        .map_err(RedisError::Url)?;
+    if let Some(password) = password.or(config.password.clone()) {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(user) = user {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        if let Some(pem) = &config.ca_certificate {
+            builder = builder.set_client_to_redis_certificates(certificates(pem));
+        }
+    }
+    builder.build().map_err(RedisError::Url)
 }
 
 /// The read cache's own connection: RESP3, with every push handed to `on_push`, in order, on
-/// the connection's task.
+/// the connection's task; `on_swap` runs when it is replaced after a failover.
 pub(crate) async fn connect_tracking(
     config: &RedisConfig,
     on_push: impl Fn(redis::PushInfo) + Send + Sync + 'static,
-) -> Result<ConnectionManager, RedisError> {
-    let client = client_speaking(config, Some(ProtocolVersion::RESP3))?;
+    on_swap: Box<dyn Fn() + Send + Sync>,
+) -> Result<RedisConnection, RedisError> {
+    let Topology::Single(url) = Topology::parse(&config.url)? else {
+        return Err(RedisError::Topology(
+            "the read cache needs one address (not Sentinel or Cluster)",
+        ));
+    };
+    let client = client_for(config, &url, Some(ProtocolVersion::RESP3))?;
     let manager = manager_config(config).set_push_sender(move |push| {
         on_push(push);
         Ok::<(), std::convert::Infallible>(())
     });
-    ConnectionManager::new_with_config(client, manager)
+    let link = PrimaryLink::open(Target::Direct(client), manager, Some(on_swap))
         .await
-        .map_err(RedisError::Connect)
+        .map_err(RedisError::Connect)?;
+    Ok(link.into())
 }
 
 fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
@@ -76,4 +297,38 @@ fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
         .set_number_of_retries(3)
         .set_min_delay(std::time::Duration::from_millis(50))
         .set_max_delay(std::time::Duration::from_millis(500))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_topology() {
+        assert_eq!(
+            Topology::parse("redis://h:6379/0").unwrap(),
+            Topology::Single("redis://h:6379/0".into())
+        );
+        assert_eq!(
+            Topology::parse("rediss://u:p@a:1,b:2").unwrap(),
+            Topology::ClusterSeeds(vec!["rediss://u:p@a:1".into(), "rediss://u:p@b:2".into()])
+        );
+        assert_eq!(
+            Topology::parse("redis+sentinel://:s%40cret@a:26379,b/mymaster").unwrap(),
+            Topology::Sentinel {
+                tls: false,
+                user: None,
+                password: Some("s@cret".into()),
+                addresses: vec![("a".into(), 26379), ("b".into(), 26379)],
+                master: "mymaster".into(),
+            }
+        );
+        assert!(matches!(
+            Topology::parse("rediss+sentinel://a:1/m").unwrap(),
+            Topology::Sentinel { tls: true, .. }
+        ));
+        assert!(Topology::parse("redis+sentinel://a:1/").is_err());
+        assert!(Topology::parse("redis+sentinel://a:x/m").is_err());
+        assert!(Topology::parse("no scheme").is_err());
+    }
 }

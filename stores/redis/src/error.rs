@@ -16,6 +16,9 @@ pub enum RedisError {
     /// The server did not answer, refused the credentials, or failed the TLS handshake.
     #[error("cannot connect to Redis: {0}")]
     Connect(#[source] redis::RedisError),
+    /// The URL's topology (cluster seeds, sentinels) cannot be read.
+    #[error("cannot read the Redis URL: {0}")]
+    Topology(&'static str),
     /// The prefix is empty or contains a character that would make keys ambiguous.
     #[error("key prefix {0:?} must be 1 to 64 printable characters without spaces or braces")]
     Prefix(String),

@@ -36,9 +36,11 @@ mod connection;
 mod error;
 mod fast;
 mod keys;
+mod link;
 mod scripts;
 mod store;
 
 pub use config::{RedisConfig, DEFAULT_PREFIX};
 pub use error::RedisError;
+pub use link::RedisConnection;
 pub use store::RedisStore;

@@ -7,7 +7,6 @@ use cloakroom::{
     now_millis, Applied, Changes, Destroyed, Limit, Loaded, Millis, Record, Refresh, SessionKey,
     SessionStore, StoreError, StoreStats, UserChange, UserSession,
 };
-use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 
 use crate::cache::{CacheState, Patch, ReadCache};
@@ -18,6 +17,7 @@ use crate::config::RedisConfig;
 use crate::error::RedisError;
 use crate::fast;
 use crate::keys::Keys;
+use crate::link::RedisConnection;
 use crate::scripts::{self, Lua};
 
 /// Sessions in Redis or Valkey. Cheap to clone: clones share one multiplexed connection.
@@ -33,7 +33,7 @@ use crate::scripts::{self, Lua};
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
     response_timeout: Duration,
     cache: Option<ReadCache>,
@@ -68,9 +68,13 @@ impl RedisStore {
     /// The read cache, or `None` (strict reads) when the server will not track for us.
     async fn open_cache(config: &RedisConfig, entries: usize) -> Option<ReadCache> {
         let state = CacheState::new(&config.prefix, entries);
-        let on_push = state.clone();
-        let opened =
-            crate::connection::connect_tracking(config, move |p| on_push.on_push(&p)).await;
+        let (on_push, on_swap) = (state.clone(), state.clone());
+        let opened = crate::connection::connect_tracking(
+            config,
+            move |p| on_push.on_push(&p),
+            Box::new(move || on_swap.lost()),
+        )
+        .await;
         let cache = match opened {
             Ok(conn) => ReadCache { conn, state },
             Err(e) => {
@@ -114,9 +118,10 @@ impl RedisStore {
     }
 
     /// The underlying connection, for data that lives beside the sessions (the reference
-    /// app keeps its todo lists there).
+    /// app keeps its todo lists there). It follows failovers, and on a cluster routes each
+    /// command by its key.
     #[must_use]
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 

@@ -30,6 +30,10 @@ pub struct Options {
     pub tls: Option<Tls>,
     /// Keep data across `restart` (append-only file, fsync on every write).
     pub persist: bool,
+    /// Start as a replica of the server on this loopback port.
+    pub replica_of: Option<u16>,
+    /// Start as a cluster node (`cluster-enabled yes`, its own nodes file).
+    pub cluster: bool,
 }
 
 /// A running `redis-server`. Killed when dropped.
@@ -81,7 +85,10 @@ impl RedisServer {
             .arg("--dir")
             .arg(&self.dir)
             .arg("--protected-mode")
-            .arg("no");
+            .arg("no")
+            // Replicas sync at once (the default waits 5 s for more replicas to join).
+            .arg("--repl-diskless-sync-delay")
+            .arg("0");
         match &self.options.tls {
             Some(tls) => {
                 cmd.arg("--port")
@@ -102,7 +109,20 @@ impl RedisServer {
             }
         }
         if let Some(password) = &self.options.password {
-            cmd.arg("--requirepass").arg(password);
+            cmd.arg("--requirepass")
+                .arg(password)
+                .arg("--masterauth")
+                .arg(password);
+        }
+        if let Some(primary) = self.options.replica_of {
+            cmd.arg("--replicaof")
+                .arg("127.0.0.1")
+                .arg(primary.to_string());
+        }
+        if self.options.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .arg("--cluster-config-file")
+                .arg(self.dir.join("nodes.conf"));
         }
         if let Some((user, password)) = &self.options.acl_user {
             // One argument per ACL rule: redis-server reads them as separate words.
@@ -281,5 +301,138 @@ impl RedisServer {
                 Some((name.to_owned(), calls.parse().ok()?))
             })
             .collect()
+    }
+}
+
+/// A Redis Sentinel watching one primary as `master_name`, on a free loopback port.
+/// Killed when dropped.
+pub struct Sentinel {
+    /// Its port.
+    pub port: u16,
+    _child: Child,
+}
+
+impl Sentinel {
+    /// Starts a sentinel that watches `127.0.0.1:primary` as `master_name` with `quorum`,
+    /// declaring it down after one second; `None` outside CI without `redis-server`.
+    ///
+    /// # Panics
+    /// In CI when `redis-server` is missing, or if the sentinel does not start.
+    pub async fn start(primary: u16, master_name: &str, quorum: u32) -> Option<Self> {
+        let program = crate::require("redis-server", "redis-server")?;
+        let port = crate::free_port();
+        let dir = crate::temp_dir("sentinel");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                 sentinel monitor {master_name} 127.0.0.1 {primary} {quorum}\n\
+                 sentinel down-after-milliseconds {master_name} 1000\n\
+                 sentinel failover-timeout {master_name} 4000\n\
+                 sentinel parallel-syncs {master_name} 1\n",
+                dir.display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new(program)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server --sentinel");
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Some(Self {
+                    port,
+                    _child: child,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("sentinel did not start on port {port}");
+    }
+}
+
+/// A Redis Cluster of `masters` primaries with `replicas` replicas each, built with
+/// `redis-cli --cluster create` on free loopback ports. Killed when dropped.
+pub struct Cluster {
+    /// Every node; the first `masters` were created as primaries.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    /// Starts the nodes and joins them; waits until the cluster reports `cluster_state:ok`.
+    /// `None` outside CI when `redis-server` or `redis-cli` is missing.
+    ///
+    /// # Panics
+    /// In CI when a program is missing, or if the cluster does not form within 30 s.
+    pub async fn start(masters: usize, replicas: usize) -> Option<Self> {
+        let cli = crate::require("redis-cli", "redis-tools")?;
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            nodes.push(
+                RedisServer::start_with(Options {
+                    cluster: true,
+                    ..Options::default()
+                })
+                .await?,
+            );
+        }
+        let mut create = std::process::Command::new(cli);
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes };
+        for _ in 0..300 {
+            let mut ok = true;
+            for node in &cluster.nodes {
+                ok &= node
+                    .command(&["CLUSTER", "INFO"])
+                    .await
+                    .contains("cluster_state:ok");
+            }
+            if ok {
+                return Some(cluster);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the cluster did not reach cluster_state:ok in 30 s");
+    }
+
+    /// A URL naming one node (the store finds the others).
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.nodes[0].port)
+    }
+
+    /// The ports of the nodes that are primaries now.
+    pub async fn primaries(&self) -> Vec<u16> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            if node.port_is_up().await && node.command(&["ROLE"]).await.contains("master") {
+                out.push(node.port);
+            }
+        }
+        out
+    }
+}
+
+impl RedisServer {
+    /// Whether the server accepts connections.
+    pub async fn port_is_up(&self) -> bool {
+        TcpStream::connect(("127.0.0.1", self.port)).await.is_ok()
     }
 }

@@ -24,6 +24,7 @@ pub struct RedisConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) read_cache: Option<usize>,
+    pub(crate) durable_writes: Option<Duration>,
 }
 
 /// The default key prefix.
@@ -42,7 +43,20 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(1),
             read_cache: None,
+            durable_writes: None,
         }
+    }
+
+    /// Make logins, logouts and revocations wait until one replica has them (`WAIT 1`),
+    /// for at most `timeout`, so that an acknowledged login or logout survives a failover.
+    /// `WAIT` rides in the same round trip as the write; it costs the replication delay.
+    /// When no replica acknowledges in time the call fails ([`crate::NotReplicated`] inside
+    /// [`cloakroom::StoreError::Unavailable`]): the write may be lost in a failover, so it
+    /// is not reported done. Off by default; other writes never wait.
+    #[must_use]
+    pub fn with_durable_writes(mut self, timeout: Option<Duration>) -> Self {
+        self.durable_writes = timeout.filter(|t| !t.is_zero());
+        self
     }
 
     /// Keep up to `entries` session records in process, invalidated by Redis through
@@ -107,6 +121,7 @@ impl fmt::Debug for RedisConfig {
             .field("ca_certificate", &self.ca_certificate.is_some())
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
+            .field("durable_writes", &self.durable_writes)
             .finish_non_exhaustive()
     }
 }

@@ -23,3 +23,10 @@ pub enum RedisError {
     #[error("key prefix {0:?} must be 1 to 64 printable characters without spaces or braces")]
     Prefix(String),
 }
+
+/// A durable write ([`crate::RedisConfig::with_durable_writes`]) that no replica acknowledged
+/// in time. It is on the primary, but a failover now could lose it, so it is not reported
+/// done. Found inside [`cloakroom::StoreError::Unavailable`].
+#[derive(Debug, thiserror::Error)]
+#[error("no replica acknowledged the write within {0:?}")]
+pub struct NotReplicated(pub std::time::Duration);

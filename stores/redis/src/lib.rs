@@ -41,6 +41,6 @@ mod scripts;
 mod store;
 
 pub use config::{RedisConfig, DEFAULT_PREFIX};
-pub use error::RedisError;
+pub use error::{NotReplicated, RedisError};
 pub use link::RedisConnection;
 pub use store::RedisStore;

@@ -37,6 +37,7 @@ pub struct RedisStore {
     keys: Keys,
     response_timeout: Duration,
     cache: Option<ReadCache>,
+    durable: Option<Duration>,
 }
 
 /// The minute buckets of the live count (matches `BUCKET_MS` in the scripts).
@@ -60,6 +61,7 @@ impl RedisStore {
             keys,
             response_timeout: config.response_timeout,
             cache,
+            durable: config.durable_writes,
         };
         store.load_scripts().await.map_err(RedisError::Connect)?;
         Ok(store)
@@ -176,6 +178,14 @@ impl RedisStore {
             .map(|(i, _)| i)
             .collect();
         if !forgotten.is_empty() {
+            // A durable write's WAIT must come after the commands sent again, or it would
+            // vouch for nothing.
+            let mut forgotten = forgotten;
+            if let Some(wait) = cmds.iter().rposition(is_wait) {
+                if forgotten[0] < wait {
+                    forgotten.push(wait);
+                }
+            }
             self.load_scripts().await.map_err(|e| self.failed(e))?;
             let again = self
                 .send(
@@ -204,6 +214,23 @@ impl RedisStore {
         pipe.query_async(&mut self.conn.clone())
             .await
             .map_err(|e| self.failed(e))
+    }
+
+    /// Sends `cmds` (logins, logouts, revocations) and, with durable writes, waits in the same
+    /// round trip until one replica has them. Answers the commands' replies.
+    async fn run_durable(&self, mut cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+        let Some(timeout) = self.durable else {
+            return self.run(cmds).await;
+        };
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1)
+            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        cmds.push(wait);
+        let mut replies = self.run(cmds).await?;
+        match replies.pop() {
+            Some(Value::Int(n)) if n >= 1 => Ok(replies),
+            _ => Err(StoreError::unavailable(crate::NotReplicated(timeout))),
+        }
     }
 
     /// Sends one command; a forgotten script is loaded and the command sent again.
@@ -289,6 +316,10 @@ impl RedisStore {
         args.extend(record_fields(record));
         self.session_script(Lua::Create, key, &args)
     }
+}
+
+fn is_wait(cmd: &Cmd) -> bool {
+    matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(name)) if name == b"WAIT")
 }
 
 fn evalsha(script: Lua, keys: &[String], args: &[String]) -> Cmd {
@@ -479,7 +510,7 @@ impl SessionStore for RedisStore {
         if let Some(user) = &record.user {
             cmds.push(self.index_cmd(user, Some(key), &[]));
         }
-        let replies = self.run(cmds).await?;
+        let replies = self.run_durable(cmds).await?;
         match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
             Reply::Tagged(tag, _) if tag == "ok" => Ok(()),
             Reply::Tagged(tag, _) if tag == "collision" => Err(StoreError::IdCollision),
@@ -536,7 +567,10 @@ impl SessionStore for RedisStore {
             ],
             &args,
         );
-        match Reply::decode(self.writing(&[*old, *new], self.one(cmd)).await?)? {
+        let reply = self
+            .writing(&[*old, *new], self.run_durable(vec![cmd]))
+            .await?;
+        match Reply::decode(reply.into_iter().next().unwrap_or(Value::Nil))? {
             Reply::Tagged(tag, _) if tag == "collision" => Err(StoreError::IdCollision),
             Reply::Tagged(tag, _) if tag == "aliased" => Ok(Applied::Aliased),
             reply => written(reply, *new),
@@ -547,17 +581,19 @@ impl SessionStore for RedisStore {
         // The user index is not touched: listing drops entries whose session is gone, which
         // keeps logout at one round trip.
         let prefix = [self.keys.prefix().to_owned()];
-        let reply = self
+        let replies = self
             .writing(
                 &[*key],
-                self.one(self.session_script(Lua::Destroy, key, &prefix)),
+                self.run_durable(vec![self.session_script(Lua::Destroy, key, &prefix)]),
             )
             .await?;
-        Ok(match Reply::decode(reply)? {
-            Reply::Alias => Destroyed::Alias,
-            Reply::Gone => Destroyed::Nothing,
-            Reply::Tagged(..) => Destroyed::Session,
-        })
+        Ok(
+            match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
+                Reply::Alias => Destroyed::Alias,
+                Reply::Gone => Destroyed::Nothing,
+                Reply::Tagged(..) => Destroyed::Session,
+            },
+        )
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
@@ -625,7 +661,7 @@ impl SessionStore for RedisStore {
             .map(|k| self.session_script(Lua::Destroy, k, &prefix))
             .collect();
         cmds.push(self.index_cmd(user, None, &doomed));
-        self.writing(&doomed, self.run(cmds)).await?;
+        self.writing(&doomed, self.run_durable(cmds)).await?;
         Ok(doomed.len() as u64)
     }
 

@@ -1,0 +1,231 @@
+//! Past one Redis: a managed endpoint re-pointed at a promoted replica, Sentinel failover,
+//! and durable logins. Real `redis-server` processes on loopback; every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use cloakroom::{
+    now_millis, Applied, Changes, Record, SessionId, SessionKey, SessionStore, StoreError,
+};
+use cloakroom_redis::{NotReplicated, RedisConfig, RedisStore};
+use cloakroom_testkit::endpoint::Endpoint;
+use cloakroom_testkit::redis::{Options, RedisServer, Sentinel};
+
+async fn server(options: Options) -> RedisServer {
+    RedisServer::start_with(options)
+        .await
+        .expect("redis-server is required: apt-get install redis-server (scripts/test does this)")
+}
+
+async fn replica_of(primary: &RedisServer) -> RedisServer {
+    let replica = server(Options {
+        replica_of: Some(primary.port),
+        ..Options::default()
+    })
+    .await;
+    wait_for("the replica to sync", || async {
+        replica
+            .command(&["INFO", "replication"])
+            .await
+            .contains("master_link_status:up")
+    })
+    .await;
+    replica
+}
+
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn key() -> SessionKey {
+    SessionId::random().unwrap().key()
+}
+
+fn login(now: u64, user: &str) -> Record {
+    let mut record = Record::new(now, now + 600_000, now + 1_200_000);
+    record.user = Some(user.into());
+    record
+}
+
+fn one_more(field: &str) -> Changes {
+    let mut changes = Changes::default();
+    changes.increments.insert(field.into(), 1);
+    changes
+}
+
+async fn visits(store: &RedisStore, key: &SessionKey) -> Result<Applied, StoreError> {
+    store.apply(key, &one_more("visits"), now_millis()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repointed_endpoint_is_followed_without_a_restart() {
+    let primary = server(Options::default()).await;
+    let replica = replica_of(&primary).await;
+    let endpoint = Endpoint::start(primary.port).await;
+    let store = RedisStore::connect(RedisConfig::new(format!(
+        "redis://127.0.0.1:{}/0",
+        endpoint.port
+    )))
+    .await
+    .expect("connect through the endpoint");
+    let k = key();
+    store.create(&k, &login(now_millis(), "ada")).await.unwrap();
+    assert!(matches!(visits(&store, &k).await, Ok(Applied::Done { .. })));
+    primary.command(&["WAIT", "1", "2000"]).await;
+
+    // The managed failover: promote the replica, demote the primary (its open connections
+    // stay and now answer READONLY), re-point the endpoint.
+    replica.command(&["REPLICAOF", "NO", "ONE"]).await;
+    primary
+        .command(&["REPLICAOF", "127.0.0.1", &replica.port.to_string()])
+        .await;
+    endpoint.repoint(replica.port);
+    assert!(primary
+        .command(&["SET", "probe", "1"])
+        .await
+        .starts_with("-READONLY"));
+
+    // The next write is refused by the demoted primary, the store finds the endpoint's new
+    // target and sends it again there: no request fails.
+    let mut failed = 0;
+    let start = Instant::now();
+    let applied = loop {
+        match visits(&store, &k).await {
+            Ok(applied) => break applied,
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                failed += 1;
+                eprintln!("write during the failover failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("writes did not resume within 10 s: {e}"),
+        }
+    };
+    assert!(matches!(applied, Applied::Done { .. }), "{applied:?}");
+    assert_eq!(failed, 0, "a READONLY refusal is sent again, not failed");
+    assert!(store.connection().swaps() >= 1);
+    let loaded = store.load(&k, now_millis(), None).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.record.fields.get("visits").map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(loaded.record.user.as_deref(), Some("ada"));
+    // Logins work on the new primary too.
+    let k2 = key();
+    store
+        .create(&k2, &login(now_millis(), "bob"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_wait_for_a_replica_and_fail_without_one() {
+    let primary = server(Options::default()).await;
+    let config = |port: u16| {
+        RedisConfig::new(format!("redis://127.0.0.1:{port}/0"))
+            .with_durable_writes(Some(Duration::from_millis(300)))
+    };
+    // No replica: the login is on the primary, but it is not reported done.
+    let lonely = RedisStore::connect(config(primary.port)).await.unwrap();
+    let started = Instant::now();
+    let refused = lonely.create(&key(), &login(now_millis(), "lonely")).await;
+    match refused {
+        Err(StoreError::Unavailable(e)) => assert!(e.downcast_ref::<NotReplicated>().is_some()),
+        other => panic!("expected NotReplicated, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by the WAIT timeout"
+    );
+    // Plain writes never wait.
+    let _replica = replica_of(&primary).await;
+    let store = RedisStore::connect(config(primary.port)).await.unwrap();
+    let k = key();
+    store.create(&k, &login(now_millis(), "ada")).await.unwrap();
+    assert!(matches!(visits(&store, &k).await, Ok(Applied::Done { .. })));
+    let new = key();
+    let cycled = store
+        .cycle(&k, &new, &Changes::default(), now_millis(), now_millis())
+        .await
+        .unwrap();
+    assert!(matches!(cycled, Applied::Done { .. }));
+    assert_eq!(
+        store.destroy_user("ada", None, now_millis()).await.unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_is_followed_and_durable_logins_survive_it() {
+    let primary = server(Options::default()).await;
+    let replica = replica_of(&primary).await;
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        let Some(sentinel) = Sentinel::start(primary.port, "sessions", 2).await else {
+            return;
+        };
+        sentinels.push(sentinel);
+    }
+    let hosts: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let url = format!("redis+sentinel://{}/sessions", hosts.join(","));
+    let store = RedisStore::connect(
+        RedisConfig::new(&url)
+            .with_durable_writes(Some(Duration::from_secs(1)))
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_response_timeout(Duration::from_millis(3000)),
+    )
+    .await
+    .expect("connect through the sentinels");
+
+    // Acknowledged logins: each reached the replica before it was reported done.
+    let mut logins = Vec::new();
+    for i in 0..20 {
+        let k = key();
+        store
+            .create(&k, &login(now_millis(), &format!("user{i}")))
+            .await
+            .unwrap();
+        logins.push(k);
+    }
+    let mut primary = primary;
+    primary.kill().await;
+
+    // The sentinels promote the replica; the store follows without a restart. (A durable
+    // login would now fail: the promoted replica has no replica of its own.)
+    let start = Instant::now();
+    let mut failed = 0u32;
+    loop {
+        match visits(&store, &logins[0]).await {
+            Ok(Applied::Done { .. }) => break,
+            Err(_) if start.elapsed() < Duration::from_secs(30) => {
+                failed += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(other) => panic!("the acknowledged login is gone: {other:?}"),
+            Err(e) => panic!("no write 30 s after the primary died: {e}"),
+        }
+    }
+    eprintln!(
+        "sentinel failover: writes resumed after {:?} ({failed} failed meanwhile)",
+        start.elapsed()
+    );
+    assert!(replica.command(&["ROLE"]).await.contains("master"));
+    for k in &logins {
+        assert!(
+            store.load(k, now_millis(), None).await.unwrap().is_some(),
+            "an acknowledged login was lost in the failover"
+        );
+    }
+}

@@ -1123,7 +1123,7 @@ impl Session {
             changes.set.insert(ISSUED_FIELD.to_owned(), now.to_string());
         }
         for _ in 0..CREATE_ATTEMPTS {
-            let id = fresh_id()?;
+            let id = id_near(&*store.store, &old)?;
             let key = id.key();
             bump(&store.metrics.cycles);
             match store
@@ -1184,4 +1184,18 @@ impl Session {
 
 fn fresh_id() -> Result<SessionId, SessionError> {
     SessionId::random().map_err(|e| StoreError::unavailable(std::io::Error::other(e)).into())
+}
+
+/// Draws IDs until the store accepts the key as a cycle's target ([`SessionStore::can_cycle_to`]).
+/// A sharded store accepts about one key in 256, so this takes a few hundred draws there and
+/// one elsewhere; the bound makes a store that accepts nothing an error, not a hang.
+fn id_near(store: &dyn crate::SessionStore, old: &SessionKey) -> Result<SessionId, SessionError> {
+    const DRAWS: usize = 1 << 15;
+    for _ in 0..DRAWS {
+        let id = fresh_id()?;
+        if store.can_cycle_to(old, &id.key()) {
+            return Ok(id);
+        }
+    }
+    Err(StoreError::IdCollision.into())
 }

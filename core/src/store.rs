@@ -157,6 +157,14 @@ pub trait SessionStore: Send + Sync + 'static {
         None
     }
 
+    /// Whether a session may move from `old` to `new` in [`SessionStore::cycle`]. A store
+    /// that shards by key (Redis Cluster) answers `false` when the two keys would live in
+    /// different shards, and the layer draws another ID: a cycle stays one atomic step on
+    /// one shard. Every key is fine by default.
+    fn can_cycle_to(&self, _old: &SessionKey, _new: &SessionKey) -> bool {
+        true
+    }
+
     /// Whether the store answers at all (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError> {
         self.stats().await.map(|_| ())
@@ -216,5 +224,8 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     fn cached(&self, key: &SessionKey) -> Option<Record> {
         (**self).cached(key)
+    }
+    fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
+        (**self).can_cycle_to(old, new)
     }
 }

@@ -327,6 +327,17 @@ fn key() -> SessionKey {
     SessionId::random().expect("OS randomness").key()
 }
 
+/// A fresh key that `store` accepts as the target of a cycle from `old` (a sharded store
+/// keeps a cycle on one shard: [`SessionStore::can_cycle_to`]).
+fn near(store: &DynStore, old: &SessionKey) -> SessionKey {
+    loop {
+        let new = key();
+        if store.can_cycle_to(old, &new) {
+            return new;
+        }
+    }
+}
+
 fn record(now: Millis, idle: Millis, absolute: Millis) -> Record {
     Record::new(now, now + idle, now + absolute)
 }
@@ -570,7 +581,8 @@ pub async fn refresh_is_throttled(store: DynStore) {
 /// A renewal's `cycle` moves the data to the new key; until the grace window ends the old key
 /// can read it, but never write it or cycle it (an old ID must not act as the session).
 pub async fn renewal_alias_is_read_only_for_the_grace_window(store: DynStore) {
-    let (old, new) = (key(), key());
+    let old = key();
+    let new = near(&store, &old);
     let mut r = record(T0, 10_000, 50_000);
     r.fields.insert("cart".into(), "3".into());
     store.create(&old, &r).await.unwrap();
@@ -598,7 +610,7 @@ pub async fn renewal_alias_is_read_only_for_the_grace_window(store: DynStore) {
     );
     assert_eq!(
         store
-            .cycle(&old, &key(), &incr, T0 + 600, T0 + 900)
+            .cycle(&old, &near(&store, &old), &incr, T0 + 600, T0 + 900)
             .await
             .unwrap(),
         Applied::Aliased,
@@ -626,9 +638,16 @@ pub async fn renewal_alias_is_read_only_for_the_grace_window(store: DynStore) {
             .await,
         Err(StoreError::IdCollision)
     ));
+    let nobody = key();
     assert_eq!(
         store
-            .cycle(&key(), &key(), &Changes::default(), T0, T0 + 10)
+            .cycle(
+                &nobody,
+                &near(&store, &nobody),
+                &Changes::default(),
+                T0,
+                T0 + 10
+            )
             .await
             .unwrap(),
         Applied::Gone
@@ -638,7 +657,8 @@ pub async fn renewal_alias_is_read_only_for_the_grace_window(store: DynStore) {
 /// A cycle that changes privilege (`grace_until <= now`) leaves no alias: the old key reaches
 /// nothing at once, for reads, writes and cycles.
 pub async fn privilege_cycle_leaves_no_old_id(store: DynStore) {
-    let (old, new) = (key(), key());
+    let old = key();
+    let new = near(&store, &old);
     store
         .create(&old, &record(T0, 10_000, 50_000))
         .await
@@ -659,7 +679,13 @@ pub async fn privilege_cycle_leaves_no_old_id(store: DynStore) {
     );
     assert_eq!(
         store
-            .cycle(&old, &key(), &Changes::default(), T0 + 11, T0 + 11)
+            .cycle(
+                &old,
+                &near(&store, &old),
+                &Changes::default(),
+                T0 + 11,
+                T0 + 11
+            )
             .await
             .unwrap(),
         Applied::Gone
@@ -741,7 +767,8 @@ pub async fn renewal_through_layer(store: DynStore) {
 
 /// Revoking a user's sessions also ends every old ID that still reached them.
 pub async fn revoke_also_ends_aliases(store: DynStore) {
-    let (old, new, mine) = (key(), key(), key());
+    let (old, mine) = (key(), key());
+    let new = near(&store, &old);
     let alice = Changes {
         user: Some(UserChange::Set("alice".into())),
         ..Changes::default()
@@ -1022,7 +1049,8 @@ pub async fn id_collision_on_create(store: DynStore) {
 /// session (an old ID may not log its session out); destroying the session ends its alias.
 pub async fn destroy_is_idempotent_and_an_alias_ends_only_itself(store: DynStore) {
     use crate::Destroyed;
-    let (old, new) = (key(), key());
+    let old = key();
+    let new = near(&store, &old);
     store
         .create(&old, &record(T0, 10_000, 50_000))
         .await
@@ -1042,7 +1070,7 @@ pub async fn destroy_is_idempotent_and_an_alias_ends_only_itself(store: DynStore
     );
     assert_eq!(store.destroy(&old).await.unwrap(), Destroyed::Nothing);
     // A session takes its alias with it.
-    let newer = key();
+    let newer = near(&store, &new);
     store
         .cycle(&new, &newer, &Changes::default(), T0 + 3, T0 + 5000)
         .await
@@ -1119,6 +1147,9 @@ impl<H: Hook> SessionStore for H {
     }
     fn cached(&self, k: &SessionKey) -> Option<Record> {
         self.inner().cached(k)
+    }
+    fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
+        self.inner().can_cycle_to(old, new)
     }
 }
 

@@ -137,9 +137,9 @@ pub(crate) fn record_from_flat(flat: Vec<Value>) -> Result<Record, StoreError> {
 pub(crate) enum Reply {
     /// No live session (nil).
     Gone,
-    /// The key is a cycle's alias (its target is validated, not followed: old IDs are
-    /// read-only, and reads go through HGETALL).
-    Alias,
+    /// The key is a cycle's alias, naming its target (followed only by revocations: old
+    /// IDs are read-only, and reads go through HGETALL).
+    Alias(SessionKey),
     /// A status word and what follows it.
     Tagged(String, Vec<Value>),
 }
@@ -160,7 +160,7 @@ impl Reply {
                 target
                     .as_deref()
                     .and_then(SessionKey::parse)
-                    .map(|_| Self::Alias)
+                    .map(Self::Alias)
                     .ok_or_else(|| StoreError::Corrupt("alias with a malformed target".into()))
             }
             "corrupt" => Err(StoreError::Corrupt(

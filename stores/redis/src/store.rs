@@ -52,7 +52,19 @@ impl RedisStore {
     pub async fn connect(config: RedisConfig) -> Result<Self, RedisError> {
         let keys = Keys::new(&config.prefix)?;
         let conn = crate::connection::connect(&config).await?;
+        let keys = if conn.is_cluster() {
+            keys.for_cluster()
+        } else {
+            keys
+        };
         let cache = match config.read_cache {
+            // Tracking is per node: one connection cannot watch a cluster's keys.
+            Some(_) if conn.is_cluster() => {
+                tracing::warn!(
+                    "the session read cache is not available on Redis Cluster; reads go to Redis"
+                );
+                None
+            }
             Some(entries) => Self::open_cache(&config, entries).await,
             None => None,
         };
@@ -134,6 +146,17 @@ impl RedisStore {
     }
 
     async fn load_scripts(&self) -> Result<(), redis::RedisError> {
+        if self.conn.is_cluster() {
+            // One at a time: a lone SCRIPT LOAD goes to every node, a pipeline to one.
+            for source in scripts::sources() {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(*source)
+                    .query_async::<()>(&mut self.conn.clone())
+                    .await?;
+            }
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         for source in scripts::sources() {
             pipe.cmd("SCRIPT").arg("LOAD").arg(*source).ignore();
@@ -181,11 +204,13 @@ impl RedisStore {
             // A durable write's WAIT must come after the commands sent again, or it would
             // vouch for nothing.
             let mut forgotten = forgotten;
-            if let Some(wait) = cmds.iter().rposition(is_wait) {
-                if forgotten[0] < wait {
-                    forgotten.push(wait);
-                }
-            }
+            let waits: Vec<usize> = forgotten
+                .iter()
+                .filter_map(|&i| (i + 1..cmds.len()).find(|&j| is_wait(&cmds[j])))
+                .collect();
+            forgotten.extend(waits);
+            forgotten.sort_unstable();
+            forgotten.dedup();
             self.load_scripts().await.map_err(|e| self.failed(e))?;
             let again = self
                 .send(
@@ -206,6 +231,32 @@ impl RedisStore {
     }
 
     async fn send(&self, cmds: &[Cmd]) -> Result<Vec<redis::RedisResult<Value>>, StoreError> {
+        if !self.conn.is_cluster() || cmds.len() < 2 {
+            return self.send_together(cmds).await;
+        }
+        // A cluster pipeline must stay in one slot: each command goes on its own, with the
+        // WAIT that follows it (which must reach the same node), all at once.
+        let mut units: Vec<&[Cmd]> = Vec::new();
+        let mut start = 0;
+        for i in 1..=cmds.len() {
+            if i == cmds.len() || !is_wait(&cmds[i]) {
+                units.push(&cmds[start..i]);
+                start = i;
+            }
+        }
+        let replies =
+            futures_util::future::join_all(units.into_iter().map(|u| self.send_together(u))).await;
+        let mut out = Vec::with_capacity(cmds.len());
+        for reply in replies {
+            out.extend(reply?);
+        }
+        Ok(out)
+    }
+
+    async fn send_together(
+        &self,
+        cmds: &[Cmd],
+    ) -> Result<Vec<redis::RedisResult<Value>>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for cmd in cmds {
@@ -218,19 +269,33 @@ impl RedisStore {
 
     /// Sends `cmds` (logins, logouts, revocations) and, with durable writes, waits in the same
     /// round trip until one replica has them. Answers the commands' replies.
-    async fn run_durable(&self, mut cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+    async fn run_durable(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
         let Some(timeout) = self.durable else {
             return self.run(cmds).await;
         };
         let mut wait = redis::cmd("WAIT");
         wait.arg(1)
             .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        cmds.push(wait);
-        let mut replies = self.run(cmds).await?;
-        match replies.pop() {
-            Some(Value::Int(n)) if n >= 1 => Ok(replies),
-            _ => Err(StoreError::unavailable(crate::NotReplicated(timeout))),
+        // One WAIT at the end covers the connection's earlier writes; on a cluster each
+        // command may reach another node, so each gets its own.
+        let count = cmds.len();
+        let mut sent = Vec::with_capacity(count * 2);
+        for (i, cmd) in cmds.into_iter().enumerate() {
+            sent.push(cmd);
+            if self.conn.is_cluster() || i + 1 == count {
+                sent.push(wait.clone());
+            }
         }
+        let waits: Vec<bool> = sent.iter().map(is_wait).collect();
+        let mut out = Vec::with_capacity(count);
+        for (reply, was_wait) in self.run(sent).await?.into_iter().zip(waits) {
+            match (was_wait, reply) {
+                (false, reply) => out.push(reply),
+                (true, Value::Int(n)) if n >= 1 => {}
+                (true, _) => return Err(StoreError::unavailable(crate::NotReplicated(timeout))),
+            }
+        }
+        Ok(out)
     }
 
     /// Sends one command; a forgotten script is loaded and the command sent again.
@@ -276,23 +341,19 @@ impl RedisStore {
 
     /// EVALSHA of a session script on `key` (with the live-count key beside it).
     fn session_script(&self, script: Lua, key: &SessionKey, args: &[String]) -> Cmd {
-        evalsha(script, &[self.keys.session(key), self.keys.live()], args)
+        evalsha(script, &[self.keys.session(key), self.keys.live(key)], args)
     }
 
     /// Changes `user`'s index entry: files `add`, drops `drop` (for `create` and listing; the
     /// write scripts keep the index themselves).
     fn index_cmd(&self, user: &str, add: Option<&SessionKey>, drop: &[SessionKey]) -> Cmd {
         let mut args = vec![
-            self.keys.prefix().to_owned(),
+            self.keys.prune_prefix().to_owned(),
             user.to_owned(),
             add.map(ToString::to_string).unwrap_or_default(),
         ];
         args.extend(drop.iter().map(ToString::to_string));
-        evalsha(
-            Lua::Index,
-            &[self.keys.user_bucket(user), self.keys.live()],
-            &args,
-        )
+        evalsha(Lua::Index, &[self.keys.user_bucket(user)], &args)
     }
 
     async fn load_once(
@@ -320,6 +381,66 @@ impl RedisStore {
 
 fn is_wait(cmd: &Cmd) -> bool {
     matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(name)) if name == b"WAIT")
+}
+
+impl RedisStore {
+    fn destroy_cmd(&self, key: &SessionKey) -> Cmd {
+        self.session_script(Lua::Destroy, key, &[self.keys.session_prefix(key)])
+    }
+
+    /// On a cluster, before a write that files the session at `key` (or at `new`, for a
+    /// cycle) under a user: adds that key to the user's index first, so that a revocation
+    /// listing the user while the write lands finds it. Answers the user, for
+    /// [`RedisStore::file_after`]. Standalone, the scripts keep the index and this is a no-op.
+    ///
+    /// The user is the one `changes` sets, else (a cycle) the old session's own, read here.
+    async fn file_before(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        new: Option<&SessionKey>,
+    ) -> Result<Option<String>, StoreError> {
+        if !self.keys.is_cluster() {
+            return Ok(None);
+        }
+        let user = match (&changes.user, new) {
+            (Some(UserChange::Set(user)), _) => Some(user.clone()),
+            (Some(UserChange::Clear), _) | (None, None) => None,
+            (None, Some(_)) => {
+                let mut meta = redis::cmd("HGET");
+                meta.arg(self.keys.session(key)).arg("__m");
+                match self.one(meta).await? {
+                    Value::Nil => None,
+                    value => {
+                        let mut record = Record::new(0, 0, 0);
+                        crate::codec::unpack_meta(&text(value)?, &mut record)?;
+                        record.user
+                    }
+                }
+            }
+        };
+        if let Some(user) = &user {
+            self.one(self.index_cmd(user, Some(new.unwrap_or(key)), &[]))
+                .await?;
+        }
+        Ok(user)
+    }
+
+    /// On a cluster, after the write: files the key again (a listing in between may have
+    /// dropped it, the session not being there yet) and drops the old key of a cycle.
+    async fn file_after(
+        &self,
+        user: Option<&str>,
+        key: &SessionKey,
+        old: Option<&SessionKey>,
+        applied: &Applied,
+    ) -> Result<(), StoreError> {
+        if let (Some(user), Applied::Done { .. }) = (user, applied) {
+            let drop: Vec<SessionKey> = old.into_iter().copied().collect();
+            self.one(self.index_cmd(user, Some(key), &drop)).await?;
+        }
+        Ok(())
+    }
 }
 
 fn evalsha(script: Lua, keys: &[String], args: &[String]) -> Cmd {
@@ -402,11 +523,23 @@ impl RedisStore {
                 outcome?
             }
             None => {
-                let replies: Vec<Value> = self
+                let replies: Result<Vec<Value>, redis::RedisError> = self
                     .writing(&[*key], pipe.query_async(&mut self.conn.clone()))
-                    .await
-                    .map_err(|e| self.failed(e))?;
-                fast::outcome(replies, changes, now, *key)
+                    .await;
+                match replies {
+                    // A transaction refused whole ran nothing. On a cluster that is a slot
+                    // on the move (redis-rs follows ASK for a command, not a transaction):
+                    // the script, one command, makes the same change and is redirected.
+                    Err(e)
+                        if self.keys.is_cluster()
+                            && e.kind() == ErrorKind::Server(ServerErrorKind::ExecAbort) =>
+                    {
+                        return self.apply_with_script(key, changes, now).await;
+                    }
+                    replies => {
+                        fast::outcome(replies.map_err(|e| self.failed(e))?, changes, now, *key)
+                    }
+                }
             }
         };
         match outcome {
@@ -424,12 +557,36 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Any change, by the `apply` script.
+    async fn apply_with_script(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+    ) -> Result<Applied, StoreError> {
+        let mut args = vec![now.to_string(), self.keys.session_prefix(key)];
+        write_args(&mut args, changes);
+        let filed = self.file_before(key, changes, None).await?;
+        let reply = self
+            .writing(
+                &[*key],
+                self.one(self.session_script(Lua::Apply, key, &args)),
+            )
+            .await?;
+        let applied = written(Reply::decode(reply)?, *key)?;
+        self.file_after(filed.as_deref(), key, None, &applied)
+            .await?;
+        Ok(applied)
+    }
+}
+
 /// What a write script's reply means for the caller.
 fn written(reply: Reply, key: SessionKey) -> Result<Applied, StoreError> {
     match reply {
         Reply::Gone => Ok(Applied::Gone),
         // Old IDs are read-only: a write through one is refused, never followed.
-        Reply::Alias => Ok(Applied::Aliased),
+        Reply::Alias(_) => Ok(Applied::Aliased),
         Reply::Tagged(tag, rest) if tag == "ok" => Ok(Applied::Done {
             counters: counters(rest)?,
             key,
@@ -490,7 +647,7 @@ impl SessionStore for RedisStore {
                     .await?
                 {
                     Reply::Tagged(tag, rest) => loaded(target, &tag, rest).map(Some),
-                    Reply::Gone | Reply::Alias => Ok(None),
+                    Reply::Gone | Reply::Alias(_) => Ok(None),
                 }
             }
             _ => Ok(Some(Loaded {
@@ -527,15 +684,7 @@ impl SessionStore for RedisStore {
         if fast::eligible(changes) {
             return self.apply_without_script(key, changes, now).await;
         }
-        let mut args = vec![now.to_string(), self.keys.prefix().to_owned()];
-        write_args(&mut args, changes);
-        let reply = self
-            .writing(
-                &[*key],
-                self.one(self.session_script(Lua::Apply, key, &args)),
-            )
-            .await?;
-        written(Reply::decode(reply)?, *key)
+        self.apply_with_script(key, changes, now).await
     }
 
     async fn cycle(
@@ -553,7 +702,7 @@ impl SessionStore for RedisStore {
         // under neither key or missing from its user's index, whatever is cancelled when.
         let mut args = vec![
             now.to_string(),
-            self.keys.prefix().to_owned(),
+            self.keys.session_prefix(old),
             new.to_string(),
             grace_until.to_string(),
         ];
@@ -562,34 +711,34 @@ impl SessionStore for RedisStore {
             Lua::Cycle,
             &[
                 self.keys.session(old),
-                self.keys.live(),
+                self.keys.live(old),
                 self.keys.session(new),
             ],
             &args,
         );
+        let filed = self.file_before(old, changes, Some(new)).await?;
         let reply = self
             .writing(&[*old, *new], self.run_durable(vec![cmd]))
             .await?;
-        match Reply::decode(reply.into_iter().next().unwrap_or(Value::Nil))? {
-            Reply::Tagged(tag, _) if tag == "collision" => Err(StoreError::IdCollision),
-            Reply::Tagged(tag, _) if tag == "aliased" => Ok(Applied::Aliased),
-            reply => written(reply, *new),
-        }
+        let applied = match Reply::decode(reply.into_iter().next().unwrap_or(Value::Nil))? {
+            Reply::Tagged(tag, _) if tag == "collision" => return Err(StoreError::IdCollision),
+            Reply::Tagged(tag, _) if tag == "aliased" => Applied::Aliased,
+            reply => written(reply, *new)?,
+        };
+        self.file_after(filed.as_deref(), new, Some(old), &applied)
+            .await?;
+        Ok(applied)
     }
 
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
         // The user index is not touched: listing drops entries whose session is gone, which
         // keeps logout at one round trip.
-        let prefix = [self.keys.prefix().to_owned()];
         let replies = self
-            .writing(
-                &[*key],
-                self.run_durable(vec![self.session_script(Lua::Destroy, key, &prefix)]),
-            )
+            .writing(&[*key], self.run_durable(vec![self.destroy_cmd(key)]))
             .await?;
         Ok(
             match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
-                Reply::Alias => Destroyed::Alias,
+                Reply::Alias(_) => Destroyed::Alias,
                 Reply::Gone => Destroyed::Nothing,
                 Reply::Tagged(..) => Destroyed::Session,
             },
@@ -655,35 +804,58 @@ impl SessionStore for RedisStore {
         if doomed.is_empty() {
             return Ok(0);
         }
-        let prefix = [self.keys.prefix().to_owned()];
-        let mut cmds: Vec<Cmd> = doomed
-            .iter()
-            .map(|k| self.session_script(Lua::Destroy, k, &prefix))
-            .collect();
+        let mut cmds: Vec<Cmd> = doomed.iter().map(|k| self.destroy_cmd(k)).collect();
         cmds.push(self.index_cmd(user, None, &doomed));
-        self.writing(&doomed, self.run_durable(cmds)).await?;
-        Ok(doomed.len() as u64)
+        let replies = self.writing(&doomed, self.run_durable(cmds)).await?;
+        // A key that became an alias since the listing was cycled meanwhile (on a cluster
+        // the index learns the new key a moment after the cycle): its target goes too.
+        let moved: Vec<SessionKey> = replies
+            .into_iter()
+            .filter_map(|r| match Reply::decode(r) {
+                Ok(Reply::Alias(target)) => Some(target),
+                _ => None,
+            })
+            .filter(|k| Some(k) != keep)
+            .collect();
+        if !moved.is_empty() {
+            let cmds = moved.iter().map(|k| self.destroy_cmd(k)).collect();
+            self.writing(&moved, self.run_durable(cmds)).await?;
+        }
+        Ok((doomed.len() + moved.len()) as u64)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let mut all = redis::cmd("HGETALL");
-        all.arg(self.keys.live());
-        let flat = array(self.one(all).await?)?;
+        let lives = self.keys.lives();
+        let reads = lives
+            .iter()
+            .map(|live| {
+                let mut all = redis::cmd("HGETALL");
+                all.arg(live);
+                all
+            })
+            .collect();
         let current = now_millis() / BUCKET_MS;
-        let (mut sessions, mut past) = (0u64, Vec::new());
-        let mut items = flat.into_iter();
-        while let (Some(bucket), Some(count)) = (items.next(), items.next()) {
-            let bucket = text(bucket)?;
-            let count: i64 = text(count)?.parse().unwrap_or(0);
-            match bucket.parse::<u64>() {
-                Ok(b) if b >= current => sessions += u64::try_from(count).unwrap_or(0),
-                _ => past.push(bucket),
+        let mut sessions = 0u64;
+        let mut drops = Vec::new();
+        for (live, reply) in lives.iter().zip(self.run(reads).await?) {
+            let mut past = Vec::new();
+            let mut items = array(reply)?.into_iter();
+            while let (Some(bucket), Some(count)) = (items.next(), items.next()) {
+                let bucket = text(bucket)?;
+                let count: i64 = text(count)?.parse().unwrap_or(0);
+                match bucket.parse::<u64>() {
+                    Ok(b) if b >= current => sessions += u64::try_from(count).unwrap_or(0),
+                    _ => past.push(bucket),
+                }
+            }
+            if !past.is_empty() {
+                let mut drop = redis::cmd("HDEL");
+                drop.arg(live).arg(past);
+                drops.push(drop);
             }
         }
-        if !past.is_empty() {
-            let mut drop = redis::cmd("HDEL");
-            drop.arg(self.keys.live()).arg(past);
-            self.one(drop).await?;
+        if !drops.is_empty() {
+            self.run(drops).await?;
         }
         Ok(StoreStats {
             sessions,
@@ -697,5 +869,9 @@ impl SessionStore for RedisStore {
 
     fn cached(&self, key: &SessionKey) -> Option<Record> {
         self.cache.as_ref().and_then(|c| c.state.get(key))
+    }
+
+    fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
+        self.keys.same_slot(old, new)
     }
 }

@@ -33,5 +33,12 @@ if grace_until > now then
   redis.call('HSET', KEYS[1], '__to', ARGV[3], '__g', ARGV[4])
   redis.call('PEXPIRE', KEYS[1], int(grace_until - now))
   redis.call('HSET', KEYS[3], '__from', old_member)
+elseif not indexed(prefix) then
+  -- On a cluster the index is kept by the client after this script, so for a moment a
+  -- revocation may find only the old key: a spent alias (no reader follows it) that lives
+  -- a little while lets the revocation follow it here (see `destroy_user` in store.rs).
+  redis.call('HSET', KEYS[1], '__to', ARGV[3], '__g', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], TOMBSTONE_MS)
+  redis.call('HSET', KEYS[3], '__from', old_member)
 end
 return reply

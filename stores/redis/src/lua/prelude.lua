@@ -1,5 +1,6 @@
 -- Shared by every session script. KEYS[1] is the session hash; KEYS[2] the live-count hash,
--- which counts sessions per minute of expiry so `stats` can count without scanning keys.
+-- which counts sessions per minute of expiry so `stats` can count without scanning keys (on
+-- a cluster, one per hash tag, in the session's slot).
 -- Fields that are not session data: the packed metadata, a cycle's alias (`__to`, `__g`), and
 -- on the renewed session the alias that still reaches it (`__from`, so revoking ends both).
 local META = { __m = true, __to = true, __g = true, __from = true }
@@ -108,9 +109,19 @@ end
 -- one field of one of INDEX_BUCKETS hashes, `<prefix>users:<bucket>`. Many users share a hash,
 -- so the index costs a few dozen bytes per session instead of a key per user. The bucket is
 -- a small hash of the user name that `Keys::bucket` in keys.rs computes alike (a test holds
--- the two together). Standalone only: the bucket key is computed here, not declared.
+-- the two together).
+-- On Redis Cluster the session scripts leave the index alone: a script may touch one slot
+-- only, and a user's sessions live in many. There the session prefix the scripts get ends
+-- with its hash tag, `sid:{a7}`, and the client keeps the index with `index.lua`.
 local INDEX_BUCKETS = 256
 local KEY_CHARS = 22
+
+-- How long a cluster cycle's spent alias outlives the cycle (see cycle.lua).
+local TOMBSTONE_MS = 10000
+
+local function indexed(prefix)
+  return string.sub(prefix, -1) ~= '}'
+end
 
 local function index_bucket(prefix, user)
   local h = 0
@@ -118,15 +129,17 @@ local function index_bucket(prefix, user)
   return prefix .. 'users:' .. h
 end
 
--- Adds `add` and drops `drop` (either may be nil) from `user`'s list, and drops every member
--- whose session is gone: the list never outgrows the user's live sessions.
-local function index_update(prefix, user, add, drop)
-  local bucket = index_bucket(prefix, user)
+-- Adds `add` and drops `drop` (either may be nil) from `user`'s list in the hash `bucket`.
+-- Given the session prefix (standalone), it also drops every member whose session is gone,
+-- so the list never outgrows the user's live sessions; on a cluster (`prune` nil) the
+-- client prunes, having read the members' sessions.
+local function index_edit(bucket, user, add, drop, prune)
   local list = redis.call('HGET', bucket, user) or ''
   local kept = {}
   for i = 1, #list - KEY_CHARS + 1, KEY_CHARS do
     local member = string.sub(list, i, i + KEY_CHARS - 1)
-    if member ~= drop and member ~= add and redis.call('EXISTS', prefix .. member) == 1 then
+    if member ~= drop and member ~= add
+        and (not prune or redis.call('EXISTS', prune .. member) == 1) then
       kept[#kept + 1] = member
     end
   end
@@ -135,5 +148,12 @@ local function index_update(prefix, user, add, drop)
     redis.call('HDEL', bucket, user)
   else
     redis.call('HSET', bucket, user, table.concat(kept))
+  end
+end
+
+-- The session scripts' way in: standalone only (see above).
+local function index_update(prefix, user, add, drop)
+  if indexed(prefix) then
+    index_edit(index_bucket(prefix, user), user, add, drop, prefix)
   end
 end

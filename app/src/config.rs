@@ -59,8 +59,11 @@ pub enum Command {
 /// Where sessions live.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Session store: `memory`, a folder path or `file:PATH` (embedded store), or
-    /// `redis://[user:password@]host:port[/db]` / `rediss://…` [env: SESSION_STORE, DB, REDIS_URL]
+    /// Session store: `memory`, a folder path or `file:PATH` (embedded store),
+    /// `redis://[user:password@]host:port[/db]` / `rediss://…` (one server, a managed
+    /// endpoint, or any node of a cluster), `redis://host:port,host:port,…` (cluster seeds),
+    /// or `redis+sentinel://[user:password@]host:port[,host:port…]/master-name` /
+    /// `rediss+sentinel://…` [env: SESSION_STORE, DB, REDIS_URL]
     #[arg(long)]
     pub store: Option<String>,
     /// Redis password, used when the URL carries none.
@@ -76,6 +79,15 @@ pub struct StoreArgs {
     /// repeat reads cost no round trip; a logout elsewhere arrives one push later.
     #[arg(long, env = "SESSION_READ_CACHE")]
     pub read_cache: bool,
+    /// Redis only: logins, logouts and revocations wait until one replica has them
+    /// (`WAIT 1`, at most this many milliseconds; 0 = off), so they survive a failover.
+    #[arg(
+        long,
+        env = "SESSION_DURABLE_WRITES",
+        default_value_t = 0,
+        value_name = "MS"
+    )]
+    pub durable_writes: u64,
 }
 
 impl StoreArgs {
@@ -284,7 +296,7 @@ pub enum StoreSpec {
     Memory,
     /// The embedded store in this folder.
     Embedded(PathBuf),
-    /// A Redis/Valkey URL (`redis://` or `rediss://`).
+    /// A Redis/Valkey URL (`redis://`, `rediss://`, `redis+sentinel://`, `rediss+sentinel://`).
     Redis(String),
 }
 
@@ -299,13 +311,16 @@ pub enum StoreSpecError {
     Unknown(String),
     /// A `redis://` URL without a host.
     #[error(
-        "malformed Redis URL {0:?}: expected redis://[user:password@]host:port[/db] or rediss://…"
+        "malformed Redis URL {0:?}: expected redis://[user:password@]host:port[/db], rediss://…, \
+         or redis+sentinel://[user:password@]host:port[,host:port…]/master-name"
     )]
     BadRedisUrl(String),
 }
 
 const ACCEPTED: &str = "Accepted: `memory`, a folder path or `file:PATH` (embedded store), \
-                        `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS)";
+                        `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS), \
+                        `redis://host:port,host:port` (cluster seeds), \
+                        `redis+sentinel://host:port[,host:port…]/master-name`";
 
 impl std::str::FromStr for StoreSpec {
     type Err = StoreSpecError;
@@ -328,11 +343,27 @@ impl std::str::FromStr for StoreSpec {
             return Ok(Self::Embedded(PathBuf::from(path)));
         }
         let lower = text.to_ascii_lowercase();
-        if lower.starts_with("redis://") || lower.starts_with("rediss://") {
+        let schemes = [
+            "redis://",
+            "rediss://",
+            "redis+sentinel://",
+            "rediss+sentinel://",
+        ];
+        if schemes.iter().any(|s| lower.starts_with(s)) {
             let rest = text.split_once("://").map_or("", |(_, r)| r);
-            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-            let host = host.split(['/', '?']).next().unwrap_or("");
-            if host.is_empty() || host.starts_with(':') {
+            let hosts = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            let hosts = hosts.split(['/', '?']).next().unwrap_or("");
+            let sentinel = lower.contains("+sentinel://");
+            let master = rest
+                .rsplit_once('@')
+                .map_or(rest, |(_, h)| h)
+                .split_once('/');
+            let bad_host = hosts
+                .split(',')
+                .any(|host| host.is_empty() || host.starts_with(':'));
+            let no_master =
+                sentinel && master.is_none_or(|(_, name)| name.trim_matches('/').is_empty());
+            if bad_host || no_master {
                 return Err(StoreSpecError::BadRedisUrl(redact(text)));
             }
             return Ok(Self::Redis(text.to_owned()));
@@ -375,6 +406,23 @@ mod tests {
             "redis://:pw@10.0.0.3:6379/0".parse(),
             Ok(StoreSpec::Redis("redis://:pw@10.0.0.3:6379/0".into()))
         );
+        for url in [
+            "redis://a:1,b:2,c:3",
+            "redis+sentinel://a:26379,b:26379/sessions",
+            "rediss+sentinel://u:p@a:26379/sessions",
+        ] {
+            assert_eq!(url.parse(), Ok(StoreSpec::Redis(url.into())));
+        }
+        for bad in [
+            "redis+sentinel://a:26379",
+            "redis+sentinel://a:1/",
+            "redis://a:1,,b:2",
+        ] {
+            assert!(matches!(
+                bad.parse::<StoreSpec>(),
+                Err(StoreSpecError::BadRedisUrl(_))
+            ));
+        }
         assert!(matches!(
             "rediss://".parse::<StoreSpec>(),
             Err(StoreSpecError::BadRedisUrl(_))
@@ -399,5 +447,9 @@ mod tests {
     fn redaction() {
         assert_eq!(redact("redis://user:pw@h:1"), "redis://user:***@h:1");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redact("redis+sentinel://:pw@a:1,b:2/m"),
+            "redis+sentinel://:***@a:1,b:2/m"
+        );
     }
 }

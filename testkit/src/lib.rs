@@ -6,6 +6,7 @@
 //! `CI=true` and otherwise skips it loudly: nothing is skipped silently in CI.
 #![forbid(unsafe_code)]
 
+pub mod balancer;
 pub mod endpoint;
 pub mod http;
 pub mod redis;

@@ -40,6 +40,7 @@ pub struct Options {
 pub struct RedisServer {
     /// Its port.
     pub port: u16,
+    bus_port: u16,
     options: Options,
     dir: PathBuf,
     child: Option<Child>,
@@ -63,6 +64,7 @@ impl RedisServer {
         let program = crate::require("redis-server", "redis-server")?;
         let mut server = Self {
             port: crate::free_port(),
+            bus_port: crate::free_port(),
             options,
             dir: crate::temp_dir("redis"),
             child: None,
@@ -120,7 +122,10 @@ impl RedisServer {
                 .arg(primary.to_string());
         }
         if self.options.cluster {
+            // The bus port defaults to port + 10000, which overflows for high free ports.
             cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .arg("--cluster-port")
+                .arg(self.bus_port.to_string())
                 .arg("--cluster-config-file")
                 .arg(self.dir.join("nodes.conf"));
         }

@@ -101,6 +101,42 @@ async fn three_instances_behind_haproxy_on_a_cluster_carry_on_when_one_dies() {
         );
     }
 
+    // The operator CLI sees every primary: ada's sessions (this one and three more, on
+    // whatever slots their keys hash to), counted, listed and revoked.
+    for _ in 0..3 {
+        let other = call(
+            lb.port,
+            "POST",
+            "/api/login",
+            "",
+            Some(r#"{"username":"ada"}"#),
+        )
+        .await;
+        assert_eq!(other.status, 200, "{}", other.body);
+    }
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(args)
+            .args(["--store", &url])
+            .output()
+            .expect("run the CLI")
+    };
+    let stats = cli(&["stats"]);
+    let text = String::from_utf8_lossy(&stats.stdout).into_owned();
+    assert!(
+        stats.status.success() && text.contains("sessions: 4"),
+        "{text}"
+    );
+    let listed = cli(&["list", "--user", "ada"]);
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.status.success(), "{text}");
+    assert!(text.starts_with("4 session(s) of \"ada\""), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" created ")).count(),
+        4,
+        "{text}"
+    );
+
     // Logout through the balancer ends the session on every instance.
     let logout = call(lb.port, "POST", "/api/logout", &cookie, None).await;
     assert!(logout.status < 300, "{}", logout.body);
@@ -108,4 +144,10 @@ async fn three_instances_behind_haproxy_on_a_cluster_carry_on_when_one_dies() {
         let replay = call(*port, "GET", "/api/profile", &cookie, None).await;
         assert_eq!(replay.status, 401, "a logged-out cookie is dead everywhere");
     }
+    let revoked = cli(&["revoke", "--user", "ada"]);
+    let text = String::from_utf8_lossy(&revoked.stdout).into_owned();
+    assert!(revoked.status.success() && text.contains('3'), "{text}");
+    let listed = cli(&["list", "--user", "ada"]);
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(!text.contains(" created "), "{text}");
 }

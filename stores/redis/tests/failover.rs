@@ -199,6 +199,31 @@ async fn sentinel_failover_is_followed_and_durable_logins_survive_it() {
             .unwrap();
         logins.push(k);
     }
+    // Load: logins keep coming while the primary dies; each one acknowledged is kept.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..2_000 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let k = key();
+                if store
+                    .create(&k, &login(now_millis(), &format!("load{i}")))
+                    .await
+                    .is_ok()
+                {
+                    acknowledged.push(k);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut primary = primary;
     primary.kill().await;
 
@@ -222,6 +247,17 @@ async fn sentinel_failover_is_followed_and_durable_logins_survive_it() {
         start.elapsed()
     );
     assert!(replica.command(&["ROLE"]).await.contains("master"));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let under_load = load.await.expect("the load task");
+    assert!(
+        !under_load.is_empty(),
+        "logins were acknowledged before the kill"
+    );
+    eprintln!(
+        "{} durable logins acknowledged under load",
+        under_load.len()
+    );
+    logins.extend(under_load);
     for k in &logins {
         assert!(
             store.load(k, now_millis(), None).await.unwrap().is_some(),

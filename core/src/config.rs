@@ -49,6 +49,14 @@ pub enum FailurePolicy {
     /// A session that cannot be loaded is treated as absent (not logged in), and nothing is
     /// written. Pages keep working for anonymous visitors.
     Anonymous,
+    /// Logged-in users stay logged in, read only, through an outage: while the store answers,
+    /// the layer keeps a short-lived encrypted ticket cookie beside the session cookie (the
+    /// user and a few fields: [`SessionConfigBuilder::with_fallback_fields`]); when the store
+    /// fails, a request with a valid ticket gets a degraded session that knows its user and
+    /// refuses writes. Without a valid ticket the base policy applies
+    /// ([`SessionConfigBuilder::with_fallback_base`], fail closed by default). The store stays
+    /// the authority: a ticket is never read while it answers.
+    Fallback,
 }
 
 /// Why a configuration was refused.
@@ -79,6 +87,9 @@ pub enum ConfigError {
     /// The refresh fraction must lie in (0, 1].
     #[error("the refresh fraction must be greater than 0 and at most 1")]
     RefreshFraction,
+    /// The fallback ticket's settings are unusable.
+    #[error("invalid fallback ticket setting: {0}")]
+    Fallback(&'static str),
 }
 
 /// The full configuration of a [`crate::SessionLayer`]. Build it with [`SessionConfig::builder`].
@@ -109,6 +120,28 @@ pub struct SessionConfig {
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
+    pub(crate) fallback: Fallback,
+}
+
+/// The fallback ticket's settings ([`FailurePolicy::Fallback`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Fallback {
+    pub(crate) lifetime: Duration,
+    pub(crate) fields: Vec<String>,
+    pub(crate) base: FailurePolicy,
+    pub(crate) keys: crate::ticket::TicketKeys,
+}
+
+impl Fallback {
+    /// The ticket cookie's name: the session cookie's, so prefixes (`__Host-`) carry over.
+    pub(crate) fn cookie_name(session_cookie: &str) -> String {
+        format!("{session_cookie}-fb")
+    }
+
+    /// A ticket is re-issued when the one presented is older than this.
+    pub(crate) fn refresh_interval(&self) -> Duration {
+        self.lifetime / 5
+    }
 }
 
 /// Whether `value` can stand in a `Set-Cookie` attribute without changing its meaning.
@@ -153,7 +186,6 @@ impl SessionConfig {
     pub fn builder(keys: KeyRing) -> SessionConfigBuilder {
         SessionConfigBuilder {
             config: SessionConfig {
-                keys,
                 cookie_name: "sid".into(),
                 secure: true,
                 same_site: SameSite::Lax,
@@ -178,6 +210,13 @@ impl SessionConfig {
                 failure_policy: FailurePolicy::FailClosed,
                 breaker_threshold: 5,
                 breaker_cooldown: Duration::from_secs(1),
+                fallback: Fallback {
+                    lifetime: Duration::from_secs(600),
+                    fields: Vec::new(),
+                    base: FailurePolicy::FailClosed,
+                    keys: crate::ticket::TicketKeys::new(&keys),
+                },
+                keys,
             },
         }
     }
@@ -236,6 +275,44 @@ macro_rules! setter {
 }
 
 impl SessionConfigBuilder {
+    /// With [`FailurePolicy::Fallback`]: the session fields the ticket carries besides the
+    /// user (their JSON text), so that pages can show them during an outage. At most
+    /// [`crate::FALLBACK_FIELDS_MAX_BYTES`] bytes of them go in a ticket: fields past that are
+    /// left out (and logged). Keep them few and small: the ticket travels on every request.
+    ///
+    /// ```
+    /// use cloakroom::{FailurePolicy, KeyRing, SessionConfig};
+    /// let config = SessionConfig::builder(KeyRing::generate().unwrap())
+    ///     .with_failure_policy(FailurePolicy::Fallback)
+    ///     .with_fallback_fields(["name", "role"])
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.failure_policy(), FailurePolicy::Fallback);
+    /// ```
+    #[must_use]
+    pub fn with_fallback_fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.fallback.fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+    /// With [`FailurePolicy::Fallback`]: how long a ticket works (default 10 minutes). It is
+    /// also the longest a ticket copied before a logout or revocation on another instance
+    /// could stand in for the session during an outage.
+    #[must_use]
+    pub fn with_fallback_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.fallback.lifetime = lifetime;
+        self
+    }
+    /// With [`FailurePolicy::Fallback`]: the policy for requests without a valid ticket
+    /// (default [`FailurePolicy::FailClosed`]; [`FailurePolicy::Anonymous`] also works).
+    #[must_use]
+    pub fn with_fallback_base(mut self, base: FailurePolicy) -> Self {
+        self.config.fallback.base = base;
+        self
+    }
     /// The cookie name (default `sid`). `__Host-` and `__Secure-` prefixes are validated.
     #[must_use]
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
@@ -393,6 +470,23 @@ impl SessionConfigBuilder {
         }
         if !(c.refresh_fraction > 0.0 && c.refresh_fraction <= 1.0) {
             return Err(ConfigError::RefreshFraction);
+        }
+        if c.fallback.base == FailurePolicy::Fallback {
+            return Err(ConfigError::Fallback(
+                "the base policy is fail-closed or anonymous",
+            ));
+        }
+        if c.fallback.lifetime < Duration::from_secs(1) {
+            return Err(ConfigError::Fallback("the ticket lifetime is at least 1 s"));
+        }
+        if c.fallback
+            .fields
+            .iter()
+            .any(|f| f.is_empty() || f.starts_with(crate::session::RESERVED_PREFIX))
+        {
+            return Err(ConfigError::Fallback(
+                "fallback fields are session keys: not empty, not starting with `__`",
+            ));
         }
         Ok(c)
     }

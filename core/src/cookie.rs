@@ -23,8 +23,17 @@ pub(crate) struct Candidates {
 const MAX_CANDIDATES: usize = 4;
 
 pub(crate) fn find(headers: &HeaderMap, name: &str) -> Candidates {
+    find_in(headers.get_all(header::COOKIE), name, COOKIE_VALUE_LEN * 2)
+}
+
+/// As [`find`], over `Cookie` header values, accepting values up to `max_len` bytes.
+pub(crate) fn find_in<'a>(
+    headers: impl IntoIterator<Item = &'a HeaderValue>,
+    name: &str,
+    max_len: usize,
+) -> Candidates {
     let mut found = Candidates::default();
-    for header in headers.get_all(header::COOKIE) {
+    for header in headers {
         for pair in header.as_bytes().split(|&b| b == b';') {
             let pair = pair.trim_ascii();
             let Some(eq) = pair.iter().position(|&b| b == b'=') else {
@@ -37,10 +46,7 @@ pub(crate) fn find(headers: &HeaderMap, name: &str) -> Candidates {
             if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
                 value = &value[1..value.len() - 1];
             }
-            if value.len() > COOKIE_VALUE_LEN * 2
-                || !value.is_ascii()
-                || found.values.len() >= MAX_CANDIDATES
-            {
+            if value.len() > max_len || !value.is_ascii() || found.values.len() >= MAX_CANDIDATES {
                 found.malformed += 1;
             } else {
                 found
@@ -68,7 +74,17 @@ fn attributes(config: &SessionConfig, out: &mut String) {
 
 /// A `Set-Cookie` value carrying `value`, valid for `max_age` (none: a browser-session cookie).
 pub(crate) fn set(config: &SessionConfig, value: &str, max_age: Option<Duration>) -> HeaderValue {
-    let mut out = format!("{}={}", config.cookie_name, value);
+    set_named(config, &config.cookie_name, value, max_age)
+}
+
+/// As [`set`], for the cookie `name` (the fallback ticket) with the session cookie's attributes.
+pub(crate) fn set_named(
+    config: &SessionConfig,
+    name: &str,
+    value: &str,
+    max_age: Option<Duration>,
+) -> HeaderValue {
+    let mut out = format!("{name}={value}");
     if let Some(age) = max_age {
         out.push_str(&format!("; Max-Age={}", age.as_secs()));
     }
@@ -79,10 +95,12 @@ pub(crate) fn set(config: &SessionConfig, value: &str, max_age: Option<Duration>
 
 /// A `Set-Cookie` value that makes the browser forget the cookie.
 pub(crate) fn removal(config: &SessionConfig) -> HeaderValue {
-    let mut out = format!(
-        "{}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
-        config.cookie_name
-    );
+    removal_named(config, &config.cookie_name)
+}
+
+/// As [`removal`], for the cookie `name`.
+pub(crate) fn removal_named(config: &SessionConfig, name: &str) -> HeaderValue {
+    let mut out = format!("{name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
     attributes(config, &mut out);
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

@@ -129,6 +129,20 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
+    /// One 32-byte key per key of the ring for the purpose `label` (HMAC of the label under
+    /// each key), the signing key's first: other secrets (the fallback ticket's AEAD keys)
+    /// rotate with the ring.
+    pub(crate) fn derive(&self, label: &[u8]) -> Vec<[u8; 32]> {
+        self.keys
+            .iter()
+            .map(|key| {
+                let mut mac = key.clone();
+                mac.update(label);
+                mac.finalize().into_bytes().into()
+            })
+            .collect()
+    }
+
     fn mac(key: &HmacSha256, id: &SessionId) -> HmacSha256 {
         let mut mac = key.clone();
         mac.update(DOMAIN);

@@ -11,12 +11,18 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::SessionConfig;
+use crate::config::{FailurePolicy, Fallback};
 use crate::cookie;
 use crate::error::{error_response, wants_html, ErrorMarker};
 use crate::guard::Guarded;
 use crate::guessing::Detector;
 use crate::metrics::SessionMetrics;
-use crate::session::{Committed, CookieOut, Presented, Session, Shared};
+use crate::session::{Committed, CookieOut, Presented, Session, Shared, TicketOut};
+use crate::ticket::Ended;
+
+/// Sessions and users remembered as ended, for refusing their fallback tickets (about 100
+/// bytes each); past this, tickets are refused until entries age out.
+const ENDED_CAPACITY: usize = 100_000;
 use crate::store::{SessionStore, StoreError, StoreStats};
 
 /// Adds sessions to an axum/tower service. Clone it freely: clones share the store, the
@@ -69,6 +75,7 @@ impl SessionLayer {
                 store,
                 creates,
                 guesses: Detector::default(),
+                ended: Ended::new(ENDED_CAPACITY),
             }),
         }
     }
@@ -121,7 +128,9 @@ impl SessionLayer {
     pub fn session_for(&self, headers: &http::HeaderMap) -> Session {
         match self.arrive(headers, None) {
             Arrival::Session(session) => session,
-            Arrival::Throttled => Session::new(self.shared.clone(), Presented::Nothing, None),
+            Arrival::Throttled => {
+                Session::new(self.shared.clone(), Presented::Nothing, None, Vec::new())
+            }
         }
     }
 
@@ -144,7 +153,13 @@ impl SessionLayer {
         } else {
             Presented::Unverified(found, client)
         };
-        Arrival::Session(Session::new(self.shared.clone(), presented, bound))
+        // Kept unparsed (a reference count each): the ticket is read only if needed.
+        let tickets = if config.failure_policy == FailurePolicy::Fallback {
+            headers.get_all(header::COOKIE).iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Arrival::Session(Session::new(self.shared.clone(), presented, bound, tickets))
     }
 }
 
@@ -232,6 +247,7 @@ async fn finish(
         }
     };
     let Committed {
+        ticket,
         cookie: action,
         value,
         touched,
@@ -244,9 +260,26 @@ async fn finish(
         (CookieOut::Remove, _) => Some(cookie::removal(&shared.config)),
         _ => None,
     };
+    let config = &shared.config;
+    let ticket = match ticket {
+        TicketOut::Keep => None,
+        TicketOut::Set(value) => Some(cookie::set_named(
+            config,
+            &Fallback::cookie_name(&config.cookie_name),
+            &value,
+            Some(config.fallback.lifetime),
+        )),
+        TicketOut::Remove => Some(cookie::removal_named(
+            config,
+            &Fallback::cookie_name(&config.cookie_name),
+        )),
+    };
     let headers = response.headers_mut();
     if let Some(cookie) = &cookie {
         headers.append(header::SET_COOKIE, cookie.clone());
+    }
+    if let Some(ticket) = ticket {
+        headers.append(header::SET_COOKIE, ticket);
     }
     // A response that depends on the session must not be cached, nor served to another
     // browser by a shared cache.

@@ -68,6 +68,7 @@ mod session;
 mod store;
 #[cfg(feature = "test-suite")]
 pub mod testing;
+mod ticket;
 
 pub use binding::Binding;
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
@@ -85,3 +86,4 @@ pub use record::{
 };
 pub use session::{Session, SessionInfo};
 pub use store::{Limit, SessionStore, StoreError, StoreStats};
+pub use ticket::FALLBACK_FIELDS_MAX_BYTES;

@@ -59,6 +59,16 @@ counters! {
     store_timeouts,
     /// Store calls not attempted because the circuit breaker was open.
     circuit_rejections,
+    /// Requests served a read-only session from a fallback ticket while the store was down.
+    degraded_requests,
+    /// Fallback tickets issued (or re-issued) while the store answered.
+    tickets_issued,
+    /// Fallback tickets refused: past their lifetime.
+    tickets_refused_expired,
+    /// Fallback tickets refused: not sealed by a key of the ring (tampered, forged, retired).
+    tickets_refused_forged,
+    /// Fallback tickets refused: for another session, or one that ended.
+    tickets_refused_stale,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {

@@ -16,7 +16,9 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use std::net::IpAddr;
 
+use crate::config::Fallback;
 use crate::config::{FailurePolicy, SessionConfig};
+use crate::cookie;
 use crate::cookie::Candidates;
 use crate::guard::Guarded;
 use crate::guessing::{Detector, Verdict};
@@ -27,6 +29,7 @@ use crate::record::{
     now_millis, Applied, Changes, Destroyed, Limits, Millis, Record, Refresh, UserChange,
 };
 use crate::store::StoreError;
+use crate::ticket::{Ended, Refused, Ticket};
 use crate::SessionError;
 
 /// Prefix of the fields Cloakroom keeps for itself (flash messages); user keys may not use it.
@@ -53,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) creates: tokio::sync::Semaphore,
     /// Invalid cookies counted per client.
     pub(crate) guesses: Detector,
+    /// Sessions and users that ended here lately: their fallback tickets are refused.
+    pub(crate) ended: Ended,
 }
 
 /// What a request's cookies name, as the layer hands it to the session.
@@ -222,8 +227,17 @@ pub(crate) enum CookieOut {
     Remove,
 }
 
+/// What the response must do with the fallback ticket ([`FailurePolicy::Fallback`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TicketOut {
+    Keep,
+    Set(String),
+    Remove,
+}
+
 /// The result of a commit, for the layer to turn into headers.
 pub(crate) struct Committed {
+    pub(crate) ticket: TicketOut,
     pub(crate) cookie: CookieOut,
     /// The signed cookie value, when `cookie` is [`CookieOut::Set`].
     pub(crate) value: Option<String>,
@@ -250,6 +264,9 @@ struct State {
     bound: Option<String>,
     /// Cookies not verified yet (until the handler first uses the session).
     unverified: Option<(Candidates, Option<IpAddr>)>,
+    /// The request's `Cookie` headers, kept (not parsed) under [`FailurePolicy::Fallback`]:
+    /// the ticket is looked at only when the store fails or the response may re-issue it.
+    ticket_cookies: Vec<http::HeaderValue>,
 }
 
 impl State {
@@ -353,7 +370,12 @@ fn check_key(shared: &Shared, key: &str) -> Result<(), SessionError> {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, presented: Presented, bound: Option<String>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        presented: Presented,
+        bound: Option<String>,
+        ticket_cookies: Vec<http::HeaderValue>,
+    ) -> Self {
         let mut state = State {
             id: None,
             key: None,
@@ -368,6 +390,7 @@ impl Session {
             touched: false,
             bound,
             unverified: None,
+            ticket_cookies,
         };
         match presented {
             Presented::Nothing => {}
@@ -439,17 +462,134 @@ impl Session {
             Ok(None) => {
                 tracing::info!(session = %key.fingerprint(), "session expired or unknown: cookie cleared");
                 bump(&store.metrics.expired_seen);
+                self.ended_here(key, now);
                 state.forget();
                 state.lifecycle = Lifecycle::Purged;
             }
-            Err(e) if self.shared.config.failure_policy == FailurePolicy::Anonymous => {
+            Err(e) => {
+                let config = &self.shared.config;
+                if config.failure_policy == FailurePolicy::Fallback {
+                    if let Some(record) = self.ticket_record(state, key, now) {
+                        tracing::warn!(error = %e, session = %key.fingerprint(), "session store failed; serving the session read-only from its fallback ticket");
+                        bump(&store.metrics.degraded_requests);
+                        state.record = Some(record);
+                        state.existence = Existence::Loaded;
+                        state.degraded = true;
+                        return Ok(());
+                    }
+                }
+                let base = match config.failure_policy {
+                    FailurePolicy::Fallback => config.fallback.base,
+                    policy => policy,
+                };
+                if base != FailurePolicy::Anonymous {
+                    return Err(e.into());
+                }
                 tracing::warn!(error = %e, "session store failed; serving as anonymous, refusing writes");
                 state.forget();
                 state.degraded = true;
             }
-            Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+
+    /// Notes that the session `key` ended here: its fallback tickets stop working.
+    fn ended_here(&self, key: SessionKey, now: Millis) {
+        if self.shared.config.failure_policy == FailurePolicy::Fallback {
+            let lifetime = Shared::millis(self.shared.config.fallback.lifetime);
+            self.shared.ended.session(key, now, lifetime);
+        }
+    }
+
+    /// The fallback tickets the request carries, opened: each valid one, or why it is not.
+    fn tickets(&self, state: &State, now: Millis) -> Vec<Result<Ticket, Refused>> {
+        if state.ticket_cookies.is_empty() {
+            return Vec::new();
+        }
+        let config = &self.shared.config;
+        let name = Fallback::cookie_name(&config.cookie_name);
+        cookie::find_in(&state.ticket_cookies, &name, crate::ticket::MAX_VALUE_LEN)
+            .values
+            .iter()
+            .map(|value| config.fallback.keys.open(value, now))
+            .collect()
+    }
+
+    /// The read-only record a valid ticket for the session `key` stands for, if the request
+    /// carries one. Counts the tickets refused.
+    fn ticket_record(&self, state: &State, key: SessionKey, now: Millis) -> Option<Record> {
+        let metrics = &self.shared.store.metrics;
+        let text = key.to_string();
+        for opened in self.tickets(state, now) {
+            match opened {
+                Ok(t) if t.session == text && !self.shared.ended.refuses(&t, &key, now) => {
+                    let mut record = Record::new(t.issued, t.expires, t.expires);
+                    record.user = Some(t.user);
+                    record.fields = t.fields;
+                    return Some(record);
+                }
+                Ok(_) => bump(&metrics.tickets_refused_stale),
+                Err(Refused::Expired) => bump(&metrics.tickets_refused_expired),
+                Err(Refused::Forged) => bump(&metrics.tickets_refused_forged),
+            }
+        }
+        None
+    }
+
+    /// What the response does with the fallback ticket: issued while a session with a user
+    /// is in use (again once the one presented is older than the refresh interval, or says
+    /// something else), removed once the session is known to be gone or without a user.
+    fn ticket_out(&self, state: &State) -> TicketOut {
+        let config = &self.shared.config;
+        if config.failure_policy != FailurePolicy::Fallback || !state.touched || state.degraded {
+            return TicketOut::Keep;
+        }
+        let now = now_millis();
+        let presented = self.tickets(state, now);
+        let live = match (state.lifecycle, state.existence, state.key, &state.record) {
+            (Lifecycle::Purged, ..) | (_, Existence::Absent, ..) => None,
+            (_, Existence::Loaded, Some(key), Some(record)) => {
+                record.user.as_ref().map(|user| (key, user, record))
+            }
+            // Not loaded (a blind write): nothing known to put in a ticket, nothing to clear.
+            _ => return TicketOut::Keep,
+        };
+        let Some((key, user, record)) = live else {
+            return if presented.is_empty() {
+                TicketOut::Keep
+            } else {
+                TicketOut::Remove
+            };
+        };
+        let fallback = &config.fallback;
+        let fields = fallback_fields(&fallback.fields, record);
+        let refresh = Shared::millis(fallback.refresh_interval());
+        let current = presented.iter().flatten().any(|t| {
+            t.session == key.to_string()
+                && &t.user == user
+                && t.fields == fields
+                && now < t.issued.saturating_add(refresh)
+                && !self.shared.ended.refuses(t, &key, now)
+        });
+        if current {
+            return TicketOut::Keep;
+        }
+        let ticket = Ticket {
+            user: user.clone(),
+            session: key.to_string(),
+            issued: self.shared.ended.issue_time(user, now),
+            expires: now
+                .saturating_add(Shared::millis(fallback.lifetime))
+                .min(record.absolute_deadline),
+            fields,
+        };
+        match fallback.keys.seal(&ticket) {
+            Some(value) => {
+                bump(&self.shared.store.metrics.tickets_issued);
+                TicketOut::Set(value)
+            }
+            None => TicketOut::Keep,
+        }
     }
 
     /// Compares the client with the one the session is bound to: a change is logged and
@@ -909,8 +1049,10 @@ impl Session {
         Ok(state.record.is_some())
     }
 
-    /// Whether the store failed during this request and the session is served as anonymous
-    /// ([`FailurePolicy::Anonymous`]): reads see no session and writes are refused.
+    /// Whether the store failed during this request and the session is served degraded:
+    /// read-only from its fallback ticket ([`FailurePolicy::Fallback`]: the user and the
+    /// ticket's fields are there, nothing else), or as anonymous
+    /// ([`FailurePolicy::Anonymous`]). Either way every write is refused.
     pub async fn is_degraded(&self) -> bool {
         self.state.lock().await.degraded
     }
@@ -965,6 +1107,12 @@ impl Session {
             state.writable()?;
             state.key
         };
+        if self.shared.config.failure_policy == FailurePolicy::Fallback {
+            // Every ticket of this user issued until now stops working here; this response
+            // re-issues the current session's.
+            let lifetime = Shared::millis(self.shared.config.fallback.lifetime);
+            self.shared.ended.user(&user, now_millis(), lifetime);
+        }
         let store = &self.shared.store;
         let n = store
             .call(
@@ -988,6 +1136,7 @@ impl Session {
         if state.unverified.is_some() {
             // Never used: nothing to write, and no cookie to send.
             return Ok(Committed {
+                ticket: TicketOut::Keep,
                 cookie: CookieOut::Keep,
                 value: None,
                 touched: false,
@@ -1005,6 +1154,7 @@ impl Session {
                 }
                 Ok(_) => {
                     tracing::info!(session = %key.fingerprint(), "session destroyed (logout)");
+                    self.ended_here(key, now_millis());
                 }
                 Err(e) => {
                     state.destroyed = Some(key);
@@ -1044,6 +1194,7 @@ impl Session {
             _ => None,
         };
         Ok(Committed {
+            ticket: self.ticket_out(&state),
             cookie,
             value,
             touched: state.touched,
@@ -1077,6 +1228,7 @@ impl Session {
                 return;
             }
             tracing::info!(session = %old.key.fingerprint(), "session ended: the user's session limit");
+            self.ended_here(old.key, now);
         }
     }
 
@@ -1137,6 +1289,8 @@ impl Session {
                         (Cycle::Privilege, None) => "privilege change: session ID cycled",
                     };
                     tracing::info!(old = %old.fingerprint(), new = %key.fingerprint(), "{event}");
+                    // Tickets of the old ID stop here; this response carries a new one.
+                    self.ended_here(old, now);
                     state.id = Some(id);
                     state.key = Some(key);
                     state.access = Access::Direct {
@@ -1180,6 +1334,25 @@ impl Session {
         });
         Some(idle.min(remaining))
     }
+}
+
+/// The fields a ticket carries: the configured ones the record has, in order, while they fit
+/// in [`crate::FALLBACK_FIELDS_MAX_BYTES`].
+fn fallback_fields(names: &[String], record: &Record) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut bytes = 0;
+    for name in names {
+        let Some(value) = record.fields.get(name) else {
+            continue;
+        };
+        bytes += name.len() + value.len();
+        if bytes > crate::FALLBACK_FIELDS_MAX_BYTES {
+            tracing::warn!(field = %name, "fallback ticket: field left out, over {} bytes", crate::FALLBACK_FIELDS_MAX_BYTES);
+            break;
+        }
+        out.insert(name.clone(), value.clone());
+    }
+    out
 }
 
 fn fresh_id() -> Result<SessionId, SessionError> {

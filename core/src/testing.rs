@@ -99,6 +99,10 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     async fn untouched() -> &'static str {
         "ok"
     }
+    async fn degraded(s: Session) -> Result<String, SessionError> {
+        let user = s.user().await?;
+        Ok(format!("{user:?} {}", s.is_degraded().await))
+    }
     async fn show(
         s: Session,
         Path(k): Path<String>,
@@ -183,6 +187,7 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/others", post(others))
         .route("/cycle", post(cycle))
         .route("/whoami", get(whoami))
+        .route("/degraded", get(degraded))
         .layer(Extension(gate))
         .layer(layer)
 }
@@ -257,14 +262,33 @@ impl Browser {
         reply
     }
 
+    /// Applies the response's `Set-Cookie` headers to the cookies it sends, by name (a jar:
+    /// the session cookie and the fallback ticket live side by side).
     fn keep_cookie(&mut self, reply: &Reply) {
+        let mut jar: Vec<(String, String)> = self
+            .cookie
+            .as_deref()
+            .unwrap_or_default()
+            .split("; ")
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
         for set in &reply.set_cookies {
-            if set.contains("Max-Age=0") {
-                self.cookie = None;
-            } else {
-                self.cookie = Some(set.split(';').next().unwrap_or_default().to_owned());
+            let pair = set.split(';').next().unwrap_or_default();
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            jar.retain(|(n, _)| n != name);
+            if !set.contains("Max-Age=0") {
+                jar.push((name.to_owned(), value.to_owned()));
             }
         }
+        self.cookie = (!jar.is_empty()).then(|| {
+            jar.iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
     }
 
     /// Sends a request with an explicit `Cookie` header; changes nothing in the browser.

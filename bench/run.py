@@ -24,12 +24,14 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS = ["cloakroom", "cloakroom-cached", "tower-sessions", "actix-session", "express-session",
-           "baseline", "cloakroom-memory"]
+           "baseline", "cloakroom-memory", "cloakroom-fallback"]
 EXPRESS = os.path.join(HERE, "servers", "express-session")
 # name -> (binary, extra environment). cloakroom-memory is the same server on the in-process
 # store: the layer's own cost, without Redis.
 BINARIES = {"cloakroom-memory": ("cloakroom", {"STORE": "memory"}),
-            "cloakroom-cached": ("cloakroom", {"READ_CACHE": "1"})}
+            "cloakroom-cached": ("cloakroom", {"READ_CACHE": "1"}),
+            # The fallback failure policy: a ticket cookie beside the session cookie.
+            "cloakroom-fallback": ("cloakroom", {"FALLBACK": "1"})}
 # Commands the Cloakroom scripts run inside one EVALSHA (counted by INFO commandstats too).
 INSIDE_SCRIPTS = {"hgetall", "hmget", "hget", "hset", "hdel", "hincrby", "hkeys", "pexpire",
                   "del", "exists", "zremrangebyscore", "zadd", "zrem", "zcard", "pttl"}
@@ -136,9 +138,10 @@ def request(port, method, path, cookie=None, timeout=30):
     conn.request(method, path, headers=headers)
     resp = conn.getresponse()
     body = resp.read().decode(errors="replace")
-    set_cookie = resp.getheader("set-cookie")
+    # Every cookie set (the session cookie, and cloakroom-fallback's ticket), as a Cookie header.
+    pairs = [c.split(";")[0] for c in resp.msg.get_all("set-cookie") or []]
     conn.close()
-    return resp.status, body, (set_cookie.split(";")[0] if set_cookie else None)
+    return resp.status, body, ("; ".join(pairs) if pairs else None)
 
 
 def login(port, user="alice", need_cookie=True):

@@ -186,9 +186,14 @@ pub struct ServeArgs {
     /// Bound on each store call, e.g. `500ms`.
     #[arg(long, env = "SESSION_STORE_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
     pub store_timeout: Duration,
-    /// When the store is down: `fail-closed` (503) or `anonymous` (serve as logged out).
+    /// When the store is down: `fail-closed` (503), `anonymous` (serve as logged out), or
+    /// `fallback` (logged-in users stay logged in, read only, from a short-lived encrypted
+    /// ticket cookie; others get 503).
     #[arg(long, env = "SESSION_FAILURE_POLICY", default_value = "fail-closed", value_parser = parse_policy)]
     pub failure_policy: FailurePolicy,
+    /// With `--failure-policy fallback`: how long a fallback ticket works, e.g. `10m`.
+    #[arg(long, env = "SESSION_FALLBACK_LIFETIME", default_value = "10m", value_parser = parse_duration)]
+    pub fallback_lifetime: Duration,
 }
 
 impl ServeArgs {
@@ -283,8 +288,9 @@ fn parse_policy(text: &str) -> Result<FailurePolicy, String> {
     match text {
         "fail-closed" => Ok(FailurePolicy::FailClosed),
         "anonymous" => Ok(FailurePolicy::Anonymous),
+        "fallback" => Ok(FailurePolicy::Fallback),
         _ => Err(format!(
-            "invalid failure policy {text:?}: use fail-closed or anonymous"
+            "invalid failure policy {text:?}: use fail-closed, anonymous or fallback"
         )),
     }
 }

@@ -77,7 +77,9 @@ pub async fn log_in(session: &Session, login: &Login) -> Result<(), SessionError
     session.cycle_id().await?;
     session.set_user(&login.user).await?;
     session.insert("user", &login.user).await?;
-    session.insert("login_time", rfc3339(now_millis())).await?;
+    session
+        .insert(crate::web::LOGIN_TIME, rfc3339(now_millis()))
+        .await?;
     session.insert("user_agent", &login.user_agent).await
 }
 

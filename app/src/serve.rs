@@ -98,6 +98,9 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
         .with_grace(args.grace)
         .with_store_timeout(args.store_timeout)
         .with_failure_policy(args.failure_policy)
+        // What the pages show of a session during an outage, besides the user.
+        .with_fallback_fields([crate::web::LOGIN_TIME])
+        .with_fallback_lifetime(args.fallback_lifetime)
         .with_guessing_policy(
             GuessingPolicy::default()
                 .with_throttle(args.throttle_guessing)

@@ -267,6 +267,9 @@ struct State {
     /// The request's `Cookie` headers, kept (not parsed) under [`FailurePolicy::Fallback`]:
     /// the ticket is looked at only when the store fails or the response may re-issue it.
     ticket_cookies: Vec<http::HeaderValue>,
+    /// This request changed what the fallback ticket says (user, ID, its fields) or revoked
+    /// the user's other sessions: the ticket is re-issued whatever its age.
+    ticket_dirty: bool,
 }
 
 impl State {
@@ -391,6 +394,7 @@ impl Session {
             bound,
             unverified: None,
             ticket_cookies,
+            ticket_dirty: false,
         };
         match presented {
             Presented::Nothing => {}
@@ -537,15 +541,18 @@ impl Session {
     }
 
     /// What the response does with the fallback ticket: issued while a session with a user
-    /// is in use (again once the one presented is older than the refresh interval, or says
-    /// something else), removed once the session is known to be gone or without a user.
+    /// is in use, again once the one presented is older than the refresh interval (read from
+    /// its clear issue time: no cryptography on the common path) or this request changed
+    /// what it says; removed once the session is known to be gone or without a user.
     fn ticket_out(&self, state: &State) -> TicketOut {
         let config = &self.shared.config;
         if config.failure_policy != FailurePolicy::Fallback || !state.touched || state.degraded {
             return TicketOut::Keep;
         }
         let now = now_millis();
-        let presented = self.tickets(state, now);
+        let name = Fallback::cookie_name(&config.cookie_name);
+        let presented =
+            cookie::find_in(&state.ticket_cookies, &name, crate::ticket::MAX_VALUE_LEN).values;
         let live = match (state.lifecycle, state.existence, state.key, &state.record) {
             (Lifecycle::Purged, ..) | (_, Existence::Absent, ..) => None,
             (_, Existence::Loaded, Some(key), Some(record)) => {
@@ -561,19 +568,16 @@ impl Session {
                 TicketOut::Remove
             };
         };
-        let fallback = &config.fallback;
-        let fields = fallback_fields(&fallback.fields, record);
-        let refresh = Shared::millis(fallback.refresh_interval());
-        let current = presented.iter().flatten().any(|t| {
-            t.session == key.to_string()
-                && &t.user == user
-                && t.fields == fields
-                && now < t.issued.saturating_add(refresh)
-                && !self.shared.ended.refuses(t, &key, now)
-        });
-        if current {
+        let refresh = Shared::millis(config.fallback.refresh_interval());
+        let fresh = presented
+            .first()
+            .and_then(|v| crate::ticket::issued_of(v))
+            .is_some_and(|issued| now < issued.saturating_add(refresh) && issued <= now);
+        if fresh && !state.ticket_dirty {
             return TicketOut::Keep;
         }
+        let fallback = &config.fallback;
+        let fields = fallback_fields(&fallback.fields, record);
         let ticket = Ticket {
             user: user.clone(),
             session: key.to_string(),
@@ -1112,6 +1116,7 @@ impl Session {
             // re-issues the current session's.
             let lifetime = Shared::millis(self.shared.config.fallback.lifetime);
             self.shared.ended.user(&user, now_millis(), lifetime);
+            self.state.lock().await.ticket_dirty = true;
         }
         let store = &self.shared.store;
         let n = store
@@ -1163,6 +1168,14 @@ impl Session {
             }
         }
         let mut changes = std::mem::take(&mut state.pending);
+        let fallback = &self.shared.config.fallback.fields;
+        state.ticket_dirty |= changes.user.is_some()
+            || changes.clear
+            || state.cycle.is_some()
+            || state.existence == Existence::Absent
+            || fallback
+                .iter()
+                .any(|f| changes.set.contains_key(f) || changes.remove.contains(f));
         if !state.degraded {
             changes.limits = self.limits_for(&state);
             match (state.existence, state.key, state.cycle) {

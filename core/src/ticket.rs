@@ -8,9 +8,11 @@
 //! names, and was not ended on this instance gets a degraded session that knows its user and
 //! a few fields the app chose, and refuses every write.
 //!
-//! Format: base64url of a 24-byte random nonce and the XChaCha20-Poly1305 ciphertext of a
-//! small JSON object. The AEAD key is derived from each key of the ring (the first encrypts,
-//! all decrypt), so rotating `SESSION_SECRET` rotates tickets with cookies.
+//! Format: `<issued, Unix ms>.<base64url of a 24-byte random nonce and the XChaCha20-Poly1305
+//! ciphertext of a small JSON object>`. The issue time is in clear (and authenticated: it is
+//! the AEAD's associated data) so that a healthy request decides whether to re-issue without
+//! decrypting anything. The AEAD key is derived from each key of the ring (the first
+//! encrypts, all decrypt), so rotating `SESSION_SECRET` rotates tickets with cookies.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -88,16 +90,17 @@ impl TicketKeys {
         let plain = serde_json::to_vec(ticket).ok()?;
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).ok()?;
+        let issued = ticket.issued.to_string();
         let sealed = self.ciphers.first()?.encrypt(
             XNonce::from_slice(&nonce),
             Payload {
                 msg: &plain,
-                aad: AAD,
+                aad: &aad(&issued),
             },
         );
         let mut out = nonce.to_vec();
         out.extend(sealed.ok()?);
-        Some(URL_SAFE_NO_PAD.encode(out))
+        Some(format!("{issued}.{}", URL_SAFE_NO_PAD.encode(out)))
     }
 
     /// The ticket in `value`, if a key of the ring sealed it and it is still valid at `now`.
@@ -105,6 +108,7 @@ impl TicketKeys {
         if value.len() > MAX_VALUE_LEN {
             return Err(Refused::Forged);
         }
+        let (issued, value) = value.split_once('.').ok_or(Refused::Forged)?;
         let raw = URL_SAFE_NO_PAD.decode(value).map_err(|_| Refused::Forged)?;
         if raw.len() <= NONCE_LEN {
             return Err(Refused::Forged);
@@ -118,18 +122,32 @@ impl TicketKeys {
                     XNonce::from_slice(nonce),
                     Payload {
                         msg: sealed,
-                        aad: AAD,
+                        aad: &aad(issued),
                     },
                 )
                 .ok()
             })
             .ok_or(Refused::Forged)?;
         let ticket: Ticket = serde_json::from_slice(&plain).map_err(|_| Refused::Forged)?;
+        if issued != ticket.issued.to_string() {
+            return Err(Refused::Forged);
+        }
         if now >= ticket.expires {
             return Err(Refused::Expired);
         }
         Ok(ticket)
     }
+}
+
+/// The AEAD's associated data: the format's label and the issue time in clear.
+fn aad(issued: &str) -> Vec<u8> {
+    [AAD, b".", issued.as_bytes()].concat()
+}
+
+/// When the ticket in `value` says it was issued, read from its clear part without any
+/// cryptography: only to decide whether to re-issue (a forged time cheats only its sender).
+pub(crate) fn issued_of(value: &str) -> Option<Millis> {
+    value.split_once('.')?.0.parse().ok()
 }
 
 /// Sessions this instance saw end (destroyed, revoked, cycled away, found gone) and users
@@ -250,13 +268,16 @@ mod tests {
         let t = ticket(1_000);
         let value = keys.seal(&t).unwrap();
         assert_eq!(keys.open(&value, t.expires), Err(Refused::Expired));
-        let mut raw = URL_SAFE_NO_PAD.decode(&value).unwrap();
+        let (issued, sealed) = value.split_once('.').unwrap();
+        assert_eq!(issued_of(&value), Some(1_000));
+        let mut raw = URL_SAFE_NO_PAD.decode(sealed).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        assert_eq!(
-            keys.open(&URL_SAFE_NO_PAD.encode(raw), 2_000),
-            Err(Refused::Forged)
-        );
+        let flipped = format!("{issued}.{}", URL_SAFE_NO_PAD.encode(raw));
+        assert_eq!(keys.open(&flipped, 2_000), Err(Refused::Forged));
+        // The clear issue time is authenticated: changing it breaks the seal.
+        let moved = format!("1001.{sealed}");
+        assert_eq!(keys.open(&moved, 2_000), Err(Refused::Forged));
         for garbage in ["", "!!", "AAAA", &"A".repeat(5_000)] {
             assert_eq!(keys.open(garbage, 2_000), Err(Refused::Forged));
         }

@@ -68,8 +68,13 @@ pub async fn login(
 /// `GET /api/profile` → `{"user_id":…,"login_time":…}` or 401.
 pub async fn profile(session: Session) -> ApiResult {
     let user = user(&session).await?;
-    let login_time: Option<String> = session.get("login_time").await?;
-    Ok(Json(json!({ "user_id": user, "login_time": login_time })).into_response())
+    let login_time: Option<String> = session.get(super::LOGIN_TIME).await?;
+    let mut body = json!({ "user_id": user, "login_time": login_time });
+    if session.is_degraded().await {
+        // Served from the fallback ticket while the store is down: read only.
+        body["degraded"] = json!(true);
+    }
+    Ok(Json(body).into_response())
 }
 
 /// `POST /api/logout` → `{"status":"logged out"}`, and the browser told to drop what it

@@ -23,6 +23,10 @@ use crate::todos::{TodoError, TodoStore};
 /// Largest request body accepted (forms and JSON are tiny).
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// The session field holding when the user logged in (shown on the profile; carried by the
+/// fallback ticket, so it is there during a store outage too).
+pub const LOGIN_TIME: &str = "login_time";
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {

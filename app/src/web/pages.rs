@@ -51,6 +51,20 @@ pub async fn home(State(state): State<AppState>, session: Session) -> PageResult
         )
         .into_response());
     };
+    if session.is_degraded().await {
+        // The store is down and this page comes from the fallback ticket: who you are, and
+        // nothing that would need a write.
+        return Ok(page(
+            "Read only",
+            &format!(
+                "<h1>Logged in as <span id=user>{user}</span></h1>\
+                 <p class=notice id=degraded>Your session is read-only for a moment: the session \
+                 store is unavailable. Visits, todos and logins are paused; nothing you see is lost.</p>",
+                user = esc(&user)
+            ),
+        )
+        .into_response());
+    }
     let notes = flashes(&session.take_flashes().await?);
     let token = csrf::token(&session).await?;
     let visits = session.increment("visits", 1).await?;

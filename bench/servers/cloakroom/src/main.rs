@@ -55,10 +55,14 @@ async fn main() {
         };
     let keys =
         KeyRing::from_comma_separated("bench-secret-bench-secret-bench-secret-0001").unwrap();
-    let config = SessionConfig::builder(keys)
-        .with_secure(false)
-        .build()
-        .unwrap();
+    let mut config = SessionConfig::builder(keys).with_secure(false);
+    // FALLBACK=1: the fallback failure policy, its ticket carrying the login time.
+    if std::env::var("FALLBACK").as_deref() == Ok("1") {
+        config = config
+            .with_failure_policy(cloakroom::FailurePolicy::Fallback)
+            .with_fallback_fields(["login_time"]);
+    }
+    let config = config.build().unwrap();
     let app = Router::new()
         .route("/api/login", post(login))
         .route("/api/profile", get(profile))

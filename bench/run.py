@@ -34,7 +34,8 @@ BINARIES = {"cloakroom-memory": ("cloakroom", {"STORE": "memory"}),
             "cloakroom-fallback": ("cloakroom", {"FALLBACK": "1"})}
 # Commands the Cloakroom scripts run inside one EVALSHA (counted by INFO commandstats too).
 INSIDE_SCRIPTS = {"hgetall", "hmget", "hget", "hset", "hdel", "hincrby", "hkeys", "pexpire",
-                  "del", "exists", "zremrangebyscore", "zadd", "zrem", "zcard", "pttl"}
+                  "del", "exists", "zremrangebyscore", "zadd", "zrem", "zcard", "pttl",
+                  "publish"}
 # What is measured: a read, a write, and a route that never uses the session (with a cookie).
 ROUTES = [("read", "GET", "/api/profile"), ("write", "POST", "/api/visits"),
           ("untouched", "GET", "/api/untouched")]

@@ -127,3 +127,50 @@ async fn redis_killed_under_a_logged_in_browser_keeps_the_user_logged_in_read_on
     server.abort();
     outcome.expect("the browser steps");
 }
+
+/// A logout made on one instance just before Redis dies is honoured by the others: a copy of
+/// the ticket taken before the logout does not bring the session back on another instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_another_instance_is_honoured_during_the_outage() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let url = redis.url();
+    let flags = [
+        "--store",
+        url.as_str(),
+        "--failure-policy",
+        "fallback",
+        "--store-timeout",
+        "200ms",
+    ];
+    let first = common::app_with(&flags).await;
+    let second = common::app_with(&flags).await;
+    let (a, server_a) = common::serve(first.router.clone()).await;
+    let (b, server_b) = common::serve(second.router.clone()).await;
+
+    let login = call(a, "POST", "/api/login", "", Some(r#"{"username":"ada"}"#)).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let jar: String = login
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.split(';').next().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(jar.contains("sid-fb="), "{jar}");
+    // Ada's other device, still holding a copy, and the logout on the second instance.
+    let logout = call(b, "POST", "/api/logout", &jar, None).await;
+    assert!(logout.status < 300, "{}", logout.body);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    redis.kill().await;
+    let replay = call(a, "GET", "/api/profile", &jar, None).await;
+    assert_eq!(
+        replay.status, 503,
+        "the ended session stays ended: {}",
+        replay.body
+    );
+    server_a.abort();
+    server_b.abort();
+}

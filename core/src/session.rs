@@ -526,7 +526,11 @@ impl Session {
         let text = key.to_string();
         for opened in self.tickets(state, now) {
             match opened {
-                Ok(t) if t.session == text && !self.shared.ended.refuses(&t, &key, now) => {
+                Ok(t)
+                    if t.session == text
+                        && !self.shared.ended.refuses(&t, &key, now)
+                        && !self.shared.store.store.ended_recently(&key) =>
+                {
                     let mut record = Record::new(t.issued, t.expires, t.expires);
                     record.user = Some(t.user);
                     record.fields = t.fields;
@@ -584,6 +588,7 @@ impl Session {
             issued: self.shared.ended.issue_time(user, now),
             expires: now
                 .saturating_add(Shared::millis(fallback.lifetime))
+                .min(record.idle_deadline)
                 .min(record.absolute_deadline),
             fields,
         };

@@ -165,6 +165,14 @@ pub trait SessionStore: Send + Sync + 'static {
         true
     }
 
+    /// Whether this store heard, without asking anyone, that the session `key` ended lately
+    /// on another app instance (the Redis store listens for the ends its scripts announce).
+    /// The layer refuses a session's fallback ticket when this says so
+    /// ([`crate::FailurePolicy::Fallback`]); `false` by default.
+    fn ended_recently(&self, _key: &SessionKey) -> bool {
+        false
+    }
+
     /// Whether the store answers at all (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError> {
         self.stats().await.map(|_| ())
@@ -227,5 +235,8 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
         (**self).can_cycle_to(old, new)
+    }
+    fn ended_recently(&self, key: &SessionKey) -> bool {
+        (**self).ended_recently(key)
     }
 }

@@ -1175,6 +1175,9 @@ impl<H: Hook> SessionStore for H {
     fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
         self.inner().can_cycle_to(old, new)
     }
+    fn ended_recently(&self, key: &SessionKey) -> bool {
+        self.inner().ended_recently(key)
+    }
 }
 
 /// Counts every call into a store.

@@ -161,8 +161,9 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<RedisConnection, Red
         }
         Topology::ClusterSeeds(seeds) => connect_cluster(config, &seeds).await,
         sentinel @ Topology::Sentinel { .. } => {
-            let target =
-                Target::Sentinel(tokio::sync::Mutex::new(sentinel_client(config, sentinel)?));
+            let target = Target::Sentinel(tokio::sync::Mutex::new(sentinel_client(
+                config, sentinel, None,
+            )?));
             let primary = PrimaryLink::open(target, manager_config(config), None)
                 .await
                 .map_err(RedisError::Connect)?;
@@ -225,6 +226,7 @@ async fn connect_cluster(
 fn sentinel_client(
     config: &RedisConfig,
     topology: Topology,
+    protocol: Option<ProtocolVersion>,
 ) -> Result<redis::sentinel::SentinelClient, RedisError> {
     let Topology::Sentinel {
         tls,
@@ -255,6 +257,9 @@ fn sentinel_client(
     }
     if let Some(user) = user {
         builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(protocol) = protocol {
+        builder = builder.set_client_to_redis_protocol(protocol);
     }
     if tls {
         builder = builder
@@ -288,6 +293,44 @@ pub(crate) async fn connect_tracking(
         .await
         .map_err(RedisError::Connect)?;
     Ok(link.into())
+}
+
+/// A RESP3 connection subscribed to `channel`, every message handed to `on_push`: to the
+/// URL's address, the first cluster seed, or the primary the sentinels name now (pub/sub
+/// messages reach every node and replica, so any one will do). Resubscribes after a
+/// reconnect.
+pub(crate) async fn connect_feed(
+    config: &RedisConfig,
+    channel: &str,
+    on_push: impl Fn(redis::PushInfo) + Send + Sync + 'static,
+) -> Result<redis::aio::ConnectionManager, RedisError> {
+    let client = match Topology::parse(&config.url)? {
+        Topology::Single(url) => client_for(config, &url, Some(ProtocolVersion::RESP3))?,
+        Topology::ClusterSeeds(seeds) => {
+            let first = seeds.first().ok_or(RedisError::Topology(
+                "a cluster URL names at least one node",
+            ))?;
+            client_for(config, first, Some(ProtocolVersion::RESP3))?
+        }
+        sentinel @ Topology::Sentinel { .. } => {
+            let mut sentinel = sentinel_client(config, sentinel, Some(ProtocolVersion::RESP3))?;
+            sentinel
+                .async_get_client()
+                .await
+                .map_err(RedisError::Connect)?
+        }
+    };
+    let manager = manager_config(config)
+        .set_automatic_resubscription()
+        .set_push_sender(move |push| {
+            on_push(push);
+            Ok::<(), std::convert::Infallible>(())
+        });
+    let mut conn = redis::aio::ConnectionManager::new_with_config(client, manager)
+        .await
+        .map_err(RedisError::Connect)?;
+    conn.subscribe(channel).await.map_err(RedisError::Connect)?;
+    Ok(conn)
 }
 
 fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {

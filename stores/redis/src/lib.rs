@@ -35,6 +35,7 @@ mod config;
 mod connection;
 mod error;
 mod fast;
+mod feed;
 mod keys;
 mod link;
 mod scripts;

@@ -1,5 +1,6 @@
 //! `SessionStore` on Redis: one script per operation, one round trip per request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use crate::codec::{
 use crate::config::RedisConfig;
 use crate::error::RedisError;
 use crate::fast;
+use crate::feed::EndedFeed;
 use crate::keys::Keys;
 use crate::link::RedisConnection;
 use crate::scripts::{self, Lua};
@@ -38,6 +40,9 @@ pub struct RedisStore {
     response_timeout: Duration,
     cache: Option<ReadCache>,
     durable: Option<Duration>,
+    /// Sessions other instances ended lately (and its subscription, kept open).
+    ended: Arc<EndedFeed>,
+    _feed: Option<redis::aio::ConnectionManager>,
 }
 
 /// The minute buckets of the live count (matches `BUCKET_MS` in the scripts).
@@ -68,12 +73,23 @@ impl RedisStore {
             Some(entries) => Self::open_cache(&config, entries).await,
             None => None,
         };
+        let ended = EndedFeed::new();
+        let heard = ended.clone();
+        let channel = format!("{}ended", config.prefix);
+        let feed = crate::connection::connect_feed(&config, &channel, move |p| heard.on_push(&p))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot hear which sessions other instances end (no RESP3?); fallback tickets rely on this instance's own memory");
+            })
+            .ok();
         let store = Self {
             conn,
             keys,
             response_timeout: config.response_timeout,
             cache,
             durable: config.durable_writes,
+            ended,
+            _feed: feed,
         };
         store.load_scripts().await.map_err(RedisError::Connect)?;
         Ok(store)
@@ -873,5 +889,9 @@ impl SessionStore for RedisStore {
 
     fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
         self.keys.same_slot(old, new)
+    }
+
+    fn ended_recently(&self, key: &SessionKey) -> bool {
+        self.ended.ended_recently(key)
     }
 }

@@ -81,7 +81,14 @@ async fn a_repointed_endpoint_is_followed_without_a_restart() {
     let k = key();
     store.create(&k, &login(now_millis(), "ada")).await.unwrap();
     assert!(matches!(visits(&store, &k).await, Ok(Applied::Done { .. })));
-    primary.command(&["WAIT", "1", "2000"]).await;
+    let name = store.key_name(&k);
+    wait_for("the replica to have the session", || async {
+        replica
+            .command(&["HGET", &name, "visits"])
+            .await
+            .contains("\r\n1\r\n")
+    })
+    .await;
 
     // The managed failover: promote the replica, demote the primary (its open connections
     // stay and now answer READONLY), re-point the endpoint.
@@ -264,4 +271,36 @@ async fn sentinel_failover_is_followed_and_durable_logins_survive_it() {
             "an acknowledged login was lost in the failover"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_hears_which_sessions_ended() {
+    let server = server(Options::default()).await;
+    let a = RedisStore::connect(RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let b = RedisStore::connect(RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let (logged_out, cycled, kept) = (key(), key(), key());
+    for k in [&logged_out, &cycled, &kept] {
+        a.create(k, &login(now_millis(), "ada")).await.unwrap();
+    }
+    a.destroy(&logged_out).await.unwrap();
+    let new = key();
+    a.cycle(
+        &cycled,
+        &new,
+        &Changes::default(),
+        now_millis(),
+        now_millis(),
+    )
+    .await
+    .unwrap();
+    wait_for("the other instance to hear of the ends", || async {
+        b.ended_recently(&logged_out) && b.ended_recently(&cycled)
+    })
+    .await;
+    assert!(!b.ended_recently(&kept));
+    assert!(!b.ended_recently(&new));
 }

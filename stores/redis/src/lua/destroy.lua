@@ -8,10 +8,12 @@ if not got[1] and not got[2] then
 end
 redis.call('DEL', KEYS[1])
 if got[1] then return { 'alias', got[1] } end
+announce_end(ARGV[1], string.sub(KEYS[1], #ARGV[1] + 1))
 if got[3] then
   local from = ARGV[1] .. got[3]
   if redis.call('HGET', from, '__to') == string.sub(KEYS[1], #ARGV[1] + 1) then
     redis.call('DEL', from)
+    announce_end(ARGV[1], got[3])
   end
 end
 local m = meta(got[2])

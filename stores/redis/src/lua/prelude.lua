@@ -116,6 +116,15 @@ end
 local INDEX_BUCKETS = 256
 local KEY_CHARS = 22
 
+-- Tells every app instance that the session `member` ended (logout, revocation, a cycle
+-- away from it), so that none of them accepts its fallback ticket during an outage. The
+-- channel is the configured prefix (a cluster tag dropped) and `ended`; pub/sub messages
+-- reach subscribers on every node and replica.
+local function announce_end(prefix, member)
+  local channel = string.gsub(prefix, '{%x%x}$', '') .. 'ended'
+  redis.call('PUBLISH', channel, member)
+end
+
 -- How long a cluster cycle's spent alias outlives the cycle (see cycle.lua).
 local TOMBSTONE_MS = 10000
 

@@ -29,6 +29,18 @@ async fn replica_of(primary: &RedisServer) -> RedisServer {
             .contains("master_link_status:up")
     })
     .await;
+    // WAIT counts a replica once the primary has it online and has heard its offset.
+    wait_for("the primary to count the replica", || async {
+        primary
+            .command(&["INFO", "replication"])
+            .await
+            .contains("state=online")
+            && primary
+                .command(&["WAIT", "1", "100"])
+                .await
+                .starts_with(":1")
+    })
+    .await;
     replica
 }
 
@@ -137,12 +149,15 @@ async fn a_repointed_endpoint_is_followed_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_writes_wait_for_a_replica_and_fail_without_one() {
     let primary = server(Options::default()).await;
-    let config = |port: u16| {
+    let config = |port: u16, wait: u64| {
         RedisConfig::new(format!("redis://127.0.0.1:{port}/0"))
-            .with_durable_writes(Some(Duration::from_millis(300)))
+            .with_durable_writes(Some(Duration::from_millis(wait)))
+            .with_response_timeout(Duration::from_millis(wait + 1_000))
     };
     // No replica: the login is on the primary, but it is not reported done.
-    let lonely = RedisStore::connect(config(primary.port)).await.unwrap();
+    let lonely = RedisStore::connect(config(primary.port, 300))
+        .await
+        .unwrap();
     let started = Instant::now();
     let refused = lonely.create(&key(), &login(now_millis(), "lonely")).await;
     match refused {
@@ -155,7 +170,10 @@ async fn durable_writes_wait_for_a_replica_and_fail_without_one() {
     );
     // Plain writes never wait.
     let _replica = replica_of(&primary).await;
-    let store = RedisStore::connect(config(primary.port)).await.unwrap();
+    // A replica busy on a loaded 2-core machine may take more than 300 ms to acknowledge.
+    let store = RedisStore::connect(config(primary.port, 3_000))
+        .await
+        .unwrap();
     let k = key();
     store.create(&k, &login(now_millis(), "ada")).await.unwrap();
     assert!(matches!(visits(&store, &k).await, Ok(Applied::Done { .. })));

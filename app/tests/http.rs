@@ -514,3 +514,51 @@ async fn operational_endpoints() {
         (404, json!({"error": "not found"}))
     );
 }
+
+/// A user ends only their own sessions: a key of someone else's (or garbage, or a forged
+/// form without the CSRF token) ends nothing.
+#[tokio::test]
+async fn a_device_page_ends_only_the_users_own_sessions() {
+    let app = app_with(&[]).await;
+    let mut alice = Browser::new(app.router.clone());
+    let mut mallory = Browser::new(app.router.clone());
+    alice
+        .send("POST", "/api/login", Some(json!({"username": "alice"})))
+        .await;
+    mallory
+        .send("POST", "/api/login", Some(json!({"username": "mallory"})))
+        .await;
+    let list = json(&alice.send("GET", "/api/sessions", None).await);
+    let alice_key = list["sessions"][0]["id"].as_str().unwrap().to_owned();
+    let page = mallory.send("GET", "/sessions", None).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("<form"), "one session: nothing to end");
+    let token = csrf(&mallory.send("GET", "/", None).await.body);
+    for key in [alice_key.as_str(), "not-a-key", &"A".repeat(22)] {
+        let reply = mallory
+            .send_body(
+                "POST",
+                &format!("/sessions/{key}/end"),
+                FORM,
+                form(&[("csrf", &token)]),
+            )
+            .await;
+        assert_eq!(location(&reply), "/sessions", "{key}");
+    }
+    let page = mallory.send("GET", "/sessions", None).await;
+    assert!(page.body.contains("That session had already ended."));
+    // Without the token nothing happens either.
+    let forged = mallory
+        .send_body("POST", &format!("/sessions/{alice_key}/end"), FORM, "")
+        .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(alice.send("GET", "/api/profile", None).await.status, 200);
+    // Logged out, the page sends you to log in.
+    let mut stranger = Browser::new(app.router.clone());
+    let reply = stranger.send("GET", "/sessions", None).await;
+    assert!(
+        reply.status.is_redirection() || reply.status == 401,
+        "{}",
+        reply.status
+    );
+}

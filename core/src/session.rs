@@ -1102,6 +1102,45 @@ impl Session {
             .collect())
     }
 
+    /// Ends one other session of this session's user, named by its key (as
+    /// [`Session::user_sessions`] lists it): a "log out this device" button. Returns whether
+    /// a session ended; `false` for a key that is not one of the user's other live sessions
+    /// (a foreign or stale key ends nothing, and the current session ends with
+    /// [`Session::destroy`]).
+    ///
+    /// # Errors
+    /// A store error; [`SessionError::Superseded`] through a replaced ID.
+    pub async fn end_session(&self, key: &str) -> Result<bool, SessionError> {
+        let Some(target) = SessionKey::parse(key) else {
+            return Ok(false);
+        };
+        let Some(user) = self.user().await? else {
+            return Ok(false);
+        };
+        let current = {
+            let state = self.touch().await;
+            state.writable()?;
+            state.key
+        };
+        if current == Some(target) {
+            return Ok(false);
+        }
+        let store = &self.shared.store;
+        let now = now_millis();
+        let mine = store
+            .call(store.store.list_user(&user, now))
+            .await?
+            .iter()
+            .any(|s| s.key == target);
+        if !mine {
+            return Ok(false);
+        }
+        let ended = store.call(store.store.destroy(&target)).await?;
+        self.ended_here(target, now);
+        tracing::info!(session = %target.fingerprint(), by = %current.map(|k| k.fingerprint()).unwrap_or_default(), "session ended by its user from another session");
+        Ok(ended == Destroyed::Session)
+    }
+
     /// Logs this session's user out everywhere else (and every old ID that reached those
     /// sessions); returns how many sessions ended.
     ///

@@ -101,11 +101,89 @@ pub async fn home(State(state): State<AppState>, session: Session) -> PageResult
          <form class=add method=post action=/todos>{csrf}\
          <label for=title>New todo</label> <input id=title name=title maxlength=200 required>\
          <button>Add</button></form></section>\
+         <p><a id=devices href=/sessions>Your sessions</a></p>\
          <form class=logout method=post action=/logout>{csrf}<button class=secondary>Log out</button></form>",
         user = esc(&user),
         csrf = csrf_field(&token),
     );
     Ok(page("Home", &body).into_response())
+}
+
+/// `GET /sessions`: "Your sessions": every session of the user, when it was created and last
+/// seen, its browser, which one is this one; a button to end each other one, and one to end
+/// all others. Plain forms with CSRF tokens: no JavaScript needed.
+pub async fn devices(session: Session) -> PageResult {
+    logged_in(&session).await?;
+    let notes = flashes(&session.take_flashes().await?);
+    let token = csrf::token(&session).await?;
+    let csrf = csrf_field(&token);
+    let mut rows = String::new();
+    let list = session.user_sessions().await?;
+    for s in &list {
+        let agent = s
+            .fields
+            .get("user_agent")
+            .and_then(|v| serde_json::from_str::<String>(v).ok())
+            .unwrap_or_else(|| "unknown browser".into());
+        let action = if s.current {
+            "<strong class=current>This device</strong>".to_owned()
+        } else {
+            format!(
+                "<form method=post action=/sessions/{key}/end>{csrf}\
+                 <button class=secondary>End</button></form>",
+                key = esc(&s.key)
+            )
+        };
+        rows.push_str(&format!(
+            "<tr data-key=\"{key}\"><td class=agent>{agent}</td><td>{created}</td><td>{seen}</td><td>{action}</td></tr>",
+            key = esc(&s.key),
+            agent = esc(&agent),
+            created = identity::rfc3339(s.created),
+            seen = identity::rfc3339(s.last_seen),
+        ));
+    }
+    let others = if list.len() > 1 {
+        format!(
+            "<form method=post action=/sessions/end-others>{csrf}\
+             <button>End all other sessions</button></form>"
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "{notes}<h1>Your sessions</h1>\
+         <table class=sessions><thead><tr><th>Browser</th><th>Logged in</th><th>Last seen</th><th></th></tr></thead>\
+         <tbody>{rows}</tbody></table>{others}<p><a href=/>Back</a></p>"
+    );
+    Ok(page("Your sessions", &body).into_response())
+}
+
+/// `POST /sessions/{key}/end`: ends one of the user's other sessions.
+pub async fn end_device(
+    session: Session,
+    Path(key): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    require_csrf(&session, form.csrf.as_deref()).await?;
+    logged_in(&session).await?;
+    let note = if session.end_session(&key).await? {
+        "That session has been logged out."
+    } else {
+        "That session had already ended."
+    };
+    session.flash(note).await?;
+    Ok(Redirect::to("/sessions").into_response())
+}
+
+/// `POST /sessions/end-others`: log out everywhere else.
+pub async fn end_other_devices(session: Session, Form(form): Form<CsrfForm>) -> PageResult {
+    require_csrf(&session, form.csrf.as_deref()).await?;
+    logged_in(&session).await?;
+    let n = session.revoke_other_sessions().await?;
+    session
+        .flash(format!("Logged out {n} other session(s)."))
+        .await?;
+    Ok(Redirect::to("/sessions").into_response())
 }
 
 /// `GET /login`: the form, with the last attempt's error and input.

@@ -43,6 +43,8 @@ pub struct Backend {
     pub data_dir: Option<PathBuf>,
     /// A human-readable description for the startup log (no secrets).
     pub description: String,
+    /// The Redis store itself, for the operator commands' server figures.
+    pub redis: Option<cloakroom_redis::RedisStore>,
     embedded: Option<EmbeddedStore>,
 }
 
@@ -58,6 +60,7 @@ impl Backend {
                 todos: Arc::new(MemoryTodos::default()),
                 data_dir: None,
                 description: "memory (nothing survives a restart)".into(),
+                redis: None,
                 embedded: None,
             }),
             StoreSpec::Embedded(dir) => {
@@ -67,6 +70,7 @@ impl Backend {
                     todos: Arc::new(EmbeddedTodos::new(store.clone())),
                     data_dir: Some(dir.clone()),
                     description: format!("embedded store in {}", store.path().display()),
+                    redis: None,
                     embedded: Some(store),
                 })
             }
@@ -86,6 +90,7 @@ impl Backend {
             todos,
             data_dir: None,
             description,
+            redis: None,
             embedded: None,
         }
     }

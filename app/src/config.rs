@@ -20,17 +20,29 @@ pub struct Cli {
 pub enum Command {
     /// Run the reference app (the default).
     Serve(Box<ServeArgs>),
-    /// Print session counts and storage size.
-    Stats(StoreArgs),
-    /// Estimate storage for a number of sessions, from the current average size.
-    Sizing {
+    /// Print session counts, memory, eviction policy and topology.
+    Stats {
         /// Store options.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON, for machines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Size a Redis instance for a number of sessions (no store needed).
+    Sizing {
+        /// Store options: when a store is given, its measured session size is used.
         #[command(flatten)]
         store: StoreArgs,
         /// How many sessions to plan for.
         #[arg(long, default_value_t = 100_000)]
         sessions: u64,
+        /// Average bytes per session, instead of the measured one.
+        #[arg(long)]
+        avg_bytes: Option<u64>,
     },
+    /// Check that the store and the secret are ready for production; exit code 0 only if so.
+    Check(StoreArgs),
     /// List a user's sessions.
     List {
         /// Store options.
@@ -91,6 +103,16 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The store setting when one was given (flag or environment), else `None`.
+    #[must_use]
+    pub fn given(&self) -> Option<String> {
+        self.store.clone().or_else(|| {
+            ["SESSION_STORE", "DB", "REDIS_URL"]
+                .iter()
+                .find_map(|v| non_empty_env(v))
+        })
+    }
+
     /// The store setting: the flag, else `SESSION_STORE`, `DB`, `REDIS_URL`, else the default.
     #[must_use]
     pub fn resolve(&self) -> String {

@@ -20,6 +20,22 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Check(store)) = &cli.command {
+        return match runtime.block_on(ops_cli::check(store)) {
+            Ok((text, ready)) => {
+                print!("{text}");
+                if ready {
+                    std::process::ExitCode::SUCCESS
+                } else {
+                    std::process::ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let outcome: Result<String, Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
             None => match ServeArgs::from_env() {
@@ -33,10 +49,18 @@ fn main() -> std::process::ExitCode {
                 .await
                 .map(|()| String::new())
                 .map_err(Into::into),
-            Some(Command::Stats(store)) => ops_cli::stats(&store).await.map_err(Into::into),
-            Some(Command::Sizing { store, sessions }) => {
-                ops_cli::sizing(&store, sessions).await.map_err(Into::into)
+            Some(Command::Stats { store, json }) => {
+                ops_cli::stats(&store, json).await.map_err(Into::into)
             }
+            Some(Command::Sizing {
+                store,
+                sessions,
+                avg_bytes,
+            }) => ops_cli::sizing(&store, sessions, avg_bytes)
+                .await
+                .map_err(Into::into),
+            // Handled above: its exit code says whether the set-up is ready.
+            Some(Command::Check(_)) => Ok(String::new()),
             Some(Command::List { store, user }) => {
                 ops_cli::list(&store, &user).await.map_err(Into::into)
             }

@@ -36,45 +36,372 @@ async fn open(store: &StoreArgs) -> Result<Backend, OpsError> {
     Ok(Backend::open(&spec, store).await?)
 }
 
-/// `cloakroom stats`.
+/// Cloakroom's own measured bytes per login session on Redis, index and count included
+/// (`bench/run.py`; 266 on a cluster): what `sizing` assumes without a store.
+pub const MEASURED_SESSION_BYTES: u64 = 257;
+
+/// The managed tiers `sizing` recommends from, in GB.
+const TIERS_GB: [u64; 9] = [1, 2, 5, 10, 25, 50, 100, 250, 500];
+
+/// The `cloakroom stats` figures, printed as text or JSON.
+#[derive(Debug, serde::Serialize)]
+struct Stats {
+    store: String,
+    sessions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<RedisFigures>,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct RedisFigures {
+    version: String,
+    topology: String,
+    used_memory: u64,
+    maxmemory: u64,
+    eviction_policy: String,
+    connected_clients: u64,
+    evicted_keys: u64,
+    expired_keys: u64,
+    append_only_file: bool,
+    average_session_bytes: Option<u64>,
+    sampled_sessions: usize,
+}
+
+/// What an eviction policy means for sessions, when it is a problem.
+fn policy_warning(policy: &str, maxmemory: u64) -> Option<String> {
+    match policy {
+        _ if maxmemory == 0 => Some(
+            "no maxmemory: Redis grows until the machine runs out; set maxmemory and volatile-lru"
+                .into(),
+        ),
+        "noeviction" => Some(
+            "eviction policy noeviction: when memory is full every login and write fails; use volatile-lru"
+                .into(),
+        ),
+        p if p.starts_with("allkeys") => Some(format!(
+            "eviction policy {p}: may evict the per-user index (keys without a TTL) and so hide sessions from \"log out everywhere\"; use volatile-lru"
+        )),
+        _ => None,
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// `cloakroom stats [--json]`.
 ///
 /// # Errors
 /// [`OpsError`].
-pub async fn stats(store: &StoreArgs) -> Result<String, OpsError> {
+pub async fn stats(store: &StoreArgs, json: bool) -> Result<String, OpsError> {
     let backend = open(store).await?;
-    let stats = backend.sessions.stats().await?;
+    let counted = backend.sessions.stats().await?;
+    let report = match &backend.redis {
+        Some(redis) => Some(redis.server_report().await?),
+        None => None,
+    };
     backend.close();
-    let mut out = format!(
-        "store: {}\nsessions: {}\n",
-        backend.description, stats.sessions
-    );
+    let mut warnings = Vec::new();
+    let redis = report.map(|r| {
+        warnings.extend(policy_warning(&r.eviction_policy, r.maxmemory));
+        if r.evicted_keys > 0 {
+            warnings.push(format!(
+                "{} keys were evicted since Redis started: sessions may have ended early; size up",
+                r.evicted_keys
+            ));
+        }
+        RedisFigures {
+            version: r.version,
+            topology: r.topology.to_string(),
+            used_memory: r.used_memory,
+            maxmemory: r.maxmemory,
+            eviction_policy: r.eviction_policy,
+            connected_clients: r.connected_clients,
+            evicted_keys: r.evicted_keys,
+            expired_keys: r.expired_keys,
+            append_only_file: r.aof,
+            average_session_bytes: r.sampled_session_bytes,
+            sampled_sessions: r.sampled,
+        }
+    });
+    let stats = Stats {
+        store: backend.description.clone(),
+        sessions: counted.sessions,
+        bytes: counted.bytes,
+        redis,
+        warnings,
+    };
+    if json {
+        return Ok(serde_json::to_string_pretty(&stats).unwrap_or_default() + "\n");
+    }
+    let mut out = format!("store: {}\nsessions: {}\n", stats.store, stats.sessions);
     if let Some(bytes) = stats.bytes {
         let _ = writeln!(out, "bytes: {bytes}");
         if let Some(per) = bytes.checked_div(stats.sessions) {
             let _ = writeln!(out, "bytes per session: {per}");
         }
     }
+    if let Some(r) = &stats.redis {
+        let limit = if r.maxmemory == 0 {
+            "no maxmemory".to_owned()
+        } else {
+            format!(
+                "{} of maxmemory {} ({:.0}%)",
+                mib(r.used_memory),
+                mib(r.maxmemory),
+                r.used_memory as f64 * 100.0 / r.maxmemory as f64
+            )
+        };
+        let _ = writeln!(out, "redis: {} {}", r.version, r.topology);
+        let _ = writeln!(out, "memory: {limit}");
+        let _ = writeln!(out, "eviction policy: {}", r.eviction_policy);
+        let _ = writeln!(out, "connected clients: {}", r.connected_clients);
+        let _ = writeln!(
+            out,
+            "evicted keys: {}, expired keys: {}",
+            r.evicted_keys, r.expired_keys
+        );
+        match r.average_session_bytes {
+            Some(avg) => {
+                let _ = writeln!(
+                    out,
+                    "average session: {avg} bytes (MEMORY USAGE of {} sampled sessions)",
+                    r.sampled_sessions
+                );
+            }
+            None => out.push_str("average session: no session with a user to sample\n"),
+        }
+    }
+    for w in &stats.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
     Ok(out)
 }
 
-/// `cloakroom sizing --sessions N`.
+/// `cloakroom sizing --sessions N [--avg-bytes B] [--store …]`: the managed-Redis guides'
+/// formula (sessions × average size × 1.5) with our measured session size (or the store's,
+/// or the one given), and the managed tier to choose.
 ///
 /// # Errors
-/// [`OpsError`].
-pub async fn sizing(store: &StoreArgs, sessions: u64) -> Result<String, OpsError> {
-    let backend = open(store).await?;
-    let stats = backend.sessions.stats().await?;
-    backend.close();
-    let per = match (stats.bytes, stats.sessions) {
-        (Some(bytes), n) if n > 0 => bytes / n,
-        // No data yet: a login session (user, login time, user agent, CSRF) is about 400 bytes.
-        _ => 400,
+/// [`OpsError`] when a given store cannot be read.
+pub async fn sizing(
+    store: &StoreArgs,
+    sessions: u64,
+    avg_bytes: Option<u64>,
+) -> Result<String, OpsError> {
+    let (per, source) = match (avg_bytes, store.given()) {
+        (Some(b), _) => (b, "as given".to_owned()),
+        (None, Some(_)) => {
+            let backend = open(store).await?;
+            let measured = match &backend.redis {
+                Some(redis) => redis.server_report().await?.sampled_session_bytes,
+                None => {
+                    let s = backend.sessions.stats().await?;
+                    s.bytes.and_then(|b| b.checked_div(s.sessions))
+                }
+            };
+            backend.close();
+            match measured {
+                Some(b) => (b, format!("measured in {}", backend.description)),
+                None => (
+                    MEASURED_SESSION_BYTES,
+                    "Cloakroom's measured login session (the store has none to measure)".into(),
+                ),
+            }
+        }
+        (None, None) => (
+            MEASURED_SESSION_BYTES,
+            "Cloakroom's measured login session; pass --avg-bytes or --store for yours".into(),
+        ),
     };
-    let total = per.saturating_mul(sessions);
+    let raw = per.saturating_mul(sessions);
+    let planned = raw.saturating_mul(3) / 2;
+    let gb = 1024 * 1024 * 1024;
+    let tier = TIERS_GB.iter().find(|t| **t * gb >= planned).map_or_else(
+        || "more than 500 GB: use a cluster".to_owned(),
+        |t| format!("{t} GB"),
+    );
     Ok(format!(
-        "at {per} bytes per session, {sessions} sessions need about {:.1} MiB\n",
-        total as f64 / (1024.0 * 1024.0)
+        "sessions: {sessions}\n\
+         average session: {per} bytes ({source})\n\
+         data: {}\n\
+         with the guides' 1.5× overhead: {}\n\
+         recommended instance: {tier} (the next managed tier up), maxmemory-policy volatile-lru\n",
+        mib(raw),
+        mib(planned)
     ))
+}
+
+/// One finding of `cloakroom check`.
+enum Finding {
+    Ok(String),
+    Warn(String),
+    Fail(String),
+}
+
+/// `cloakroom check`: is this store and secret ready for production? Each finding on its
+/// own line with how to fix it; `true` when nothing failed.
+///
+/// # Errors
+/// [`OpsError`] only for a malformed store setting; an unreachable store is a finding.
+pub async fn check(store: &StoreArgs) -> Result<(String, bool), OpsError> {
+    let mut findings = Vec::new();
+    findings.push(match std::env::var("SESSION_SECRET") {
+        Err(_) => Finding::Fail(
+            "SESSION_SECRET is not set: set it to `cloakroom secret`'s output (comma-separated keys; the first signs)".into(),
+        ),
+        Ok(secret) => match cloakroom::KeyRing::from_comma_separated(&secret) {
+            Ok(ring) => Finding::Ok(format!("SESSION_SECRET: {} key(s), each at least 32 bytes", ring.len())),
+            Err(e) => Finding::Fail(format!("SESSION_SECRET: {e}")),
+        },
+    });
+    let spec: crate::config::StoreSpec = store.resolve().parse()?;
+    match &spec {
+        crate::config::StoreSpec::Memory => findings.push(Finding::Fail(
+            "store: memory keeps sessions in one process and loses them on restart; use a folder or Redis".into(),
+        )),
+        crate::config::StoreSpec::Embedded(_) => findings.push(Finding::Warn(
+            "store: the embedded store serves one machine; use Redis to run more than one app instance".into(),
+        )),
+        crate::config::StoreSpec::Redis(url) => check_redis_url(url, store, &mut findings),
+    }
+    if spec != crate::config::StoreSpec::Memory {
+        match open(store).await {
+            Err(e) => findings.push(Finding::Fail(format!("store unreachable: {e}"))),
+            Ok(backend) => {
+                check_store(&backend, &mut findings).await;
+                backend.close();
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut ready = true;
+    for f in &findings {
+        let (tag, text) = match f {
+            Finding::Ok(t) => ("ok  ", t),
+            Finding::Warn(t) => ("warn", t),
+            Finding::Fail(t) => {
+                ready = false;
+                ("FAIL", t)
+            }
+        };
+        let _ = writeln!(out, "{tag} {text}");
+    }
+    out.push_str(if ready {
+        "ready for production\n"
+    } else {
+        "not ready for production: fix the FAIL lines\n"
+    });
+    Ok((out, ready))
+}
+
+fn check_redis_url(url: &str, store: &StoreArgs, findings: &mut Vec<Finding>) {
+    let lower = url.to_ascii_lowercase();
+    let loopback = ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|h| lower.contains(&format!("@{h}")) || lower.contains(&format!("://{h}")));
+    findings.push(if lower.starts_with("rediss") {
+        Finding::Ok("TLS: on (rediss://)".into())
+    } else if loopback {
+        Finding::Warn(
+            "TLS: off, on loopback: fine on one machine; use rediss:// across a network".into(),
+        )
+    } else {
+        Finding::Fail(
+            "TLS: off over the network: use rediss:// (sessions and credentials travel in clear)"
+                .into(),
+        )
+    });
+    let has_password = url.split_once("://").is_some_and(|(_, rest)| {
+        rest.rsplit_once('@')
+            .is_some_and(|(auth, _)| auth.contains(':') && !auth.ends_with(':'))
+    }) || store
+        .redis_password
+        .as_deref()
+        .is_some_and(|p| !p.is_empty());
+    findings.push(match (has_password, loopback) {
+        (true, _) => Finding::Ok("AUTH: a password is configured".into()),
+        (false, true) => Finding::Warn(
+            "AUTH: none, on loopback; set requirepass or an ACL user elsewhere".into(),
+        ),
+        (false, false) => {
+            Finding::Fail("AUTH: no password: set one in the URL or REDIS_AUTH".into())
+        }
+    });
+}
+
+async fn check_store(backend: &crate::backend::Backend, findings: &mut Vec<Finding>) {
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        if let Err(e) = backend.sessions.ping().await {
+            findings.push(Finding::Fail(format!("store: {e}")));
+            return;
+        }
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    findings.push(if median.as_millis() < 5 {
+        Finding::Ok(format!("latency: {median:?} per round trip (median of 5)"))
+    } else {
+        Finding::Warn(format!(
+            "latency: {median:?} per round trip: every read pays it; put Redis in the app's zone or use --read-cache"
+        ))
+    });
+    let Some(redis) = &backend.redis else {
+        findings.push(Finding::Ok(format!(
+            "store: {} answers",
+            backend.description
+        )));
+        return;
+    };
+    let report = match redis.server_report().await {
+        Ok(r) => r,
+        Err(e) => {
+            findings.push(Finding::Fail(format!("Redis INFO: {e}")));
+            return;
+        }
+    };
+    let major: u32 = report
+        .version
+        .split('.')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    findings.push(if major >= 7 {
+        Finding::Ok(format!("version: {}", report.version))
+    } else {
+        Finding::Fail(format!(
+            "version: {}: Cloakroom needs Redis 7 or Valkey 7 (script flags, PEXPIRE NX)",
+            report.version
+        ))
+    });
+    findings.push(
+        match policy_warning(&report.eviction_policy, report.maxmemory) {
+            None => Finding::Ok(format!(
+                "memory: maxmemory {} with {}",
+                mib(report.maxmemory),
+                report.eviction_policy
+            )),
+            Some(w) if report.eviction_policy == "noeviction" || report.maxmemory == 0 => {
+                Finding::Warn(w)
+            }
+            Some(w) => Finding::Fail(w),
+        },
+    );
+    findings.push(match (&report.topology, report.aof) {
+        (cloakroom_redis::ServerTopology::Standalone, false) => Finding::Warn(
+            "durability: no replica and no append-only file: a Redis restart logs everyone out; add a replica or appendonly yes".into(),
+        ),
+        (topology, aof) => Finding::Ok(format!(
+            "durability: {topology}{}",
+            if aof { ", append-only file on" } else { "" }
+        )),
+    });
 }
 
 /// `cloakroom list --user U`.

@@ -36,9 +36,11 @@ pub async fn open(url: &str, args: &StoreArgs) -> Result<Backend, BackendError> 
             source,
         })?;
     let todos = RedisTodos::new(store.connection());
-    Ok(Backend::from_parts(
-        Arc::new(store),
+    let mut backend = Backend::from_parts(
+        Arc::new(store.clone()),
         Arc::new(todos),
         format!("Redis at {}", redact(url)),
-    ))
+    );
+    backend.redis = Some(store);
+    Ok(backend)
 }

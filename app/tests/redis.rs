@@ -272,3 +272,80 @@ async fn the_read_cache_sees_a_logout_on_another_instance() {
         started.elapsed()
     );
 }
+
+/// The operator commands on real Redis: `stats` (text and JSON), `sizing` with no store,
+/// and `check`, whose exit code says whether the set-up is production-ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_report_redis_and_check_readiness() {
+    let Some(redis) = server(false).await else {
+        return;
+    };
+    let url = redis.url();
+    redis
+        .command(&["CONFIG", "SET", "maxmemory", "100mb"])
+        .await;
+    redis
+        .command(&["CONFIG", "SET", "maxmemory-policy", "volatile-lru"])
+        .await;
+    let (_app, port) = app("SESSION_STORE", &url, &[]).await;
+    login(port, "ada").await;
+    login(port, "bob").await;
+    let cli = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+        cmd.args(args).env_remove("SESSION_SECRET");
+        for var in ["SESSION_STORE", "DB", "REDIS_URL"] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output()
+    };
+    let stats = cli(&["stats", "--json", "--store", &url], &[])
+        .await
+        .unwrap();
+    assert!(stats.status.success());
+    let figures: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    assert_eq!(figures["sessions"], 2);
+    assert_eq!(figures["redis"]["eviction_policy"], "volatile-lru");
+    assert_eq!(figures["redis"]["maxmemory"], 100 * 1024 * 1024);
+    assert_eq!(figures["redis"]["topology"], "standalone (no replica)");
+    assert!(figures["redis"]["average_session_bytes"].as_u64().unwrap() > 50);
+    assert_eq!(figures["warnings"], serde_json::json!([]));
+    let text = cli(&["stats", "--store", &url], &[]).await.unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("eviction policy: volatile-lru"), "{text}");
+    assert!(text.contains("sampled sessions"), "{text}");
+
+    // Sizing needs no store.
+    let sizing = cli(&["sizing", "--sessions", "1000000"], &[])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&sizing.stdout).into_owned();
+    assert!(sizing.status.success(), "{text}");
+    assert!(text.contains("recommended instance: 1 GB"), "{text}");
+    let big = cli(
+        &["sizing", "--sessions", "10000000", "--avg-bytes", "2000"],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&big.stdout).contains("recommended instance: 50 GB"));
+
+    // Ready on loopback with a secret and a sane policy; not with allkeys-lru or no secret.
+    let secret = [("SESSION_SECRET", common::SECRET)];
+    let ready = cli(&["check", "--store", &url], &secret).await.unwrap();
+    let text = String::from_utf8_lossy(&ready.stdout).into_owned();
+    assert!(ready.status.success(), "{text}");
+    assert!(text.contains("ok   version: 7"), "{text}");
+    let unready = cli(&["check", "--store", &url], &[]).await.unwrap();
+    assert_eq!(unready.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unready.stdout).contains("FAIL SESSION_SECRET"));
+    redis
+        .command(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"])
+        .await;
+    let evicting = cli(&["check", "--store", &url], &secret).await.unwrap();
+    let text = String::from_utf8_lossy(&evicting.stdout).into_owned();
+    assert_eq!(evicting.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL eviction policy allkeys-lru"), "{text}");
+}

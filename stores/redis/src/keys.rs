@@ -88,7 +88,12 @@ impl Keys {
     /// The hash that holds `user`'s index entry: `sid:users:<bucket>`, the bucket
     /// computed as `index_bucket` in `lua/prelude.lua` computes it.
     pub(crate) fn user_bucket(&self, user: &str) -> String {
-        format!("{}users:{}", self.prefix, bucket(user))
+        self.bucket_name(bucket(user))
+    }
+
+    /// The index hash of bucket number `bucket`.
+    pub(crate) fn bucket_name(&self, bucket: u32) -> String {
+        format!("{}users:{bucket}", self.prefix)
     }
 
     /// The live count `key`'s session is counted in.

@@ -38,10 +38,12 @@ mod fast;
 mod feed;
 mod keys;
 mod link;
+mod report;
 mod scripts;
 mod store;
 
 pub use config::{RedisConfig, DEFAULT_PREFIX};
 pub use error::{NotReplicated, RedisError};
 pub use link::RedisConnection;
+pub use report::{ServerReport, ServerTopology};
 pub use store::RedisStore;

@@ -155,6 +155,31 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// `INFO` (default sections; on a cluster, every primary's).
+    pub(crate) async fn info(&self) -> Result<Value, StoreError> {
+        self.one(redis::cmd("INFO")).await
+    }
+
+    /// The session lists of index bucket `bucket`.
+    pub(crate) async fn bucket_entries(&self, bucket: u32) -> Result<Vec<String>, StoreError> {
+        let mut cmd = redis::cmd("HVALS");
+        cmd.arg(self.keys.bucket_name(bucket));
+        array(self.one(cmd).await?)?.into_iter().map(text).collect()
+    }
+
+    /// `MEMORY USAGE` of the session `key`'s hash (every field counted), if it exists.
+    pub(crate) async fn memory_usage(&self, key: &SessionKey) -> Result<Option<u64>, StoreError> {
+        let mut cmd = redis::cmd("MEMORY");
+        cmd.arg("USAGE")
+            .arg(self.keys.session(key))
+            .arg("SAMPLES")
+            .arg(0);
+        Ok(match self.one(cmd).await? {
+            Value::Int(n) => u64::try_from(n).ok(),
+            _ => None,
+        })
+    }
+
     /// The Redis key that holds the session `key` (for operators and tests).
     #[must_use]
     pub fn key_name(&self, key: &SessionKey) -> String {

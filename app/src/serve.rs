@@ -127,6 +127,7 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
             trusted_origins: args.trusted_origins.clone(),
             hsts: production,
         },
+        redis: backend.redis.clone(),
     });
     Ok(App {
         router,

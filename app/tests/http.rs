@@ -562,3 +562,73 @@ async fn a_device_page_ends_only_the_users_own_sessions() {
         reply.status
     );
 }
+
+/// `/metrics` parses as Prometheus text: HELP and TYPE for each family, a latency histogram
+/// per store operation, requests by session outcome, the breaker and live sessions.
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text() {
+    let mut b = browser().await;
+    b.send("POST", "/api/login", Some(json!({"username": "ada"})))
+        .await;
+    b.send("POST", "/api/visits", None).await;
+    b.send("GET", "/api/profile", None).await;
+    b.send("GET", "/healthz", None).await;
+    b.send("POST", "/api/logout", None).await;
+    let body = b.send("GET", "/metrics", None).await.body;
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| s.value.clone())
+    };
+    // OpenMetrics names a counter family without `_total` and its sample with it; this parser
+    // then calls the sample untyped.
+    let counter = |name: &str| match value(name, None) {
+        Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)) => v,
+        other => panic!("{name}: {other:?}\n{body}"),
+    };
+    assert!(counter("cloakroom_requests_created_total") >= 1.0);
+    assert!(counter("cloakroom_requests_loaded_total") >= 1.0);
+    assert!(counter("cloakroom_requests_destroyed_total") >= 1.0);
+    assert!(counter("cloakroom_requests_none_total") >= 1.0);
+    match value(
+        "cloakroom_store_latency_seconds",
+        Some(("operation", "load")),
+    ) {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            assert!(buckets.iter().any(|b| b.count >= 1.0), "{buckets:?}");
+        }
+        other => panic!("load latency: {other:?}\n{body}"),
+    }
+    assert!(matches!(
+        value("cloakroom_breaker_open", None),
+        Some(prometheus_parse::Value::Gauge(v)) if v == 0.0
+    ));
+    assert!(matches!(
+        value("cloakroom_live_sessions", None),
+        Some(prometheus_parse::Value::Gauge(_))
+    ));
+    // Every metric the Grafana dashboard in deploy/ queries exists (the read cache's only
+    // with --read-cache).
+    let dashboard = include_str!("../../deploy/grafana-dashboard.json");
+    for name in dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("cloakroom_") && !w.contains("read_cache"))
+    {
+        let sample = name.trim_end_matches("_bucket");
+        assert!(
+            body.contains(sample),
+            "the dashboard queries {name}, /metrics has no {sample}"
+        );
+    }
+    for family in ["cloakroom_loads", "cloakroom_store_latency_seconds"] {
+        assert!(
+            body.contains(&format!("# HELP {family} "))
+                && body.contains(&format!("# TYPE {family} ")),
+            "{family} has HELP and TYPE\n{body}"
+        );
+    }
+}

@@ -85,9 +85,13 @@ impl Guarded {
         threshold: u32,
         cooldown: Duration,
     ) -> Self {
+        let metrics = Arc::<SessionMetrics>::default();
         Self {
-            store,
-            metrics: Arc::default(),
+            store: Arc::new(crate::timed::Timed {
+                inner: store,
+                metrics: metrics.clone(),
+            }),
+            metrics,
             timeout,
             breaker: Breaker {
                 threshold,

@@ -86,6 +86,12 @@ impl SessionLayer {
         self.shared.store.metrics.clone()
     }
 
+    /// Whether the circuit breaker is open now (store calls fail at once).
+    #[must_use]
+    pub fn breaker_open(&self) -> bool {
+        self.shared.store.is_open()
+    }
+
     /// The configuration.
     #[must_use]
     pub fn config(&self) -> &SessionConfig {

@@ -69,6 +69,7 @@ mod store;
 #[cfg(feature = "test-suite")]
 pub mod testing;
 mod ticket;
+mod timed;
 
 pub use binding::Binding;
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
@@ -79,7 +80,7 @@ pub use id::{SessionId, SessionKey, ID_LEN, KEY_LEN};
 pub use keyring::{generate_secret, KeyRing, KeyRingError, Verified, MIN_SECRET_LEN};
 pub use layer::{SessionLayer, SessionService};
 pub use memory::MemoryStore;
-pub use metrics::SessionMetrics;
+pub use metrics::{Gauges, SessionMetrics, StoreLatency, LATENCY_BUCKETS, STORE_OPERATIONS};
 pub use record::{
     now_millis, Applied, Changes, Destroyed, Limits, Loaded, Millis, Record, Refresh, UserChange,
     UserSession, COUNTER_LIMIT,

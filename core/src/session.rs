@@ -1184,6 +1184,7 @@ impl Session {
         let mut state = self.state.lock().await;
         if state.unverified.is_some() {
             // Never used: nothing to write, and no cookie to send.
+            bump(&self.shared.store.metrics.requests_none);
             return Ok(Committed {
                 ticket: TicketOut::Keep,
                 cookie: CookieOut::Keep,
@@ -1192,7 +1193,9 @@ impl Session {
             });
         }
         let store = &self.shared.store;
+        let mut outcome = &store.metrics.requests_none;
         if let Some(key) = state.destroyed.take() {
+            outcome = &store.metrics.requests_destroyed;
             bump(&store.metrics.destroys);
             match store.call(store.store.destroy(&key)).await {
                 Ok(Destroyed::Alias) => {
@@ -1228,6 +1231,7 @@ impl Session {
                     changes.limits = Some(self.shared.limits());
                     record.apply(&changes)?;
                     self.create(&mut state, record).await?;
+                    outcome = &store.metrics.requests_created;
                     if changes.user.is_some() {
                         tracing::info!(session = %state.key.map(|k| k.fingerprint()).unwrap_or_default(), "login");
                     }
@@ -1235,6 +1239,7 @@ impl Session {
                 (Existence::Absent, _, _) | (_, None, _) => {}
                 (_, Some(old), Some(kind)) => {
                     self.cycle(&mut state, old, kind, changes.clone()).await?;
+                    outcome = &store.metrics.requests_cycled;
                 }
                 (_, Some(key), None) if !changes.is_empty() => {
                     self.apply(&mut state, key, &changes).await?;
@@ -1245,6 +1250,12 @@ impl Session {
         if let (Some(UserChange::Set(user)), Some(key)) = (&changes.user, state.key) {
             self.limit_user_sessions(user, key).await;
         }
+        if std::ptr::eq(outcome, &store.metrics.requests_none)
+            && matches!(state.existence, Existence::Loaded | Existence::Confirmed)
+        {
+            outcome = &store.metrics.requests_loaded;
+        }
+        bump(outcome);
         let cookie = state.cookie();
         let value = match (cookie, &state.id) {
             (CookieOut::Set, Some(id)) => Some(self.shared.config.keys.sign(id)),

@@ -36,6 +36,8 @@ pub struct AppState {
     pub todos: Arc<dyn TodoStore>,
     /// Security headers and the CSRF guard's allow list.
     pub security: Security,
+    /// The Redis store, when sessions live there (for the read cache's figures).
+    pub redis: Option<cloakroom_redis::RedisStore>,
 }
 
 pub use headers::Security;

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use cloakroom::Gauges;
+
 use super::{AppError, AppState};
 
 /// `GET /healthz`: the process answers. Never touches the store.
@@ -29,11 +31,24 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`: the session layer's counters, Prometheus text format.
+/// `GET /metrics`: the session layer's counters, store latency histograms, breaker state,
+/// live sessions and read-cache figures, in the Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let layer = &state.sessions;
+    let mut gauges = Gauges::new().with_breaker_open(layer.breaker_open());
+    // Through the timeout and the breaker: a scrape during an outage answers at once.
+    if let Ok(stats) = layer.ready().await {
+        gauges = gauges.with_live_sessions(stats.sessions);
+    }
+    if let Some((hits, misses)) = state.redis.as_ref().and_then(|r| r.read_cache_counts()) {
+        gauges = gauges.with_cache(hits, misses);
+    }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.sessions.metrics().render_prometheus(),
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        layer.metrics().render_prometheus_with(gauges),
     )
         .into_response()
 }

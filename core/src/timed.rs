@@ -1,0 +1,90 @@
+//! The store as the layer calls it, with each operation's duration recorded in
+//! [`crate::SessionMetrics::store_latency`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use crate::id::SessionKey;
+use crate::metrics::SessionMetrics;
+use crate::record::{Applied, Changes, Destroyed, Loaded, Millis, Record, Refresh, UserSession};
+use crate::store::{SessionStore, StoreError, StoreStats};
+
+/// Times every call of `inner`.
+pub(crate) struct Timed {
+    pub(crate) inner: Arc<dyn SessionStore>,
+    pub(crate) metrics: Arc<SessionMetrics>,
+}
+
+impl Timed {
+    async fn time<T>(&self, op: usize, call: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = call.await;
+        self.metrics.store_latency.record(op, started.elapsed());
+        out
+    }
+}
+
+#[async_trait]
+impl SessionStore for Timed {
+    async fn load(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<Refresh>,
+    ) -> Result<Option<Loaded>, StoreError> {
+        self.time(0, self.inner.load(key, now, refresh)).await
+    }
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<(), StoreError> {
+        self.time(1, self.inner.create(key, record)).await
+    }
+    async fn apply(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+    ) -> Result<Applied, StoreError> {
+        self.time(2, self.inner.apply(key, changes, now)).await
+    }
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+        grace_until: Millis,
+    ) -> Result<Applied, StoreError> {
+        self.time(3, self.inner.cycle(old, new, changes, now, grace_until))
+            .await
+    }
+    async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
+        self.time(4, self.inner.destroy(key)).await
+    }
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
+        self.time(5, self.inner.list_user(user, now)).await
+    }
+    async fn destroy_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        self.time(6, self.inner.destroy_user(user, keep, now)).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.time(7, self.inner.stats()).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.time(8, self.inner.ping()).await
+    }
+    fn cached(&self, key: &SessionKey) -> Option<Record> {
+        self.inner.cached(key)
+    }
+    fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
+        self.inner.can_cycle_to(old, new)
+    }
+    fn ended_recently(&self, key: &SessionKey) -> bool {
+        self.inner.ended_recently(key)
+    }
+}

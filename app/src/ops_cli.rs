@@ -28,6 +28,37 @@ pub enum OpsError {
     Memory,
 }
 
+/// The embedded store's figures from the app that holds it open, if that is the case: its
+/// file is locked to one process, so `stats` and `sizing` ask the app over its admin socket.
+async fn from_running_app(store: &StoreArgs, error: &OpsError) -> Option<(String, Stats)> {
+    let OpsError::Backend(BackendError::Embedded(cloakroom_embedded::EmbeddedError::InUse {
+        ..
+    })) = error
+    else {
+        return None;
+    };
+    let crate::config::StoreSpec::Embedded(dir) = store.resolve().parse().ok()? else {
+        return None;
+    };
+    let figures = crate::admin::ask_stats(&crate::admin::socket_path(&dir))
+        .await
+        .ok()?;
+    let description = format!(
+        "embedded store in {} (read from the running app)",
+        dir.display()
+    );
+    Some((
+        description.clone(),
+        Stats {
+            store: description,
+            sessions: figures.sessions,
+            bytes: figures.bytes,
+            redis: None,
+            warnings: Vec::new(),
+        },
+    ))
+}
+
 async fn open(store: &StoreArgs) -> Result<Backend, OpsError> {
     let spec: crate::config::StoreSpec = store.resolve().parse()?;
     if spec == crate::config::StoreSpec::Memory {
@@ -97,7 +128,13 @@ fn mib(bytes: u64) -> String {
 /// # Errors
 /// [`OpsError`].
 pub async fn stats(store: &StoreArgs, json: bool) -> Result<String, OpsError> {
-    let backend = open(store).await?;
+    let backend = match open(store).await {
+        Ok(backend) => backend,
+        Err(e) => match from_running_app(store, &e).await {
+            Some((_, stats)) => return Ok(render_stats(&stats, json)),
+            None => return Err(e),
+        },
+    };
     let counted = backend.sessions.stats().await?;
     let report = match &backend.redis {
         Some(redis) => Some(redis.server_report().await?),
@@ -134,8 +171,12 @@ pub async fn stats(store: &StoreArgs, json: bool) -> Result<String, OpsError> {
         redis,
         warnings,
     };
+    Ok(render_stats(&stats, json))
+}
+
+fn render_stats(stats: &Stats, json: bool) -> String {
     if json {
-        return Ok(serde_json::to_string_pretty(&stats).unwrap_or_default() + "\n");
+        return serde_json::to_string_pretty(stats).unwrap_or_default() + "\n";
     }
     let mut out = format!("store: {}\nsessions: {}\n", stats.store, stats.sessions);
     if let Some(bytes) = stats.bytes {
@@ -178,7 +219,7 @@ pub async fn stats(store: &StoreArgs, json: bool) -> Result<String, OpsError> {
     for w in &stats.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
-    Ok(out)
+    out
 }
 
 /// `cloakroom sizing --sessions N [--avg-bytes B] [--store …]`: the managed-Redis guides'
@@ -195,7 +236,18 @@ pub async fn sizing(
     let (per, source) = match (avg_bytes, store.given()) {
         (Some(b), _) => (b, "as given".to_owned()),
         (None, Some(_)) => {
-            let backend = open(store).await?;
+            let backend = match open(store).await {
+                Ok(backend) => backend,
+                Err(e) => {
+                    let (description, s) = from_running_app(store, &e).await.ok_or(e)?;
+                    let per = s.bytes.and_then(|b| b.checked_div(s.sessions));
+                    return Ok(plan(
+                        sessions,
+                        per.unwrap_or(MEASURED_SESSION_BYTES),
+                        &format!("measured in {description}"),
+                    ));
+                }
+            };
             let measured = match &backend.redis {
                 Some(redis) => redis.server_report().await?.sampled_session_bytes,
                 None => {
@@ -217,6 +269,11 @@ pub async fn sizing(
             "Cloakroom's measured login session; pass --avg-bytes or --store for yours".into(),
         ),
     };
+    Ok(plan(sessions, per, &source))
+}
+
+/// The sizing arithmetic and the tier, printed.
+fn plan(sessions: u64, per: u64, source: &str) -> String {
     let raw = per.saturating_mul(sessions);
     let planned = raw.saturating_mul(3) / 2;
     let gb = 1024 * 1024 * 1024;
@@ -224,7 +281,7 @@ pub async fn sizing(
         || "more than 500 GB: use a cluster".to_owned(),
         |t| format!("{t} GB"),
     );
-    Ok(format!(
+    format!(
         "sessions: {sessions}\n\
          average session: {per} bytes ({source})\n\
          data: {}\n\
@@ -232,7 +289,7 @@ pub async fn sizing(
          recommended instance: {tier} (the next managed tier up), maxmemory-policy volatile-lru\n",
         mib(raw),
         mib(planned)
-    ))
+    )
 }
 
 /// One finding of `cloakroom check`.

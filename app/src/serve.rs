@@ -148,6 +148,10 @@ pub async fn run(args: ServeArgs) -> Result<(), StartError> {
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
+    // The embedded store's file is this process's alone: operators ask through here.
+    if let Some(dir) = &app.backend.data_dir {
+        crate::admin::spawn(crate::admin::socket_path(dir), app.sessions.clone());
+    }
     tracing::info!(
         store = %app.backend.description,
         production = args.is_production(),
@@ -165,6 +169,9 @@ pub async fn run(args: ServeArgs) -> Result<(), StartError> {
         tracing::error!(error = %e, "server error");
     }
     app.backend.close();
+    if let Some(dir) = &app.backend.data_dir {
+        let _ = std::fs::remove_file(crate::admin::socket_path(dir));
+    }
     tracing::info!("stopped; store flushed and closed");
     Ok(())
 }

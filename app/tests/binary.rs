@@ -187,3 +187,58 @@ async fn owasp_07_13_insecure_set_ups_are_said_out_loud() {
     let exposed = start_up_log(&["--host", "0.0.0.0"], &[]).await;
     assert!(exposed.contains("plain HTTP"), "{exposed}");
 }
+
+/// While the app holds the embedded store, `stats` and `sizing` read it through the app's
+/// admin socket instead of refusing; once the app stops, they open the file themselves.
+#[tokio::test]
+async fn operator_commands_work_while_the_app_holds_the_embedded_store() {
+    let dir = temp_dir("ops-running").display().to_string();
+    let port = free_port();
+    let mut app = start(port, &dir);
+    wait_healthy(port, Duration::from_secs(15)).await.unwrap();
+    for user in ["ada", "bob"] {
+        let body = format!(r#"{{"username":"{user}"}}"#);
+        let reply = request(
+            port,
+            "POST",
+            "/api/login",
+            &[("content-type", "application/json")],
+            Some(&body),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    let run = |args: Vec<String>| async move {
+        let out = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let args = |cmd: &[&str]| {
+        let mut v: Vec<String> = cmd.iter().map(|s| (*s).to_owned()).collect();
+        v.extend(["--store".to_owned(), dir.clone()]);
+        v
+    };
+    let (ok, text) = run(args(&["stats"])).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("read from the running app"), "{text}");
+    assert!(text.contains("sessions: 2"), "{text}");
+    let (ok, text) = run(args(&["stats", "--json"])).await;
+    assert!(ok, "{text}");
+    let figures: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(figures["sessions"], 2);
+    let (ok, text) = run(args(&["sizing", "--sessions", "1000000"])).await;
+    assert!(ok && text.contains("recommended instance"), "{text}");
+    stop(&mut app).await;
+    let (ok, text) = run(args(&["stats"])).await;
+    assert!(
+        ok && text.contains("sessions: 2") && !text.contains("running app"),
+        "{text}"
+    );
+}

@@ -1,0 +1,103 @@
+//! The local admin socket: while the app holds the embedded store (its file is locked to
+//! one process), the operator commands ask the app itself. A Unix socket in the data folder,
+//! readable by the app's user only; it answers `GET /stats` with JSON and nothing else.
+
+use std::path::{Path, PathBuf};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use cloakroom::{SessionLayer, StoreStats};
+use serde_json::json;
+
+/// The socket's file name inside the data folder.
+pub const SOCKET: &str = "admin.sock";
+
+/// The socket path for a data folder.
+#[must_use]
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET)
+}
+
+/// The figures the socket serves.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct AdminStats {
+    /// Live sessions.
+    pub sessions: u64,
+    /// The data file's size, bytes.
+    pub bytes: Option<u64>,
+}
+
+impl From<StoreStats> for AdminStats {
+    fn from(s: StoreStats) -> Self {
+        Self {
+            sessions: s.sessions,
+            bytes: s.bytes,
+        }
+    }
+}
+
+async fn stats(State(layer): State<SessionLayer>) -> Json<serde_json::Value> {
+    match layer.ready().await {
+        Ok(stats) => Json(json!(AdminStats::from(stats))),
+        Err(e) => Json(json!({ "error": e.to_string() })),
+    }
+}
+
+/// Serves the admin socket at `path` until the process ends; a stale socket file is
+/// replaced. Logged and skipped when it cannot be opened (the app serves on).
+#[cfg(unix)]
+pub fn spawn(path: PathBuf, layer: SessionLayer) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "no admin socket: operator commands cannot read the running app's store");
+            return;
+        }
+    };
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    let router = Router::new().route("/stats", get(stats)).with_state(layer);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::warn!(error = %e, "admin socket stopped");
+        }
+    });
+}
+
+/// Not on this platform.
+#[cfg(not(unix))]
+pub fn spawn(_path: PathBuf, _layer: SessionLayer) {}
+
+/// Asks the running app on `path` for its stats.
+///
+/// # Errors
+/// An I/O error when nothing answers there, or its answer is not stats.
+#[cfg(unix)]
+pub async fn ask_stats(path: &Path) -> std::io::Result<AdminStats> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(path).await?;
+    stream
+        .write_all(b"GET /stats HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut reply),
+    )
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let text = String::from_utf8_lossy(&reply);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).map_err(std::io::Error::other)
+}
+
+/// Not on this platform.
+///
+/// # Errors
+/// Always.
+#[cfg(not(unix))]
+pub async fn ask_stats(_path: &Path) -> std::io::Result<AdminStats> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}

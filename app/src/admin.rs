@@ -26,20 +26,47 @@ pub struct AdminStats {
     pub sessions: u64,
     /// The data file's size, bytes.
     pub bytes: Option<u64>,
+    /// Running totals since the app started, for `stats --watch`.
+    #[serde(default)]
+    pub totals: Totals,
 }
 
-impl From<StoreStats> for AdminStats {
-    fn from(s: StoreStats) -> Self {
-        Self {
-            sessions: s.sessions,
-            bytes: s.bytes,
-        }
+/// Running totals of the app's session layer.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Totals {
+    /// Logins.
+    pub logins: u64,
+    /// Sessions loaded.
+    pub reads: u64,
+    /// Sessions written (created, changed, cycled, destroyed).
+    pub writes: u64,
+    /// Store calls per latency bucket (`cloakroom::LATENCY_BUCKETS`, then slower).
+    pub latency: Vec<u64>,
+}
+
+fn totals(layer: &SessionLayer) -> Totals {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = layer.metrics();
+    Totals {
+        logins: m.logins.load(Relaxed),
+        reads: m.loads.load(Relaxed),
+        writes: m.applies.load(Relaxed)
+            + m.creates.load(Relaxed)
+            + m.cycles.load(Relaxed)
+            + m.destroys.load(Relaxed),
+        latency: m.store_latency.buckets(),
     }
 }
 
 async fn stats(State(layer): State<SessionLayer>) -> Json<serde_json::Value> {
     match layer.ready().await {
-        Ok(stats) => Json(json!(AdminStats::from(stats))),
+        Ok(StoreStats {
+            sessions, bytes, ..
+        }) => Json(json!(AdminStats {
+            sessions,
+            bytes,
+            totals: totals(&layer),
+        })),
         Err(e) => Json(json!({ "error": e.to_string() })),
     }
 }

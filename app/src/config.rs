@@ -26,8 +26,15 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
         /// Print JSON, for machines.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Print one line every SECONDS (default 1), like `redis-cli --stat`: sessions,
+        /// logins/s, reads/s, writes/s, store p99. Until interrupted, or `--count` lines.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<u64>,
+        /// With `--watch`: stop after this many lines.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
     },
     /// Size a Redis instance for a number of sessions (no store needed).
     Sizing {

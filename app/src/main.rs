@@ -49,7 +49,16 @@ fn main() -> std::process::ExitCode {
                 .await
                 .map(|()| String::new())
                 .map_err(Into::into),
-            Some(Command::Stats { store, json }) => {
+            Some(Command::Stats {
+                store,
+                watch: Some(every),
+                count,
+                ..
+            }) => ops_cli::watch(&store, every, count)
+                .await
+                .map(|()| String::new())
+                .map_err(Into::into),
+            Some(Command::Stats { store, json, .. }) => {
                 ops_cli::stats(&store, json).await.map_err(Into::into)
             }
             Some(Command::Sizing {

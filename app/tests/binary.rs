@@ -235,6 +235,13 @@ async fn operator_commands_work_while_the_app_holds_the_embedded_store() {
     assert_eq!(figures["sessions"], 2);
     let (ok, text) = run(args(&["sizing", "--sessions", "1000000"])).await;
     assert!(ok && text.contains("recommended instance"), "{text}");
+    let (ok, text) = run(args(&["stats", "--watch", "1", "--count", "1"])).await;
+    assert!(ok, "{text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().split_whitespace().nth(1) == Some("2"),
+        "{text}"
+    );
     stop(&mut app).await;
     let (ok, text) = run(args(&["stats"])).await;
     assert!(

@@ -317,6 +317,27 @@ async fn operator_commands_report_redis_and_check_readiness() {
     assert!(text.contains("eviction policy: volatile-lru"), "{text}");
     assert!(text.contains("sampled sessions"), "{text}");
 
+    // One line a second, like redis-cli --stat; logins counted by the scripts.
+    let watched = cli(
+        &["stats", "--watch", "1", "--count", "2", "--store", &url],
+        &[],
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&watched.stdout).into_owned();
+    assert!(watched.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains("logins/s") && lines[0].contains("store p99"),
+        "{text}"
+    );
+    assert!(
+        lines[1].split_whitespace().nth(1) == Some("2"),
+        "two sessions: {text}"
+    );
+    assert!(lines[1].ends_with(" ms"), "{text}");
+
     // Sizing needs no store.
     let sizing = cli(&["sizing", "--sessions", "1000000"], &[])
         .await

@@ -85,6 +85,8 @@ counters! {
     requests_cycled,
     /// Requests that ended their session (logout).
     requests_destroyed,
+    /// Logins: a session given a user.
+    logins,
 }
 
 /// The store operations timed, in the order of [`StoreLatency`]'s histograms.
@@ -133,6 +135,23 @@ impl StoreLatency {
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Calls per latency bucket ([`LATENCY_BUCKETS`], not cumulative), every operation
+    /// together, and the calls slower than the last bucket at the end.
+    #[must_use]
+    pub fn buckets(&self) -> Vec<u64> {
+        let mut out = vec![0; LATENCY_BUCKETS.len() + 1];
+        for h in &self.ops {
+            let mut counted = 0;
+            for (slot, n) in out.iter_mut().zip(&h.buckets) {
+                let n = n.load(Ordering::Relaxed);
+                *slot += n;
+                counted += n;
+            }
+            out[LATENCY_BUCKETS.len()] += h.count.load(Ordering::Relaxed).saturating_sub(counted);
+        }
+        out
     }
 
     /// How many calls of `op` were recorded.

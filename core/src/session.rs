@@ -1248,6 +1248,9 @@ impl Session {
             }
         }
         if let (Some(UserChange::Set(user)), Some(key)) = (&changes.user, state.key) {
+            if !state.degraded {
+                bump(&store.metrics.logins);
+            }
             self.limit_user_sessions(user, key).await;
         }
         if std::ptr::eq(outcome, &store.metrics.requests_none)

@@ -45,5 +45,5 @@ mod store;
 pub use config::{RedisConfig, DEFAULT_PREFIX};
 pub use error::{NotReplicated, RedisError};
 pub use link::RedisConnection;
-pub use report::{ServerReport, ServerTopology};
+pub use report::{Activity, ServerReport, ServerTopology};
 pub use store::RedisStore;

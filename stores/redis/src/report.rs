@@ -151,3 +151,56 @@ impl RedisStore {
         Ok(sizes)
     }
 }
+
+/// Running totals for `cloakroom stats --watch`: the difference of two readings is the
+/// activity in between.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Activity {
+    /// Live sessions now.
+    pub sessions: u64,
+    /// Logins counted by the scripts so far.
+    pub logins: u64,
+    /// Session reads Redis served so far (`HGETALL` calls).
+    pub reads: u64,
+    /// Session writes so far (script calls and transactions).
+    pub writes: u64,
+    /// The slowest of 10 `PING` round trips just now: the store latency from here.
+    pub round_trip: std::time::Duration,
+}
+
+/// `calls=` of one command in an `INFO commandstats` text.
+fn calls(info: &str, command: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+        .and_then(|rest| rest.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+impl RedisStore {
+    /// The running totals [`Activity`] holds.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis does not answer.
+    pub async fn activity(&self) -> Result<Activity, StoreError> {
+        use cloakroom::SessionStore as _;
+        let sessions = self.stats().await?.sessions;
+        let logins = self.logins_total().await?;
+        let texts = info_texts(self.command_stats().await?)?;
+        let sum = |command: &str| texts.iter().map(|t| calls(t, command)).sum::<u64>();
+        let mut round_trip = std::time::Duration::ZERO;
+        for _ in 0..10 {
+            let started = std::time::Instant::now();
+            self.ping().await?;
+            round_trip = round_trip.max(started.elapsed());
+        }
+        Ok(Activity {
+            sessions,
+            logins,
+            reads: sum("hgetall"),
+            writes: sum("evalsha") + sum("exec"),
+            round_trip,
+        })
+    }
+}

@@ -45,6 +45,9 @@ pub struct RedisStore {
     _feed: Option<redis::aio::ConnectionManager>,
 }
 
+/// The live-count hash's field that counts logins (`count_login` in the scripts).
+const LOGINS_FIELD: &str = "logins";
+
 /// The minute buckets of the live count (matches `BUCKET_MS` in the scripts).
 const BUCKET_MS: Millis = 60_000;
 
@@ -153,6 +156,34 @@ impl RedisStore {
     #[must_use]
     pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
+    }
+
+    /// Logins counted by the scripts since the counter began (every live-count hash's).
+    pub(crate) async fn logins_total(&self) -> Result<u64, StoreError> {
+        let cmds = self
+            .keys
+            .lives()
+            .into_iter()
+            .map(|live| {
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(live).arg(LOGINS_FIELD);
+                cmd
+            })
+            .collect();
+        let mut total = 0;
+        for reply in self.run(cmds).await? {
+            if !matches!(reply, Value::Nil) {
+                total += text(reply)?.parse::<u64>().unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+
+    /// `INFO commandstats` (on a cluster, every primary's).
+    pub(crate) async fn command_stats(&self) -> Result<Value, StoreError> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("commandstats");
+        self.one(cmd).await
     }
 
     /// `INFO` (default sections; on a cluster, every primary's).
@@ -886,6 +917,7 @@ impl SessionStore for RedisStore {
                 let count: i64 = text(count)?.parse().unwrap_or(0);
                 match bucket.parse::<u64>() {
                     Ok(b) if b >= current => sessions += u64::try_from(count).unwrap_or(0),
+                    _ if bucket == LOGINS_FIELD => {}
                     _ => past.push(bucket),
                 }
             }

@@ -23,6 +23,7 @@ end
 local old_member = string.sub(KEYS[1], #prefix + 1)
 local new_member = string.sub(KEYS[3], #prefix + 1)
 announce_end(prefix, old_member)
+if after.user and after.user ~= m.user then count_login() end
 -- The old key leaves its user's index. apply_to filed a new user under the new key; an
 -- unchanged user trades the old key for the new one in one pass over their entry.
 if m.user and after.user == m.user then

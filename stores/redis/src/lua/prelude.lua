@@ -23,6 +23,12 @@ local function count(expires_at, by)
   end
 end
 
+-- Logins (a session given a user it did not have) are counted in the same hash, field
+-- `logins`, for `cloakroom stats --watch`; `stats` skips that field.
+local function count_login()
+  redis.call('HINCRBY', KEYS[2], 'logins', 1)
+end
+
 -- HSET in slices: Lua's stack caps how many values one call can unpack.
 local function hset_all(key, list, from)
   if #list - from < 400 then

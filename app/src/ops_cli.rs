@@ -485,7 +485,13 @@ pub async fn check(store: &StoreArgs) -> Result<(String, bool), OpsError> {
     }
     if spec != crate::config::StoreSpec::Memory {
         match open(store).await {
-            Err(e) => findings.push(Finding::Fail(format!("store unreachable: {e}"))),
+            Err(e) => match from_running_app(store, &e).await {
+                Some((description, s)) => findings.push(Finding::Ok(format!(
+                    "store: {description} answers, {} session(s)",
+                    s.sessions
+                ))),
+                None => findings.push(Finding::Fail(format!("store unreachable: {e}"))),
+            },
             Ok(backend) => {
                 check_store(&backend, &mut findings).await;
                 backend.close();

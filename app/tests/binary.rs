@@ -235,6 +235,18 @@ async fn operator_commands_work_while_the_app_holds_the_embedded_store() {
     assert_eq!(figures["sessions"], 2);
     let (ok, text) = run(args(&["sizing", "--sessions", "1000000"])).await;
     assert!(ok && text.contains("recommended instance"), "{text}");
+    let checked = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(args(&["check"]))
+        .env("SESSION_SECRET", common::SECRET)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&checked.stdout).into_owned();
+    assert!(checked.status.success(), "{text}");
+    assert!(
+        text.contains("read from the running app) answers, 2 session(s)"),
+        "{text}"
+    );
     let (ok, text) = run(args(&["stats", "--watch", "1", "--count", "1"])).await;
     assert!(ok, "{text}");
     assert_eq!(text.lines().count(), 2, "{text}");

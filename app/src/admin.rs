@@ -29,6 +29,9 @@ pub struct AdminStats {
     /// Running totals since the app started, for `stats --watch`.
     #[serde(default)]
     pub totals: Totals,
+    /// The data file's page use.
+    #[serde(default)]
+    pub file: Option<cloakroom_embedded::FileStats>,
 }
 
 /// Running totals of the app's session layer.
@@ -58,7 +61,11 @@ fn totals(layer: &SessionLayer) -> Totals {
     }
 }
 
-async fn stats(State(layer): State<SessionLayer>) -> Json<serde_json::Value> {
+async fn stats(State((layer, store)): State<Shared>) -> Json<serde_json::Value> {
+    let file = match &store {
+        Some(store) => store.file_stats().await.ok(),
+        None => None,
+    };
     match layer.ready().await {
         Ok(StoreStats {
             sessions, bytes, ..
@@ -66,15 +73,19 @@ async fn stats(State(layer): State<SessionLayer>) -> Json<serde_json::Value> {
             sessions,
             bytes,
             totals: totals(&layer),
+            file,
         })),
         Err(e) => Json(json!({ "error": e.to_string() })),
     }
 }
 
+/// What the socket's handlers read.
+type Shared = (SessionLayer, Option<cloakroom_embedded::EmbeddedStore>);
+
 /// Serves the admin socket at `path` until the process ends; a stale socket file is
 /// replaced. Logged and skipped when it cannot be opened (the app serves on).
 #[cfg(unix)]
-pub fn spawn(path: PathBuf, layer: SessionLayer) {
+pub fn spawn(path: PathBuf, layer: SessionLayer, store: Option<cloakroom_embedded::EmbeddedStore>) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(&path);
     let listener = match tokio::net::UnixListener::bind(&path) {
@@ -85,7 +96,9 @@ pub fn spawn(path: PathBuf, layer: SessionLayer) {
         }
     };
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    let router = Router::new().route("/stats", get(stats)).with_state(layer);
+    let router = Router::new()
+        .route("/stats", get(stats))
+        .with_state((layer, store));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::warn!(error = %e, "admin socket stopped");
@@ -95,7 +108,12 @@ pub fn spawn(path: PathBuf, layer: SessionLayer) {
 
 /// Not on this platform.
 #[cfg(not(unix))]
-pub fn spawn(_path: PathBuf, _layer: SessionLayer) {}
+pub fn spawn(
+    _path: PathBuf,
+    _layer: SessionLayer,
+    _store: Option<cloakroom_embedded::EmbeddedStore>,
+) {
+}
 
 /// Asks the running app on `path` for its stats.
 ///

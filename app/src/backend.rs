@@ -95,6 +95,12 @@ impl Backend {
         }
     }
 
+    /// The embedded store, when that is the backend.
+    #[must_use]
+    pub fn embedded(&self) -> Option<&EmbeddedStore> {
+        self.embedded.as_ref()
+    }
+
     /// Flushes and closes: queued writes are committed before this returns.
     pub fn close(&self) {
         if let Some(store) = &self.embedded {

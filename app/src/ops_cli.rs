@@ -57,6 +57,7 @@ async fn from_running_app(store: &StoreArgs, error: &OpsError) -> Option<(String
             sessions: figures.sessions,
             bytes: figures.bytes,
             redis: None,
+            file: figures.file,
             warnings: Vec::new(),
         },
     ))
@@ -86,6 +87,8 @@ struct Stats {
     bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<RedisFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<cloakroom_embedded::FileStats>,
     warnings: Vec<String>,
 }
 
@@ -143,6 +146,10 @@ pub async fn stats(store: &StoreArgs, json: bool) -> Result<String, OpsError> {
         Some(redis) => Some(redis.server_report().await?),
         None => None,
     };
+    let file = match backend.embedded() {
+        Some(store) => Some(store.file_stats().await?),
+        None => None,
+    };
     backend.close();
     let mut warnings = Vec::new();
     let redis = report.map(|r| {
@@ -172,6 +179,7 @@ pub async fn stats(store: &StoreArgs, json: bool) -> Result<String, OpsError> {
         sessions: counted.sessions,
         bytes: counted.bytes,
         redis,
+        file,
         warnings,
     };
     Ok(render_stats(&stats, json))
@@ -187,6 +195,17 @@ fn render_stats(stats: &Stats, json: bool) -> String {
         if let Some(per) = bytes.checked_div(stats.sessions) {
             let _ = writeln!(out, "bytes per session: {per}");
         }
+    }
+    if let Some(f) = &stats.file {
+        let _ = writeln!(
+            out,
+            "file: {} pages of {} bytes, {} in use, {} free; {} bytes of sessions and data",
+            f.file_bytes / f.page_size.max(1),
+            f.page_size,
+            f.allocated_pages,
+            f.free_pages,
+            f.stored_bytes
+        );
     }
     if let Some(r) = &stats.redis {
         let limit = if r.maxmemory == 0 {

@@ -150,7 +150,11 @@ pub async fn run(args: ServeArgs) -> Result<(), StartError> {
     let local = listener.local_addr().unwrap_or(addr);
     // The embedded store's file is this process's alone: operators ask through here.
     if let Some(dir) = &app.backend.data_dir {
-        crate::admin::spawn(crate::admin::socket_path(dir), app.sessions.clone());
+        crate::admin::spawn(
+            crate::admin::socket_path(dir),
+            app.sessions.clone(),
+            app.backend.embedded().cloned(),
+        );
     }
     tracing::info!(
         store = %app.backend.description,

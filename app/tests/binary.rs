@@ -229,6 +229,7 @@ async fn operator_commands_work_while_the_app_holds_the_embedded_store() {
     assert!(ok, "{text}");
     assert!(text.contains("read from the running app"), "{text}");
     assert!(text.contains("sessions: 2"), "{text}");
+    assert!(text.contains(" free; "), "pages used and free: {text}");
     let (ok, text) = run(args(&["stats", "--json"])).await;
     assert!(ok, "{text}");
     let figures: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -260,4 +261,5 @@ async fn operator_commands_work_while_the_app_holds_the_embedded_store() {
         ok && text.contains("sessions: 2") && !text.contains("running app"),
         "{text}"
     );
+    assert!(text.contains(" free; "), "{text}");
 }

@@ -46,6 +46,22 @@ use writer::Writer;
 /// The file name of the database inside the data folder.
 pub const FILE_NAME: &str = "sessions.redb";
 
+/// The data file's size and page use ([`EmbeddedStore::file_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct FileStats {
+    /// The file's size on disk.
+    pub file_bytes: u64,
+    /// The database page size.
+    pub page_size: u64,
+    /// Pages holding data or metadata.
+    pub allocated_pages: u64,
+    /// Pages the file holds but nothing uses (reused before the file grows).
+    pub free_pages: u64,
+    /// Bytes of keys and values stored.
+    pub stored_bytes: u64,
+}
+
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -171,6 +187,24 @@ impl EmbeddedStore {
         F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.submit(f).await
+    }
+
+    /// The data file's size and page use, for operators (`cloakroom stats`). Runs in the
+    /// writer's next transaction, which it leaves unchanged.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the database fails.
+    pub async fn file_stats(&self) -> Result<FileStats, StoreError> {
+        let file_bytes = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let stats = self.write(|txn| txn.stats().map_err(backend)).await?;
+        let page = stats.page_size() as u64;
+        Ok(FileStats {
+            file_bytes,
+            page_size: page,
+            allocated_pages: stats.allocated_pages(),
+            free_pages: (file_bytes / page.max(1)).saturating_sub(stats.allocated_pages()),
+            stored_bytes: stats.stored_bytes(),
+        })
     }
 
     /// Finishes queued writes and stops the writer; the file closes when the last clone is

@@ -121,6 +121,7 @@ pub struct SessionConfig {
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) fallback: Fallback,
+    pub(crate) commit_on_server_error: bool,
 }
 
 /// The fallback ticket's settings ([`FailurePolicy::Fallback`]).
@@ -210,6 +211,7 @@ impl SessionConfig {
                 failure_policy: FailurePolicy::FailClosed,
                 breaker_threshold: 5,
                 breaker_cooldown: Duration::from_secs(1),
+                commit_on_server_error: false,
                 fallback: Fallback {
                     lifetime: Duration::from_secs(600),
                     fields: Vec::new(),
@@ -275,6 +277,15 @@ macro_rules! setter {
 }
 
 impl SessionConfigBuilder {
+    /// Whether a request whose response is a server error (5xx) still commits its session
+    /// changes (default `false`: a handler that failed halfway leaves the session as it
+    /// was, as a database transaction would be rolled back). A store outage's own `503`
+    /// is such a response.
+    #[must_use]
+    pub fn with_commit_on_server_error(mut self, commit: bool) -> Self {
+        self.config.commit_on_server_error = commit;
+        self
+    }
     /// With [`FailurePolicy::Fallback`]: the session fields the ticket carries besides the
     /// user (their JSON text), so that pages can show them during an outage. At most
     /// [`crate::FALLBACK_FIELDS_MAX_BYTES`] bytes of them go in a ticket: fields past that are

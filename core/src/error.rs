@@ -70,6 +70,10 @@ pub enum SessionError {
     /// The handler ran without a [`crate::SessionLayer`] in front of it.
     #[error("no SessionLayer is installed in front of this handler")]
     MissingLayer,
+    /// A change was attempted after the session was committed (from a streaming body, or a
+    /// task that outlived its request): it cannot be written any more, so it is refused.
+    #[error("the session was already committed for this request; the change was not written")]
+    AlreadyCommitted,
 }
 
 /// Marks an error response made from a [`SessionError`], so that the layer may re-render its
@@ -93,7 +97,9 @@ impl SessionError {
             | Self::TooManyFields { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Store(_) | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Superseded => StatusCode::CONFLICT,
-            Self::Decode { .. } | Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Decode { .. } | Self::MissingLayer | Self::AlreadyCommitted => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Gone => StatusCode::CONFLICT,
         }
     }
@@ -110,6 +116,7 @@ impl SessionError {
             Self::Decode { .. } => "session data could not be read",
             Self::Gone => "session ended, please sign in again",
             Self::MissingLayer => "session support is not configured",
+            Self::AlreadyCommitted => "session changed after the response was sent",
         }
     }
 }

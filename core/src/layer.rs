@@ -47,6 +47,15 @@ pub struct SessionLayer {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("config", &self.shared.config)
+            .field("breaker_open", &self.shared.store.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the request's cookies said, before any store call.
 enum Arrival {
     Session(Session),
@@ -180,7 +189,7 @@ impl<S> Layer<S> for SessionLayer {
 }
 
 /// The service made by [`SessionLayer`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SessionService<S> {
     inner: S,
     layer: SessionLayer,
@@ -243,6 +252,9 @@ async fn finish(
         if let Some(marker) = response.extensions().get::<ErrorMarker>().copied() {
             response = error_response(marker.status, marker.message, true);
         }
+    }
+    if response.status().is_server_error() && !shared.config.commit_on_server_error {
+        session.discard().await;
     }
     let committed = match session.commit().await {
         Ok(committed) => committed,

@@ -270,6 +270,8 @@ struct State {
     /// This request changed what the fallback ticket says (user, ID, its fields) or revoked
     /// the user's other sessions: the ticket is re-issued whatever its age.
     ticket_dirty: bool,
+    /// The commit ran: later changes cannot be written and are refused.
+    committed: bool,
 }
 
 impl State {
@@ -292,6 +294,9 @@ impl State {
 
     /// Whether this request may change the session.
     fn writable(&self) -> Result<(), SessionError> {
+        if self.committed {
+            return Err(SessionError::AlreadyCommitted);
+        }
         if self.degraded {
             return Err(SessionError::Unavailable);
         }
@@ -348,6 +353,24 @@ pub struct Session {
     state: Arc<Mutex<State>>,
 }
 
+impl std::fmt::Debug for Session {
+    // Never the ID or the data: the key's fingerprint, and what the request did.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("Session");
+        match self.state.try_lock() {
+            Ok(state) => out
+                .field(
+                    "session",
+                    &state.key.map(|k| k.fingerprint()).unwrap_or_default(),
+                )
+                .field("lifecycle", &state.lifecycle)
+                .field("degraded", &state.degraded)
+                .finish(),
+            Err(_) => out.finish_non_exhaustive(),
+        }
+    }
+}
+
 /// One entry of a user's session list (see [`Session::user_sessions`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionInfo {
@@ -395,6 +418,7 @@ impl Session {
             unverified: None,
             ticket_cookies,
             ticket_dirty: false,
+            committed: false,
         };
         match presented {
             Presented::Nothing => {}
@@ -728,6 +752,64 @@ impl Session {
         Ok(old)
     }
 
+    /// Removes `key` without decoding what it holds, so that a value that no longer
+    /// deserialises (an old shape after a deploy) can still be removed. Returns whether
+    /// there was one.
+    ///
+    /// # Errors
+    /// [`SessionError::InvalidKey`]; a store error from loading the session;
+    /// [`SessionError::Superseded`] through a replaced ID.
+    ///
+    /// ```
+    /// # async fn demo(session: cloakroom::Session) -> Result<(), cloakroom::SessionError> {
+    /// if session.remove_value("cart").await? {
+    ///     session.flash("Your cart was emptied.").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_value(&self, key: &str) -> Result<bool, SessionError> {
+        check_key(&self.shared, key)?;
+        let mut state = self.loaded().await?;
+        let present = state
+            .record
+            .as_ref()
+            .is_some_and(|r| r.fields.contains_key(key));
+        if present {
+            state.writable()?;
+            state.remove_field(key);
+        }
+        Ok(present)
+    }
+
+    /// Whether `key` holds a value (loads the session if needed).
+    ///
+    /// # Errors
+    /// A store error from loading the session.
+    pub async fn contains_key(&self, key: &str) -> Result<bool, SessionError> {
+        let state = self.loaded().await?;
+        Ok(!key.starts_with(RESERVED_PREFIX)
+            && state
+                .record
+                .as_ref()
+                .is_some_and(|r| r.fields.contains_key(key)))
+    }
+
+    /// The keys the app has stored, in order (Cloakroom's own fields, such as flashes and the
+    /// CSRF token, are left out).
+    ///
+    /// # Errors
+    /// A store error from loading the session.
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        let state = self.loaded().await?;
+        Ok(state.record.as_ref().map_or_else(Vec::new, |r| {
+            r.fields
+                .keys()
+                .filter(|k| !k.starts_with(RESERVED_PREFIX))
+                .cloned()
+                .collect()
+        }))
+    }
+
     /// Adds `by` to the integer under `key` (missing counts as 0) **atomically in the store**
     /// and returns the new value: concurrent increments are never lost.
     ///
@@ -1022,6 +1104,28 @@ impl Session {
         Ok(state.record.as_ref().and_then(|r| r.user.clone()))
     }
 
+    /// Takes the user off the session but keeps the session and its data (a "switch
+    /// account" or a downgrade; to log out, [`Session::destroy`]). Like any change of user it
+    /// gives the session a new ID at commit and a new CSRF token.
+    ///
+    /// # Errors
+    /// A store error from loading the session; [`SessionError::Superseded`] through a
+    /// replaced ID.
+    pub async fn clear_user(&self) -> Result<(), SessionError> {
+        let mut state = self.loaded().await?;
+        state.writable()?;
+        let Some(record) = state.record.as_mut() else {
+            return Ok(());
+        };
+        if record.user.take().is_none() {
+            return Ok(());
+        }
+        state.pending.user = Some(UserChange::Clear);
+        state.cycle = Some(Cycle::Privilege);
+        state.remove_field(CSRF_FIELD);
+        Ok(())
+    }
+
     /// Gives the session a new ID at commit, keeping its data: call it at every privilege
     /// change (login, role change, password change; [`Session::set_user`] does it for you).
     /// The old ID stops working at once, so whoever planted or saw it gets nothing.
@@ -1182,6 +1286,7 @@ impl Session {
     /// must do with the cookie.
     pub(crate) async fn commit(&self) -> Result<Committed, SessionError> {
         let mut state = self.state.lock().await;
+        state.committed = true;
         if state.unverified.is_some() {
             // Never used: nothing to write, and no cookie to send.
             bump(&self.shared.store.metrics.requests_none);
@@ -1404,6 +1509,22 @@ impl Session {
             Duration::from_millis(r.absolute_deadline.saturating_sub(now_millis()))
         });
         Some(idle.min(remaining))
+    }
+}
+
+impl Session {
+    /// Drops what this request would have written (its response is a server error): no
+    /// data, no new user, no new ID, no logout. A session found gone still clears its cookie.
+    pub(crate) async fn discard(&self) {
+        let mut state = self.state.lock().await;
+        state.pending = Changes::default();
+        state.cycle = None;
+        if state.destroyed.take().is_some() {
+            state.lifecycle = Lifecycle::Kept;
+        }
+        if state.lifecycle == Lifecycle::Issued {
+            state.lifecycle = Lifecycle::Kept;
+        }
     }
 }
 

@@ -44,9 +44,33 @@
 //!
 //! ## Stores
 //!
-//! Every store passes one behavioural suite, [`store_suite!`] (feature `test-suite`):
+//! Every store passes one behavioural suite, `store_suite!` (feature `test-suite`):
 //! [`MemoryStore`] here, the embedded file store in `cloakroom-embedded`, and Redis/Valkey in
 //! `cloakroom-redis`.
+//!
+//! ## Writing a store
+//!
+//! A store implements [`SessionStore`]. What each method must guarantee is in its docs and
+//! in `docs/store-contract.md`; in short:
+//!
+//! | method | essential? | what it must guarantee |
+//! | --- | --- | --- |
+//! | `load` | yes | the record if alive by the caller's clock; a due refresh slides the idle deadline atomically, never reviving a dead session |
+//! | `create` | yes | files a record under a new key; `IdCollision` if the key is taken |
+//! | `apply` | yes | applies a change **only if the session is alive** (else `Applied::Gone`, nothing written); increments are atomic and return the new values; limits checked before writing |
+//! | `cycle` | yes | moves a live session to a new key in one atomic step, leaving an alias only for a renewal's grace window |
+//! | `destroy` | yes | deletes a session (or only the alias, when given one) |
+//! | `list_user`, `destroy_user` | for "log out everywhere" | the user's live sessions; ending them and their aliases |
+//! | `stats` | yes | a cheap count (no scan per call in a large store) |
+//! | `ping`, `cached`, `can_cycle_to`, `ended_recently` | no | have defaults |
+//!
+//! Then run the shared suite against it: with the `test-suite` feature,
+//! `cloakroom::store_suite!(make_store);` in a test file, where `make_store` builds a fresh
+//! store wrapped in a `testing::Hook`-implementing type. It checks concurrency (lost
+//! updates), no resurrection after logout, expiry, cycles and their aliases, limits,
+//! cancellation in the middle of a login, the per-user index, and the round-trip budget.
+//! `examples/custom_store.rs` shows the shape of an implementation (a decorator over another
+//! store), and [`MemoryStore`] is a complete one in one file.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

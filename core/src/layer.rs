@@ -9,6 +9,7 @@ use axum::response::Response;
 use http::{header, HeaderValue, Request};
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument as _;
 
 use crate::config::SessionConfig;
 use crate::config::{FailurePolicy, Fallback};
@@ -234,10 +235,21 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.layer.shared.clone();
-        Box::pin(async move {
-            let response = inner.call(request).await?;
-            Ok(finish(&shared, &session, response, html).await)
-        })
+        // One span per request; the session's fingerprint is filled in at the commit, once
+        // the cookie has been verified (never the ID or the cookie itself).
+        let span = tracing::info_span!("session", session = tracing::field::Empty);
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let response = inner.call(request).await?;
+                let response = finish(&shared, &session, response, html).await;
+                if let Some(key) = session.current_key().await {
+                    recorded.record("session", tracing::field::display(key.fingerprint()));
+                }
+                Ok(response)
+            }
+            .instrument(span),
+        )
     }
 }
 

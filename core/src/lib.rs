@@ -95,6 +95,10 @@ pub mod testing;
 mod ticket;
 mod timed;
 
+/// The error of the OS randomness source ([`SessionId::random`], [`KeyRing::generate`],
+/// [`generate_secret`]), re-exported so that callers need not depend on `getrandom`.
+pub use getrandom::Error as RandomnessError;
+
 pub use binding::Binding;
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
 pub use csrf::{CsrfLayer, CsrfService};

@@ -309,7 +309,10 @@ impl State {
     /// Takes the verified cookie's ID as this request's session.
     fn adopt(&mut self, cookie: Option<(SessionId, bool)>) {
         if let Some((id, stale_signature)) = cookie {
-            self.key = Some(id.key());
+            let key = id.key();
+            // The layer's request span carries the fingerprint from here on.
+            tracing::Span::current().record("session", tracing::field::display(key.fingerprint()));
+            self.key = Some(key);
             self.id = Some(id);
             self.existence = Existence::Unknown;
             self.access = Access::Direct { stale_signature };
@@ -1168,6 +1171,11 @@ impl Session {
     /// ([`FailurePolicy::Anonymous`]). Either way every write is refused.
     pub async fn is_degraded(&self) -> bool {
         self.state.lock().await.degraded
+    }
+
+    /// The key as the request left it, without verifying a cookie that was never used.
+    pub(crate) async fn current_key(&self) -> Option<SessionKey> {
+        self.state.lock().await.key
     }
 
     /// The store key of this session (a safe handle for logs and lists), if it has one yet.

@@ -18,9 +18,22 @@ pub(crate) struct Timed {
 }
 
 impl Timed {
-    async fn time<T>(&self, op: usize, call: impl std::future::Future<Output = T>) -> T {
+    /// Runs `call` in a `store` span naming the operation and the session's fingerprint (never
+    /// the key), and records how long it took.
+    async fn time<T>(
+        &self,
+        op: usize,
+        key: Option<&SessionKey>,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
+        use tracing::Instrument as _;
+        let span = tracing::debug_span!(
+            "store",
+            op = crate::metrics::STORE_OPERATIONS[op],
+            session = %key.map(SessionKey::fingerprint).unwrap_or_default(),
+        );
         let started = Instant::now();
-        let out = call.await;
+        let out = call.instrument(span).await;
         self.metrics.store_latency.record(op, started.elapsed());
         out
     }
@@ -34,10 +47,12 @@ impl SessionStore for Timed {
         now: Millis,
         refresh: Option<Refresh>,
     ) -> Result<Option<Loaded>, StoreError> {
-        self.time(0, self.inner.load(key, now, refresh)).await
+        self.time(0, Some(key), self.inner.load(key, now, refresh))
+            .await
     }
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<(), StoreError> {
-        self.time(1, self.inner.create(key, record)).await
+        self.time(1, Some(key), self.inner.create(key, record))
+            .await
     }
     async fn apply(
         &self,
@@ -45,7 +60,8 @@ impl SessionStore for Timed {
         changes: &Changes,
         now: Millis,
     ) -> Result<Applied, StoreError> {
-        self.time(2, self.inner.apply(key, changes, now)).await
+        self.time(2, Some(key), self.inner.apply(key, changes, now))
+            .await
     }
     async fn cycle(
         &self,
@@ -55,14 +71,18 @@ impl SessionStore for Timed {
         now: Millis,
         grace_until: Millis,
     ) -> Result<Applied, StoreError> {
-        self.time(3, self.inner.cycle(old, new, changes, now, grace_until))
-            .await
+        self.time(
+            3,
+            Some(old),
+            self.inner.cycle(old, new, changes, now, grace_until),
+        )
+        .await
     }
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
-        self.time(4, self.inner.destroy(key)).await
+        self.time(4, Some(key), self.inner.destroy(key)).await
     }
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
-        self.time(5, self.inner.list_user(user, now)).await
+        self.time(5, None, self.inner.list_user(user, now)).await
     }
     async fn destroy_user(
         &self,
@@ -70,13 +90,14 @@ impl SessionStore for Timed {
         keep: Option<&SessionKey>,
         now: Millis,
     ) -> Result<u64, StoreError> {
-        self.time(6, self.inner.destroy_user(user, keep, now)).await
+        self.time(6, keep, self.inner.destroy_user(user, keep, now))
+            .await
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.time(7, self.inner.stats()).await
+        self.time(7, None, self.inner.stats()).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        self.time(8, self.inner.ping()).await
+        self.time(8, None, self.inner.ping()).await
     }
     fn cached(&self, key: &SessionKey) -> Option<Record> {
         self.inner.cached(key)

@@ -187,3 +187,43 @@ async fn a_write_after_the_commit_is_an_error_not_a_silent_drop() {
         "{outcome:?}"
     );
 }
+
+/// A request runs in a `session` span carrying the session's fingerprint, and each store
+/// call in a `store` span naming its operation: never the ID or the cookie.
+#[tokio::test]
+async fn spans_carry_the_fingerprint_never_the_cookie() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut b = app();
+    b.send("POST", "/login/ada", None).await;
+    b.send("GET", "/whoami", None).await;
+    let cookie = b.cookie.clone().unwrap();
+    let value = cookie.split_once('=').unwrap().1.to_owned();
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("session{session="), "{logs}");
+    assert!(logs.contains("store{op=\"load\" session="), "{logs}");
+    assert!(logs.contains("store{op=\"create\""), "{logs}");
+    assert!(
+        !logs.contains(&value),
+        "the cookie never reaches a log line"
+    );
+}

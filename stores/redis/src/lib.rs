@@ -42,6 +42,10 @@ mod report;
 mod scripts;
 mod store;
 
+/// The client crate, re-exported: [`RedisError`]'s sources are its errors, and
+/// [`RedisConnection`] runs its commands.
+pub use redis;
+
 pub use config::{RedisConfig, DEFAULT_PREFIX};
 pub use error::{NotReplicated, RedisError};
 pub use link::RedisConnection;

@@ -113,6 +113,6 @@ pub use record::{
     now_millis, Applied, Changes, Destroyed, Limits, Loaded, Millis, Record, Refresh, UserChange,
     UserSession, COUNTER_LIMIT,
 };
-pub use session::{Session, SessionInfo};
+pub use session::{Flash, FlashLevel, Session, SessionInfo};
 pub use store::{Limit, SessionStore, StoreError, StoreStats};
 pub use ticket::FALLBACK_FIELDS_MAX_BYTES;

@@ -227,3 +227,73 @@ async fn spans_carry_the_fingerprint_never_the_cookie() {
         "the cookie never reaches a log line"
     );
 }
+
+/// Flashes with a level and a typed payload; plain ones read back at `Info`, and typed ones
+/// still read as text through `take_flashes`.
+#[tokio::test]
+async fn flashes_have_levels_and_typed_payloads() {
+    use cloakroom::{Flash, FlashLevel};
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Saved {
+        title: String,
+        id: u32,
+    }
+    async fn add(s: Session) -> Result<&'static str, SessionError> {
+        s.flash("plain").await?;
+        s.flash_with(FlashLevel::Error, "it failed").await?;
+        Ok("ok")
+    }
+    async fn add_typed(s: Session) -> Result<&'static str, SessionError> {
+        s.flash_with(
+            FlashLevel::Success,
+            Saved {
+                title: "Milk".into(),
+                id: 7,
+            },
+        )
+        .await?;
+        Ok("ok")
+    }
+    async fn levels(s: Session) -> Result<Json<Vec<Flash<String>>>, SessionError> {
+        Ok(Json(s.take_flashes_with::<String>().await?))
+    }
+    async fn typed(s: Session) -> Result<String, SessionError> {
+        Ok(format!("{:?}", s.take_flashes_with::<Saved>().await?))
+    }
+    async fn text(s: Session) -> Result<Json<Vec<String>>, SessionError> {
+        Ok(Json(s.take_flashes().await?))
+    }
+    let layer = SessionLayer::new(MemoryStore::default(), test_config().build().unwrap());
+    let mut b = Browser::new(
+        Router::new()
+            .route("/add", post(add))
+            .route("/add-typed", post(add_typed))
+            .route("/levels", get(levels))
+            .route("/typed", get(typed))
+            .route("/text", get(text))
+            .layer(layer),
+    );
+    b.send("POST", "/add", None).await;
+    let reply = b.send("GET", "/levels", None).await;
+    assert_eq!(
+        reply.body,
+        r#"[{"l":"info","p":"plain"},{"l":"error","p":"it failed"}]"#
+    );
+    assert_eq!(
+        b.send("GET", "/levels", None).await.body,
+        "[]",
+        "shown once"
+    );
+    b.send("POST", "/add-typed", None).await;
+    // The wrong type is an error and removes nothing; the right one reads it.
+    assert_eq!(b.send("GET", "/levels", None).await.status, 500);
+    assert_eq!(
+        b.send("GET", "/typed", None).await.body,
+        r#"[Flash { level: Success, payload: Saved { title: "Milk", id: 7 } }]"#
+    );
+    b.send("POST", "/add-typed", None).await;
+    assert_eq!(
+        b.send("GET", "/text", None).await.body,
+        r#"["{\"id\":7,\"title\":\"Milk\"}"]"#
+    );
+}

@@ -47,7 +47,7 @@ async fn redis_killed_under_a_logged_in_browser_keeps_the_user_logged_in_read_on
         "--failure-policy",
         "fallback",
         "--store-timeout",
-        "200ms",
+        "1s",
     ])
     .await;
     let (port, server) = common::serve(app.router.clone()).await;
@@ -142,7 +142,7 @@ async fn a_logout_on_another_instance_is_honoured_during_the_outage() {
         "--failure-policy",
         "fallback",
         "--store-timeout",
-        "200ms",
+        "1s",
     ];
     let first = common::app_with(&flags).await;
     let second = common::app_with(&flags).await;

@@ -290,27 +290,15 @@ impl ServeArgs {
 /// A message naming the accepted forms.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: use e.g. 500ms, 30s, 15m, 24h, 7d"))?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        "d" => n.checked_mul(86_400_000),
-        _ => {
-            return Err(format!(
-                "invalid duration unit {unit:?} in {text:?}: use ms, s, m, h or d"
-            ))
-        }
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
+    // A bare number is seconds, as before; everything else is humantime's grammar.
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("duration {text:?} is too large"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} ({e}): use e.g. 500ms, 30s, 15m, 24h, 7d"))
 }
 
 fn parse_policy(text: &str) -> Result<FailurePolicy, String> {
@@ -473,7 +461,8 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert!(parse_duration("1y").is_err());
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5_400)));
+        assert!(parse_duration("1 fortnight").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
     }

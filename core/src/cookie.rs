@@ -10,6 +10,11 @@ use crate::keyring::COOKIE_VALUE_LEN;
 /// Every candidate value of our cookie, in header order, byte-wise so that non-UTF-8 input is
 /// safe. Values that cannot be ours (oversized, not ASCII) are counted, not returned.
 ///
+/// Hand-written on purpose, not the `cookie` crate: we need *every* value of one name in
+/// header order (a jar keeps one per name, and which one is what cookie tossing exploits),
+/// a bound on how many are looked at, no percent-decoding (our values are base64url; decoding
+/// would let two spellings name one cookie), and no allocation for the other cookies.
+///
 /// Several values is the normal shape of a cookie-tossing attack: a sibling subdomain plants
 /// `sid=…; Domain=parent` beside the real one. The caller takes the first value whose
 /// signature verifies, so a planted cookie can neither replace nor lock out the real one.

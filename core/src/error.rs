@@ -95,6 +95,7 @@ impl SessionError {
             Self::Store(StoreError::LimitExceeded(_))
             | Self::TooLarge { .. }
             | Self::TooManyFields { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Store(_) | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Superseded => StatusCode::CONFLICT,
             Self::Decode { .. } | Self::MissingLayer | Self::AlreadyCommitted => {
@@ -110,6 +111,9 @@ impl SessionError {
             Self::Store(StoreError::LimitExceeded(_))
             | Self::TooLarge { .. }
             | Self::TooManyFields { .. } => "session data too large",
+            Self::Store(StoreError::Conflict(_)) => {
+                "session data changed concurrently, please retry"
+            }
             Self::Store(_) | Self::Unavailable => "session store unavailable, please retry",
             Self::Superseded => "this session ID has been replaced, please retry",
             Self::InvalidKey(_) | Self::Encode { .. } => "invalid session data",

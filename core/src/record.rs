@@ -78,6 +78,11 @@ impl Record {
     /// else, [`crate::StoreError::LimitExceeded`] if the result would break `changes.limits`;
     /// in both cases `self` is left untouched.
     pub fn apply(&mut self, changes: &Changes) -> Result<BTreeMap<String, i64>, crate::StoreError> {
+        for (field, expected) in &changes.expect {
+            if self.fields.get(field) != expected.as_ref() {
+                return Err(crate::StoreError::Conflict(field.clone()));
+            }
+        }
         let Some(limits) = changes.limits else {
             return self.apply_unchecked(changes);
         };
@@ -210,6 +215,10 @@ pub struct Changes {
     pub idle_deadline: Option<Millis>,
     /// Bounds the result must stay within; the store refuses the whole change otherwise.
     pub limits: Option<Limits>,
+    /// Compare-and-set: each field must hold exactly this JSON text (`None`: be absent)
+    /// when the change is applied, or the store refuses the whole change with
+    /// [`crate::StoreError::Conflict`] and writes nothing.
+    pub expect: BTreeMap<String, Option<String>>,
 }
 
 impl Changes {

@@ -755,6 +755,106 @@ impl Session {
         Ok(old)
     }
 
+    /// Read-modify-write of the value under `key` that never loses a concurrent change: `f`
+    /// gets the value as the store holds it now (`None` if absent) and returns the new one,
+    /// which is written only if the field still holds what `f` saw (compare-and-set in the
+    /// store); otherwise `f` runs again on the newer value, up to 32 times, after a growing
+    /// random pause. Applied at once,
+    /// like [`Session::increment`], and returns what was written. In a request without a
+    /// session yet, the value is staged for the session created at commit.
+    ///
+    /// # Errors
+    /// [`SessionError::InvalidKey`]; [`SessionError::Decode`] if the stored value is not a
+    /// `T`; [`SessionError::Store`] with [`StoreError::Conflict`] after 32 lost races, or
+    /// [`StoreError::LimitExceeded`]; [`SessionError::Gone`] if the session ended;
+    /// [`SessionError::Superseded`] through a replaced ID.
+    ///
+    /// ```
+    /// # async fn demo(session: cloakroom::Session) -> Result<(), cloakroom::SessionError> {
+    /// let cart: Vec<String> = session
+    ///     .update("cart", |cart: Option<Vec<String>>| {
+    ///         let mut cart = cart.unwrap_or_default();
+    ///         cart.push("milk".into());
+    ///         cart
+    ///     })
+    ///     .await?;
+    /// # let _ = cart; Ok(()) }
+    /// ```
+    pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        const ATTEMPTS: u32 = 32;
+        check_key(&self.shared, key)?;
+        let decode = |text: &str| {
+            serde_json::from_str::<T>(text).map_err(|source| SessionError::Decode {
+                key: key.to_owned(),
+                source,
+            })
+        };
+        let encode = |value: &T| {
+            serde_json::to_string(value).map_err(|source| SessionError::Encode {
+                key: key.to_owned(),
+                source,
+            })
+        };
+        let store = &self.shared.store;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Lost a race: back off a random while, longer each time, so that many
+                // writers of one field take turns instead of colliding again.
+                let mut jitter = [0u8; 2];
+                let _ = getrandom::fill(&mut jitter);
+                let micros = u64::from(u16::from_le_bytes(jitter)) % (250 * u64::from(attempt));
+                tokio::time::sleep(Duration::from_micros(micros)).await;
+            }
+            let target = {
+                let state = self.loaded().await?;
+                state.writable()?;
+                state.key.filter(|_| state.existence == Existence::Loaded)
+            };
+            let Some(target) = target else {
+                // No session in the store yet: stage it for the one the commit creates.
+                let current = self.get::<T>(key).await?;
+                let next = f(current);
+                self.insert(key, &next).await?;
+                return Ok(next);
+            };
+            // The value as the store holds it now, not as this request first read it.
+            let now = now_millis();
+            let stored = store
+                .call(store.store.load(&target, now, None))
+                .await?
+                .and_then(|loaded| loaded.record.fields.get(key).cloned());
+            let current = stored.as_deref().map(decode).transpose()?;
+            let next = f(current);
+            let text = encode(&next)?;
+            let mut changes = Changes::default();
+            changes.set.insert(key.to_owned(), text.clone());
+            changes.expect.insert(key.to_owned(), stored);
+            changes.limits = Some(self.shared.limits());
+            bump(&store.metrics.applies);
+            match store.call(store.store.apply(&target, &changes, now)).await {
+                Ok(Applied::Done { .. }) => {
+                    let mut state = self.state.lock().await;
+                    if let Some(record) = state.record.as_mut() {
+                        record.fields.insert(key.to_owned(), text);
+                    }
+                    // Written already: the commit must not write an older staged value.
+                    state.pending.set.remove(key);
+                    state.pending.remove.remove(key);
+                    return Ok(next);
+                }
+                Ok(Applied::Gone) => return Err(SessionError::Gone),
+                Ok(Applied::Aliased) => return Err(SessionError::Superseded),
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict(key.to_owned()).into())
+    }
+
     /// Removes `key` without decoding what it holds, so that a value that no longer
     /// deserialises (an old shape after a deploy) can still be removed. Returns whether
     /// there was one.

@@ -38,6 +38,10 @@ pub enum StoreError {
     /// an outage: it does not open the circuit breaker.
     #[error("the session store is overloaded; try again shortly")]
     Overloaded,
+    /// A compare-and-set found the field changed since it was read ([`crate::Changes::expect`]);
+    /// nothing was written.
+    #[error("field {0:?} changed concurrently; nothing was written")]
+    Conflict(String),
     /// The write would take the session over one of its [`crate::Limits`]; nothing was written.
     #[error("the session would exceed its {0} limit")]
     LimitExceeded(Limit),

@@ -40,6 +40,7 @@ macro_rules! store_suite {
         $crate::store_suite!(@tests $make;
             round_trip_of_typed_values,
             concurrent_increments_are_not_lost,
+            concurrent_updates_are_not_lost,
             concurrent_writes_to_different_keys_survive,
             write_racing_destroy_leaves_no_record,
             blind_write_after_destroy_leaves_no_record,
@@ -98,6 +99,19 @@ pub struct Gate {
 pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     async fn untouched() -> &'static str {
         "ok"
+    }
+    async fn append(
+        s: Session,
+        Path((k, v)): Path<(String, String)>,
+    ) -> Result<String, SessionError> {
+        let list = s
+            .update(&k, |list: Option<Vec<String>>| {
+                let mut list = list.unwrap_or_default();
+                list.push(v.clone());
+                list
+            })
+            .await?;
+        Ok(list.len().to_string())
     }
     async fn degraded(s: Session) -> Result<String, SessionError> {
         let user = s.user().await?;
@@ -188,6 +202,7 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/cycle", post(cycle))
         .route("/whoami", get(whoami))
         .route("/degraded", get(degraded))
+        .route("/append/{k}/{v}", post(append))
         .layer(Extension(gate))
         .layer(layer)
 }
@@ -450,6 +465,68 @@ pub async fn concurrent_increments_are_not_lost(store: DynStore) {
         "each increment saw a distinct value"
     );
     assert_eq!(b.send("GET", "/show/hits", None).await.body, "200");
+}
+
+/// `Session::update` is a compare-and-set in the store: concurrent updates of one
+/// structured value (a list every request appends to) all survive, and a stale expectation
+/// writes nothing.
+pub async fn concurrent_updates_are_not_lost(store: DynStore) {
+    let mut b = browser(store.clone());
+    b.send("POST", "/put/seed", Some(serde_json::json!(1)))
+        .await;
+    let replies = concurrently(20, |i| {
+        let b = b.clone();
+        async move {
+            b.send_raw(
+                "POST",
+                &format!("/append/list/v{i}"),
+                None,
+                b.cookie.clone(),
+            )
+            .await
+        }
+    })
+    .await;
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "every update succeeds: {:?}",
+        replies
+            .iter()
+            .map(|r| (r.status, r.body.clone()))
+            .collect::<Vec<_>>()
+    );
+    let list: Vec<String> =
+        serde_json::from_str(&b.send("GET", "/show/list", None).await.body).unwrap();
+    let mut sorted = list.clone();
+    sorted.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    expected.sort();
+    assert_eq!(sorted, expected, "no update lost");
+
+    // At the store: an expectation that no longer holds refuses the whole change.
+    let k = key();
+    store
+        .create(&k, &record(T0, 60_000, 600_000))
+        .await
+        .unwrap();
+    let mut first = set(&[("a", "1")]);
+    first.expect.insert("a".into(), None);
+    assert!(matches!(
+        store.apply(&k, &first, T0 + 1).await,
+        Ok(Applied::Done { .. })
+    ));
+    let mut stale = set(&[("a", "2"), ("b", "2")]);
+    stale.expect.insert("a".into(), None);
+    assert!(matches!(
+        store.apply(&k, &stale, T0 + 2).await,
+        Err(StoreError::Conflict(f)) if f == "a"
+    ));
+    let fields = load(&store, &k, T0 + 3).await.unwrap().record.fields;
+    assert_eq!(fields.get("a").map(String::as_str), Some("1"));
+    assert!(
+        !fields.contains_key("b"),
+        "nothing of the refused change was written"
+    );
 }
 
 /// Concurrent read-modify-write requests on different keys all survive.

@@ -48,6 +48,7 @@ pub(crate) const STUB_TTL_MS: u64 = 60_000;
 /// Whether `changes` can be written without a script.
 pub(crate) fn eligible(changes: &Changes) -> bool {
     let simple = !changes.clear
+        && changes.expect.is_empty()
         && changes.user.is_none()
         && changes.idle_deadline.is_none()
         && changes.limits.is_none();

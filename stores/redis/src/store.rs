@@ -559,6 +559,14 @@ fn write_args(args: &mut Vec<String>, changes: &Changes) {
         args.push(k.clone());
         args.push(by.to_string());
     }
+    args.push(changes.expect.len().to_string());
+    for (k, expected) in &changes.expect {
+        args.push(k.clone());
+        match expected {
+            Some(text) => args.extend(["1".to_owned(), text.clone()]),
+            None => args.extend(["0".to_owned(), String::new()]),
+        }
+    }
 }
 
 impl RedisStore {
@@ -663,6 +671,10 @@ fn written(reply: Reply, key: SessionKey) -> Result<Applied, StoreError> {
             counters: counters(rest)?,
             key,
         }),
+        Reply::Tagged(tag, rest) if tag == "conflict" => {
+            let field = rest.into_iter().next().map(text).transpose()?;
+            Err(StoreError::Conflict(field.unwrap_or_default()))
+        }
         Reply::Tagged(tag, rest) if tag == "limit" => {
             let which = rest.into_iter().next().map(text).transpose()?;
             Err(StoreError::LimitExceeded(match which.as_deref() {

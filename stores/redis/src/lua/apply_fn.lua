@@ -5,10 +5,12 @@
 -- nothing is copied on the hot path):
 --   1 clear ('1'/'0')   2 user op ('' keep, 's' set, 'c' clear)   3 user   4 new idle deadline ('')
 --   5 max fields ('')   6 max bytes ('')
---   then three counted lists: removes (n, names), sets (n, name/value pairs),
---   increments (n, name/step pairs).
+--   then four counted lists: removes (n, names), sets (n, name/value pairs),
+--   increments (n, name/step pairs), expectations (n, name/present ('1'/'0')/value
+--   triples: a compare-and-set, checked before anything is written).
 -- Reply: { 'ok', name1, value1, ... } with the counters' new values, or false (no live
 -- session), { 'alias', target }, { 'nan', field }, { 'limit', 'fields' | 'bytes' },
+-- { 'conflict', field } (an expectation failed),
 -- { 'corrupt', what }. The second result is the metadata as written.
 -- This is the hot write path, so it is lean: on Redis 7.0 every value crossing between Lua
 -- and Redis costs 1-2k instructions (bench/script_cost.py), so it reads only the fields the
@@ -47,6 +49,8 @@ local function apply_to(key, A, o, now, prefix)
   local ns = small(A[o + 8 + nr])
   local first_inc = 10 + nr + 2 * ns
   local ni = small(A[o + first_inc - 1])
+  local first_exp = first_inc + 2 * ni + 1
+  local ne = small(A[o + first_exp - 1] or '0')
   local user_op = A[o + 2]
 
   -- got[1]: the packed metadata; then the counters' current values; then, when limits are
@@ -68,6 +72,18 @@ local function apply_to(key, A, o, now, prefix)
   if not m then return { 'corrupt', 'metadata damaged' } end
   if not alive(m, now) then return false end
   local idle, abs = m.idle, m.abs
+  if ne > 0 then
+    local names = {}
+    for j = 0, ne - 1 do names[j + 1] = A[o + first_exp + 3 * j] end
+    local current = redis.call('HMGET', key, unpack(names))
+    for j = 0, ne - 1 do
+      local present = A[o + first_exp + 3 * j + 1] == '1'
+      local have = current[j + 1]
+      if (present and have ~= A[o + first_exp + 3 * j + 2]) or (not present and have) then
+        return { 'conflict', names[j + 1] }
+      end
+    end
+  end
 
   local clear = A[o + 1] == '1'
   local reply = { 'ok' }

@@ -261,11 +261,19 @@ impl Refresh {
     /// so that every store applies the same throttle and the same anonymous window.
     #[must_use]
     pub fn due(&self, record: &Record) -> Option<Millis> {
-        let (before, new) = match (self.anonymous, &record.user) {
+        let (before, new) = self.window(record);
+        (record.idle_deadline < before).then_some(new)
+    }
+
+    /// The throttle and the new deadline that apply to `record`: `(refresh only if the
+    /// deadline is before this, new deadline)`. A store that re-checks the throttle in its
+    /// own conditional write uses this pair.
+    #[must_use]
+    pub fn window(&self, record: &Record) -> (Millis, Millis) {
+        match (self.anonymous, &record.user) {
             (Some(window), None) => window,
             _ => (self.if_deadline_before, self.new_deadline),
-        };
-        (record.idle_deadline < before).then_some(new)
+        }
     }
 }
 

@@ -30,6 +30,8 @@ use crate::{
     UserChange, UserSession,
 };
 
+pub mod throughput;
+
 /// A shared, type-erased store, as the suite passes it around.
 pub type DynStore = Arc<dyn SessionStore>;
 

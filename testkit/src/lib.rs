@@ -9,6 +9,7 @@
 pub mod balancer;
 pub mod endpoint;
 pub mod http;
+pub mod postgres;
 pub mod redis;
 pub mod webdriver;
 

@@ -23,14 +23,25 @@ pub enum BackendError {
         /// What went wrong.
         source: cloakroom_redis::RedisError,
     },
-    /// The CA certificate for `rediss://` could not be read.
-    #[error("cannot read the Redis CA certificate {}: {source}", path.display())]
-    RedisCa {
-        /// The file named by `--redis-ca` / `REDIS_CA_CERT`.
+    /// A CA certificate file could not be read.
+    #[error("cannot read the CA certificate {}: {source}", path.display())]
+    CaFile {
+        /// The file named by `--redis-ca` / `REDIS_CA_CERT` or `--postgres-ca` / `PGSSLROOTCERT`.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
+    /// The PostgreSQL store failed to connect.
+    #[error("cannot use the PostgreSQL store at {url}: {source}")]
+    Postgres {
+        /// The URL, password redacted.
+        url: String,
+        /// What went wrong.
+        source: cloakroom_postgres::PostgresError,
+    },
+    /// The todo table could not be set up.
+    #[error("cannot set up the todo lists: {0}")]
+    Todos(String),
 }
 
 /// An open backend.
@@ -75,6 +86,7 @@ impl Backend {
                 })
             }
             StoreSpec::Redis(url) => crate::redis_backend::open(url, args).await,
+            StoreSpec::Postgres(url) => crate::postgres_backend::open(url, args).await,
         }
     }
 

@@ -81,8 +81,9 @@ pub struct StoreArgs {
     /// Session store: `memory`, a folder path or `file:PATH` (embedded store),
     /// `redis://[user:password@]host:port[/db]` / `rediss://…` (one server, a managed
     /// endpoint, or any node of a cluster), `redis://host:port,host:port,…` (cluster seeds),
-    /// or `redis+sentinel://[user:password@]host:port[,host:port…]/master-name` /
-    /// `rediss+sentinel://…` [env: SESSION_STORE, DB, REDIS_URL]
+    /// `redis+sentinel://[user:password@]host:port[,host:port…]/master-name` /
+    /// `rediss+sentinel://…`, or `postgres://[user[:password]@]host[:port]/database`
+    /// [env: SESSION_STORE, DB, REDIS_URL, or DATABASE_URL when it names PostgreSQL]
     #[arg(long)]
     pub store: Option<String>,
     /// Redis password, used when the URL carries none.
@@ -91,6 +92,13 @@ pub struct StoreArgs {
     /// A PEM file with the CA certificate to trust for `rediss://` (e.g. Memorystore's).
     #[arg(long, env = "REDIS_CA_CERT")]
     pub redis_ca: Option<PathBuf>,
+    /// A PEM file with the CA certificate to trust for PostgreSQL over TLS
+    /// (`?sslmode=require`), e.g. a managed database's.
+    #[arg(long, env = "PGSSLROOTCERT")]
+    pub postgres_ca: Option<PathBuf>,
+    /// PostgreSQL only: the schema the session tables (and the app's todo table) live in.
+    #[arg(long, env = "SESSION_SCHEMA", default_value = cloakroom_postgres::DEFAULT_SCHEMA)]
+    pub postgres_schema: String,
     /// Prefix of the session keys in Redis.
     #[arg(long, env = "SESSION_KEY_PREFIX", default_value = cloakroom_redis::DEFAULT_PREFIX)]
     pub key_prefix: String,
@@ -117,21 +125,27 @@ impl StoreArgs {
             ["SESSION_STORE", "DB", "REDIS_URL"]
                 .iter()
                 .find_map(|v| non_empty_env(v))
+                .or_else(database_url)
         })
     }
 
-    /// The store setting: the flag, else `SESSION_STORE`, `DB`, `REDIS_URL`, else the default.
+    /// The store setting: the flag, else `SESSION_STORE`, `DB`, `REDIS_URL`, `DATABASE_URL`
+    /// (when it names PostgreSQL), else the default.
     #[must_use]
     pub fn resolve(&self) -> String {
-        self.store
-            .clone()
-            .or_else(|| {
-                ["SESSION_STORE", "DB", "REDIS_URL"]
-                    .iter()
-                    .find_map(|v| non_empty_env(v))
-            })
-            .unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned())
+        self.given().unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned())
     }
+}
+
+/// `DATABASE_URL`, only when it names PostgreSQL: apps set it for their own database too,
+/// and a MySQL or SQLite URL there must not stop the app from starting.
+fn database_url() -> Option<String> {
+    non_empty_env("DATABASE_URL").filter(|url| is_postgres_url(url))
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }
 
 fn non_empty_env(name: &str) -> Option<String> {
@@ -321,6 +335,8 @@ pub enum StoreSpec {
     Embedded(PathBuf),
     /// A Redis/Valkey URL (`redis://`, `rediss://`, `redis+sentinel://`, `rediss+sentinel://`).
     Redis(String),
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`).
+    Postgres(String),
 }
 
 /// Why a store setting was refused.
@@ -338,12 +354,18 @@ pub enum StoreSpecError {
          or redis+sentinel://[user:password@]host:port[,host:port…]/master-name"
     )]
     BadRedisUrl(String),
+    /// A `postgres://` URL without a host or database.
+    #[error(
+        "malformed PostgreSQL URL {0:?}: expected postgres://[user[:password]@]host[:port]/database[?sslmode=require]"
+    )]
+    BadPostgresUrl(String),
 }
 
 const ACCEPTED: &str = "Accepted: `memory`, a folder path or `file:PATH` (embedded store), \
                         `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS), \
                         `redis://host:port,host:port` (cluster seeds), \
-                        `redis+sentinel://host:port[,host:port…]/master-name`";
+                        `redis+sentinel://host:port[,host:port…]/master-name`, \
+                        `postgres://[user[:password]@]host[:port]/database`";
 
 impl std::str::FromStr for StoreSpec {
     type Err = StoreSpecError;
@@ -391,6 +413,16 @@ impl std::str::FromStr for StoreSpec {
             }
             return Ok(Self::Redis(text.to_owned()));
         }
+        if is_postgres_url(text) {
+            let rest = text.split_once("://").map_or("", |(_, r)| r);
+            let after_auth = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            let (host, database) = after_auth.split_once('/').unwrap_or((after_auth, ""));
+            let database = database.split('?').next().unwrap_or("");
+            if host.is_empty() || host.starts_with(':') || database.is_empty() {
+                return Err(StoreSpecError::BadPostgresUrl(redact(text)));
+            }
+            return Ok(Self::Postgres(text.to_owned()));
+        }
         if text.contains("://") {
             return Err(StoreSpecError::Unknown(redact(text)));
         }
@@ -398,10 +430,11 @@ impl std::str::FromStr for StoreSpec {
     }
 }
 
-/// A URL with any password replaced, fit for messages and logs.
+/// A URL with any password replaced, fit for messages and logs (in the user part, and in a
+/// `password=` query parameter, as PostgreSQL URLs allow).
 #[must_use]
 pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
+    let url = match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((auth, host)) => {
                 let user = auth.split(':').next().unwrap_or("");
@@ -410,6 +443,21 @@ pub fn redact(url: &str) -> String {
             None => url.to_owned(),
         },
         None => url.to_owned(),
+    };
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url,
     }
 }
 
@@ -450,7 +498,22 @@ mod tests {
             "rediss://".parse::<StoreSpec>(),
             Err(StoreSpecError::BadRedisUrl(_))
         ));
-        let err = "postgres://u:secret@h/db".parse::<StoreSpec>().unwrap_err();
+        for url in [
+            "postgres://u:pw@db:5432/app",
+            "postgresql://db/app?sslmode=require",
+        ] {
+            assert_eq!(url.parse(), Ok(StoreSpec::Postgres(url.into())));
+        }
+        for bad in [
+            "postgres://",
+            "postgres://u:secret@db",
+            "postgres://:5432/app",
+        ] {
+            let err = bad.parse::<StoreSpec>().unwrap_err();
+            assert!(matches!(err, StoreSpecError::BadPostgresUrl(_)), "{bad}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+        let err = "mysql://u:secret@h/db".parse::<StoreSpec>().unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
         assert!(err.to_string().contains("Accepted"));
         assert_eq!("".parse::<StoreSpec>(), Err(StoreSpecError::Empty));
@@ -471,6 +534,10 @@ mod tests {
     fn redaction() {
         assert_eq!(redact("redis://user:pw@h:1"), "redis://user:***@h:1");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redact("postgres://db/app?sslmode=require&password=pw"),
+            "postgres://db/app?sslmode=require&password=***"
+        );
         assert_eq!(
             redact("redis+sentinel://:pw@a:1,b:2/m"),
             "redis+sentinel://:***@a:1,b:2/m"

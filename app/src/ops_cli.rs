@@ -27,7 +27,7 @@ pub enum OpsError {
     #[error("cannot read the running app's figures through its admin socket: {0}")]
     Admin(String),
     /// `memory` has nothing to inspect from another process.
-    #[error("the memory store lives inside the app process; operator commands need the embedded or Redis store")]
+    #[error("the memory store lives inside the app process; operator commands need the embedded, Redis or PostgreSQL store")]
     Memory,
 }
 
@@ -495,12 +495,13 @@ pub async fn check(store: &StoreArgs) -> Result<(String, bool), OpsError> {
     let spec: crate::config::StoreSpec = store.resolve().parse()?;
     match &spec {
         crate::config::StoreSpec::Memory => findings.push(Finding::Fail(
-            "store: memory keeps sessions in one process and loses them on restart; use a folder or Redis".into(),
+            "store: memory keeps sessions in one process and loses them on restart; use a folder, Redis or PostgreSQL".into(),
         )),
         crate::config::StoreSpec::Embedded(_) => findings.push(Finding::Warn(
-            "store: the embedded store serves one machine; use Redis to run more than one app instance".into(),
+            "store: the embedded store serves one machine; use Redis or PostgreSQL to run more than one app instance".into(),
         )),
         crate::config::StoreSpec::Redis(url) => check_redis_url(url, store, &mut findings),
+        crate::config::StoreSpec::Postgres(url) => check_postgres_url(url, &mut findings),
     }
     if spec != crate::config::StoreSpec::Memory {
         match open(store).await {
@@ -538,11 +539,53 @@ pub async fn check(store: &StoreArgs) -> Result<(String, bool), OpsError> {
     Ok((out, ready))
 }
 
+/// Whether a store URL names this machine.
+fn is_loopback(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|h| lower.contains(&format!("@{h}")) || lower.contains(&format!("://{h}")))
+}
+
+fn check_postgres_url(url: &str, findings: &mut Vec<Finding>) {
+    let lower = url.to_ascii_lowercase();
+    let loopback = is_loopback(url);
+    let tls = [
+        "sslmode=require",
+        "sslmode=verify-ca",
+        "sslmode=verify-full",
+    ]
+    .iter()
+    .any(|m| lower.contains(m));
+    findings.push(if tls {
+        Finding::Ok("TLS: required (sslmode)".into())
+    } else if loopback {
+        Finding::Warn(
+            "TLS: not required, on loopback: fine on one machine; add ?sslmode=require across a network".into(),
+        )
+    } else {
+        Finding::Fail(
+            "TLS: not required over the network: add ?sslmode=require (sessions and credentials would travel in clear)".into(),
+        )
+    });
+    let has_password = url.split_once("://").is_some_and(|(_, rest)| {
+        rest.rsplit_once('@')
+            .is_some_and(|(auth, _)| auth.contains(':') && !auth.ends_with(':'))
+    }) || lower.contains("password=");
+    findings.push(match (has_password, loopback) {
+        (true, _) | (false, true) => Finding::Ok(format!(
+            "auth: {}",
+            if has_password { "a password is configured" } else { "none in the URL, on loopback" }
+        )),
+        (false, false) => Finding::Warn(
+            "auth: no password in the URL: the server must be trusting this client by address; use a password".into(),
+        ),
+    });
+}
+
 fn check_redis_url(url: &str, store: &StoreArgs, findings: &mut Vec<Finding>) {
     let lower = url.to_ascii_lowercase();
-    let loopback = ["127.0.0.1", "localhost", "[::1]"]
-        .iter()
-        .any(|h| lower.contains(&format!("@{h}")) || lower.contains(&format!("://{h}")));
+    let loopback = is_loopback(url);
     findings.push(if lower.starts_with("rediss") {
         Finding::Ok("TLS: on (rediss://)".into())
     } else if loopback {
@@ -589,7 +632,7 @@ async fn check_store(backend: &crate::backend::Backend, findings: &mut Vec<Findi
         Finding::Ok(format!("latency: {median:?} per round trip (median of 5)"))
     } else {
         Finding::Warn(format!(
-            "latency: {median:?} per round trip: every read pays it; put Redis in the app's zone or use --read-cache"
+            "latency: {median:?} per round trip: every read pays it; put the store in the app's zone (on Redis, or use --read-cache)"
         ))
     });
     let Some(redis) = &backend.redis else {

@@ -17,7 +17,7 @@ const READ_CACHE_ENTRIES: usize = 100_000;
 /// [`BackendError`] naming the URL (password redacted) and what went wrong.
 pub async fn open(url: &str, args: &StoreArgs) -> Result<Backend, BackendError> {
     let ca = match &args.redis_ca {
-        Some(path) => Some(std::fs::read(path).map_err(|source| BackendError::RedisCa {
+        Some(path) => Some(std::fs::read(path).map_err(|source| BackendError::CaFile {
             path: path.clone(),
             source,
         })?),

@@ -188,6 +188,7 @@ impl TodoStore for MemoryTodos {
     }
 }
 
+pub mod postgres;
 pub mod redis;
 
 /// Todos in the embedded store's file, in tables of their own.

@@ -3,25 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use cloakroom_testkit::free_port;
-use cloakroom_testkit::http::{request, wait_healthy, Response};
 use cloakroom_testkit::redis::{Options, RedisServer};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 mod common;
 
-/// Starts the binary with the store URL in the environment variable `var`.
-async fn app(var: &str, url: &str, extra: &[&str]) -> (Child, u16) {
-    let port = free_port();
-    let port_text = port.to_string();
-    let mut args = vec!["serve", "--port", &port_text];
-    args.extend_from_slice(extra);
-    let child = common::spawn_binary(&args, &[(var, url)]);
-    wait_healthy(port, Duration::from_secs(15))
-        .await
-        .expect("the app starts on Redis");
-    (child, port)
-}
+use common::instances::{answers_503_fast, call, login, recovers, share_one_session, start as app};
 
 async fn server(persist: bool) -> Option<RedisServer> {
     RedisServer::start_with(Options {
@@ -29,35 +16,6 @@ async fn server(persist: bool) -> Option<RedisServer> {
         ..Options::default()
     })
     .await
-}
-
-async fn call(
-    port: u16,
-    method: &str,
-    path: &str,
-    cookie: Option<&str>,
-    body: Option<&str>,
-) -> Response {
-    let mut headers = vec![("content-type", "application/json")];
-    if let Some(cookie) = cookie {
-        headers.push(("cookie", cookie));
-    }
-    request(port, method, path, &headers, body)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-async fn login(port: u16, user: &str) -> String {
-    let reply = call(
-        port,
-        "POST",
-        "/api/login",
-        None,
-        Some(&format!(r#"{{"username":"{user}"}}"#)),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.cookie().expect("a session cookie")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,21 +29,7 @@ async fn three_instances_share_sessions_and_todos() {
     let (_b, second) = app("DB", &url, &[]).await;
     let (_c, third) = app("REDIS_URL", &url, &[]).await;
 
-    let cookie = login(first, "alice").await;
-    let added = call(
-        first,
-        "POST",
-        "/api/todos",
-        Some(&cookie),
-        Some(r#"{"title":"shared"}"#),
-    )
-    .await;
-    assert_eq!(added.status, 201, "{}", added.body);
-    let profile = call(second, "GET", "/api/profile", Some(&cookie), None).await;
-    assert_eq!(profile.status, 200, "{}", profile.body);
-    assert_eq!(profile.json()["user_id"], "alice");
-    let todos = call(second, "GET", "/api/todos", Some(&cookie), None).await;
-    assert_eq!(todos.json()["todos"][0]["title"], "shared");
+    let cookie = share_one_session(first, second).await;
     let visits = call(third, "POST", "/api/visits", Some(&cookie), None).await;
     assert_eq!(visits.status, 200, "{}", visits.body);
     let logout = call(third, "POST", "/api/logout", Some(&cookie), None).await;
@@ -162,45 +106,9 @@ async fn an_outage_answers_503_fast_and_recovers_without_a_restart() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     redis.kill().await;
     // A bounded load while Redis is down: session routes fail fast, the rest stays up.
-    let started = Instant::now();
-    for _ in 0..20 {
-        let t = Instant::now();
-        let profile = call(port, "GET", "/api/profile", Some(&cookie), None).await;
-        assert_eq!(profile.status, 503, "{}", profile.body);
-        assert!(profile.header("retry-after").is_some());
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "503 within the timeout, took {:?}",
-            t.elapsed()
-        );
-        let write = call(port, "POST", "/api/visits", Some(&cookie), None).await;
-        assert_eq!(write.status, 503);
-        assert_eq!(call(port, "GET", "/healthz", None, None).await.status, 200);
-        if started.elapsed() > Duration::from_secs(20) {
-            break;
-        }
-    }
-    assert_eq!(
-        call(port, "GET", "/readyz", None, None).await.status,
-        503,
-        "readyz reports the outage"
-    );
-
+    answers_503_fast(port, &cookie, 20, Duration::from_secs(2)).await;
     redis.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let profile = call(port, "GET", "/api/profile", Some(&cookie), None).await;
-        if profile.status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no recovery: {} {}",
-            profile.status,
-            profile.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    recovers(port, &cookie, Duration::from_secs(10)).await;
     // The acknowledged write before the outage survived (Redis with an fsync'd AOF).
     let visits = call(port, "POST", "/api/visits", Some(&cookie), None).await;
     assert_eq!(visits.status, 200);
@@ -293,7 +201,7 @@ async fn operator_commands_report_redis_and_check_readiness() {
     let cli = |args: &[&str], env: &[(&str, &str)]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
         cmd.args(args).env_remove("SESSION_SECRET");
-        for var in ["SESSION_STORE", "DB", "REDIS_URL"] {
+        for var in ["SESSION_STORE", "DB", "REDIS_URL", "DATABASE_URL"] {
             cmd.env_remove(var);
         }
         for (k, v) in env {

@@ -1,6 +1,8 @@
 //! Helpers shared by the app's test files.
 #![allow(dead_code)]
 
+pub mod instances;
+
 use cloakroom::testing::{Browser, Reply};
 use cloakroom_app::config::ServeArgs;
 use cloakroom_app::serve::{self, App};
@@ -82,7 +84,7 @@ pub fn json(reply: &Reply) -> serde_json::Value {
 pub fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"));
     cmd.args(args).env("SESSION_SECRET", SECRET);
-    for var in ["HOST", "SESSION_STORE", "DB", "REDIS_URL"] {
+    for var in ["HOST", "SESSION_STORE", "DB", "REDIS_URL", "DATABASE_URL"] {
         cmd.env_remove(var);
     }
     for (k, v) in env {

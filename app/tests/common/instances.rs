@@ -1,0 +1,98 @@
+//! The app as separate processes on a shared store: start one, call its JSON API, log in,
+//! and check that two instances see one session.
+
+use std::time::Duration;
+
+use cloakroom_testkit::free_port;
+use cloakroom_testkit::http::{request, wait_healthy, Response};
+use tokio::process::Child;
+
+/// Starts the binary with the store URL in the environment variable `var` (the ways
+/// tutorials name it) and waits until it answers.
+pub async fn start(var: &str, url: &str, extra: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut args = vec!["serve", "--port", &port_text];
+    args.extend_from_slice(extra);
+    let child = super::spawn_binary(&args, &[(var, url)]);
+    wait_healthy(port, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|e| panic!("the app starts on {var}: {e}"));
+    (child, port)
+}
+
+/// One JSON API call; panics only when the app does not answer at all.
+pub async fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: Option<&str>,
+) -> Response {
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(cookie) = cookie {
+        headers.push(("cookie", cookie));
+    }
+    request(port, method, path, &headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Logs `user` in through the JSON API and returns the session cookie.
+pub async fn login(port: u16, user: &str) -> String {
+    let body = format!(r#"{{"username":"{user}"}}"#);
+    let reply = call(port, "POST", "/api/login", None, Some(&body)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.cookie().expect("a session cookie")
+}
+
+/// Logs alice in on `first`, adds a todo there, and checks that `second` sees her profile
+/// and the todo. Returns her cookie.
+pub async fn share_one_session(first: u16, second: u16) -> String {
+    let cookie = login(first, "alice").await;
+    let todo = Some(r#"{"title":"shared"}"#);
+    let added = call(first, "POST", "/api/todos", Some(&cookie), todo).await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    let profile = call(second, "GET", "/api/profile", Some(&cookie), None).await;
+    assert_eq!(profile.status, 200, "{}", profile.body);
+    assert_eq!(profile.json()["user_id"], "alice");
+    let todos = call(second, "GET", "/api/todos", Some(&cookie), None).await;
+    assert_eq!(todos.json()["todos"][0]["title"], "shared");
+    cookie
+}
+
+/// While the store is down: `rounds` profile reads and visit writes each answer 503 with
+/// `Retry-After` within `limit`, liveness stays 200 and readiness says 503.
+pub async fn answers_503_fast(port: u16, cookie: &str, rounds: usize, limit: Duration) {
+    for _ in 0..rounds {
+        let started = std::time::Instant::now();
+        let profile = call(port, "GET", "/api/profile", Some(cookie), None).await;
+        assert_eq!(profile.status, 503, "{}", profile.body);
+        assert!(profile.header("retry-after").is_some());
+        let took = started.elapsed();
+        assert!(took < limit, "503 within the timeout, took {took:?}");
+        let write = call(port, "POST", "/api/visits", Some(cookie), None).await;
+        assert_eq!(write.status, 503, "{}", write.body);
+        assert_eq!(call(port, "GET", "/healthz", None, None).await.status, 200);
+    }
+    let ready = call(port, "GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 503, "readyz reports the outage");
+}
+
+/// Polls the profile with `cookie` until it answers 200; fails after `within`.
+pub async fn recovers(port: u16, cookie: &str, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let profile = call(port, "GET", "/api/profile", Some(cookie), None).await;
+        if profile.status == 200 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery: {} {}",
+            profile.status,
+            profile.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -128,6 +128,7 @@ pub struct PostgresServer {
     child: Option<Child>,
     log: PathBuf,
     durability: Durability,
+    tls: bool,
 }
 
 impl PostgresServer {
@@ -165,6 +166,7 @@ impl PostgresServer {
             program,
             child: None,
             durability,
+            tls: false,
         };
         server.spawn().await;
         Some(server)
@@ -193,6 +195,10 @@ impl PostgresServer {
         if self.durability == Durability::Tests {
             cmd.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
         }
+        if self.tls {
+            cmd.args(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt"])
+                .args(["-c", "ssl_key_file=server.key"]);
+        }
         cmd.arg("-D")
             .arg(self.dir.join("data"))
             .arg("-p")
@@ -220,6 +226,23 @@ impl PostgresServer {
         }
         let _ = child.kill().await;
         false
+    }
+
+    /// Restarts the server serving TLS with `tls`'s certificate (plain connections are still
+    /// accepted: the client's `sslmode` decides).
+    pub async fn enable_tls(&mut self, tls: &crate::redis::Tls) {
+        let data = self.dir.join("data");
+        for (from, to) in [(&tls.cert, "server.crt"), (&tls.key, "server.key")] {
+            let to = data.join(to);
+            std::fs::copy(from, &to).expect("copy the TLS files");
+            give(&to);
+        }
+        // PostgreSQL refuses a key that others can read.
+        let key = data.join("server.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod the key");
+        self.tls = true;
+        self.restart().await;
     }
 
     /// The URL clients use.

@@ -29,7 +29,8 @@ pub struct PostgresConfig {
 pub const DEFAULT_SCHEMA: &str = "cloakroom";
 
 impl PostgresConfig {
-    /// Settings for `url` (`postgres://[user[:password]@]host[:port]/database[?sslmode=…]`),
+    /// Settings for `url` (`postgres://[user[:password]@]host[:port]/database[?sslmode=…]`;
+    /// `sslmode=verify-ca` and `verify-full` mean `require`, which always verifies here),
     /// with the defaults: schema `cloakroom`, 16 connections, 5 s to connect, a purge of
     /// expired sessions every 60 s.
     #[must_use]
@@ -111,8 +112,43 @@ pub(crate) fn valid_schema(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// `url` with libpq's `sslmode=verify-ca` and `sslmode=verify-full` read as `require`, which
+/// `tokio-postgres` knows: this store verifies the server's certificate and host name
+/// whenever it uses TLS, so both are what `require` already does here.
+pub(crate) fn libpq_ssl_modes(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| match pair {
+            "sslmode=verify-ca" | "sslmode=verify-full" => "sslmode=require",
+            other => other,
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn libpq_verify_modes_are_require() {
+        use super::libpq_ssl_modes as m;
+        assert_eq!(m("postgres://h/d"), "postgres://h/d");
+        assert_eq!(
+            m("postgres://h/d?sslmode=verify-full&connect_timeout=3"),
+            "postgres://h/d?sslmode=require&connect_timeout=3"
+        );
+        assert_eq!(
+            m("postgres://h/d?application_name=x&sslmode=verify-ca"),
+            "postgres://h/d?application_name=x&sslmode=require"
+        );
+        assert_eq!(
+            m("postgres://h/d?sslmode=disable"),
+            "postgres://h/d?sslmode=disable"
+        );
+    }
+
     #[test]
     fn schema_names_that_need_no_quoting() {
         for ok in ["cloakroom", "s1", "app_sessions"] {

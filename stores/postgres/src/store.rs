@@ -22,7 +22,7 @@ use tokio_postgres::Row;
 /// One statement parameter.
 type Param<'a> = &'a (dyn ToSql + Sync);
 
-use crate::config::{valid_schema, PostgresConfig};
+use crate::config::{libpq_ssl_modes, valid_schema, PostgresConfig};
 use crate::error::PostgresError;
 use crate::sql::{self, Statements};
 use crate::tx::Conn;
@@ -113,7 +113,9 @@ impl PostgresStore {
         if !valid_schema(&config.schema) {
             return Err(PostgresError::Schema(config.schema));
         }
-        let mut pg: tokio_postgres::Config = config.url.parse().map_err(PostgresError::Url)?;
+        let mut pg: tokio_postgres::Config = libpq_ssl_modes(&config.url)
+            .parse()
+            .map_err(PostgresError::Url)?;
         pg.connect_timeout(config.connect_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("cloakroom");

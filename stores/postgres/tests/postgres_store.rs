@@ -290,3 +290,41 @@ async fn damaged_rows_are_corrupt_not_a_panic() {
         cloakroom::Destroyed::Session
     );
 }
+
+/// `sslmode=require` (and libpq's `verify-full`) connect over TLS with the operator's CA; the
+/// server's certificate is verified, so without that CA the connection is refused rather
+/// than made to an unverified server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_the_given_ca() {
+    let mut server = server().await;
+    let dir = cloakroom_testkit::temp_dir("pg-tls");
+    let Some(tls) = cloakroom_testkit::redis::Tls::generate(&dir) else {
+        return;
+    };
+    server.enable_tls(&tls).await;
+    let ca = std::fs::read(&tls.ca).unwrap();
+    for mode in ["require", "verify-full"] {
+        let url = format!("{}?sslmode={mode}", server.url());
+        let config = PostgresConfig::new(&url).with_ca_certificate(Some(ca.clone()));
+        let store = PostgresStore::connect(config).await.unwrap();
+        let (k, now) = (key(), now_millis());
+        store.create(&k, &fresh(now)).await.unwrap();
+        assert!(store.load(&k, now, None).await.unwrap().is_some(), "{mode}");
+        let client = store.pool().get().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0), "{mode}: the connection uses TLS");
+    }
+    let untrusted = PostgresConfig::new(format!("{}?sslmode=require", server.url()))
+        .with_connect_timeout(Duration::from_secs(2));
+    let refused = PostgresStore::connect(untrusted).await;
+    assert!(
+        matches!(refused, Err(PostgresError::Connect(_))),
+        "a certificate no trusted CA signed is refused: {refused:?}"
+    );
+}

@@ -436,10 +436,11 @@ impl std::str::FromStr for StoreSpec {
 pub fn redact(url: &str) -> String {
     let url = match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((auth, host)) => {
-                let user = auth.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}")
-            }
+            Some((auth, host)) => match auth.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                // A user name alone is no secret, and `user:***` would suggest a password.
+                None => format!("{scheme}://{auth}@{host}"),
+            },
             None => url.to_owned(),
         },
         None => url.to_owned(),
@@ -534,6 +535,8 @@ mod tests {
     fn redaction() {
         assert_eq!(redact("redis://user:pw@h:1"), "redis://user:***@h:1");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(redact("postgres://app@db/app"), "postgres://app@db/app");
+        assert_eq!(redact("redis://:pw@h:1"), "redis://:***@h:1");
         assert_eq!(
             redact("postgres://db/app?sslmode=require&password=pw"),
             "postgres://db/app?sslmode=require&password=***"

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// let config = PostgresConfig::new("postgres://app@db.internal/app?sslmode=require")
 ///     .with_schema("sessions")
 ///     .with_pool_size(32)
-///     .with_purge_every(Duration::from_secs(60));
+///     .with_purge_every(Some(Duration::from_secs(60)));
 /// assert_eq!(config.schema(), "sessions");
 /// ```
 #[derive(Clone)]

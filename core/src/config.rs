@@ -104,6 +104,9 @@ pub struct SessionConfig {
     pub(crate) browser_session: bool,
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_lifetime: Duration,
+    /// The longest idle timeout and lifetime `Session::set_expiry` may give a session;
+    /// `None`: the configured ones.
+    pub(crate) max_expiry: Option<(Duration, Duration)>,
     pub(crate) refresh_fraction: f64,
     pub(crate) grace: Duration,
     pub(crate) renewal: Option<Duration>,
@@ -195,6 +198,7 @@ impl SessionConfig {
                 browser_session: true,
                 idle_timeout: Duration::from_secs(24 * 3600),
                 absolute_lifetime: Duration::from_secs(7 * 24 * 3600),
+                max_expiry: None,
                 refresh_fraction: 0.1,
                 grace: Duration::from_secs(30),
                 renewal: None,
@@ -242,6 +246,16 @@ impl SessionConfig {
     #[must_use]
     pub fn absolute_lifetime(&self) -> Duration {
         self.absolute_lifetime
+    }
+    /// The longest idle timeout and lifetime [`crate::Session::set_expiry`] may give one
+    /// session (the configured ones unless [`SessionConfigBuilder::with_max_expiry`] raised
+    /// them), with the configured cookie kind.
+    #[must_use]
+    pub fn max_expiry(&self) -> crate::Expiry {
+        let (idle, lifetime) = self
+            .max_expiry
+            .unwrap_or((self.idle_timeout, self.absolute_lifetime));
+        crate::Expiry::new(idle, lifetime).with_browser_session(self.browser_session)
     }
     /// The grace window after `cycle_id`.
     #[must_use]
@@ -366,6 +380,14 @@ impl SessionConfigBuilder {
         /// (default 30 s; zero disables). A cycle that changes privilege (`cycle_id`,
         /// `set_user`) never leaves an old ID that works.
         with_grace, grace: Duration);
+    /// The longest idle timeout and absolute lifetime that [`crate::Session::set_expiry`] may
+    /// give one session ("remember me"); default: the configured idle timeout and lifetime,
+    /// so a handler can shorten a session but not lengthen it unless this allows it.
+    #[must_use]
+    pub fn with_max_expiry(mut self, idle_timeout: Duration, absolute_lifetime: Duration) -> Self {
+        self.config.max_expiry = Some((idle_timeout, absolute_lifetime));
+        self
+    }
     /// Rotates the session ID every `every` (default: never). The old ID can still read the
     /// session for the grace window, so requests already in flight keep working.
     #[must_use]
@@ -474,9 +496,18 @@ impl SessionConfigBuilder {
                 "the renewal interval, anonymous idle timeout and field limit must be positive",
             ));
         }
-        if c.idle_timeout > c.absolute_lifetime {
+        if c.idle_timeout > c.absolute_lifetime
+            || c.max_expiry.is_some_and(|(idle, lifetime)| idle > lifetime)
+        {
             return Err(ConfigError::Duration(
                 "the idle timeout must not exceed the absolute lifetime",
+            ));
+        }
+        if c.max_expiry
+            .is_some_and(|(idle, lifetime)| idle.is_zero() || lifetime.is_zero())
+        {
+            return Err(ConfigError::Duration(
+                "timeouts and lifetimes must be positive",
             ));
         }
         if !(c.refresh_fraction > 0.0 && c.refresh_fraction <= 1.0) {

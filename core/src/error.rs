@@ -74,6 +74,11 @@ pub enum SessionError {
     /// task that outlived its request): it cannot be written any more, so it is refused.
     #[error("the session was already committed for this request; the change was not written")]
     AlreadyCommitted,
+    /// [`crate::Session::set_expiry`] was given an expiry outside the bounds the layer allows
+    /// ([`crate::SessionConfigBuilder::with_max_expiry`]), a zero duration, or an idle
+    /// timeout longer than the lifetime. Nothing was changed.
+    #[error("session expiry out of bounds: {0}")]
+    ExpiryOutOfBounds(&'static str),
 }
 
 /// Marks an error response made from a [`SessionError`], so that the layer may re-render its
@@ -98,9 +103,10 @@ impl SessionError {
             Self::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Store(_) | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Superseded => StatusCode::CONFLICT,
-            Self::Decode { .. } | Self::MissingLayer | Self::AlreadyCommitted => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Self::Decode { .. }
+            | Self::MissingLayer
+            | Self::AlreadyCommitted
+            | Self::ExpiryOutOfBounds(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Gone => StatusCode::CONFLICT,
         }
     }
@@ -121,6 +127,7 @@ impl SessionError {
             Self::Gone => "session ended, please sign in again",
             Self::MissingLayer => "session support is not configured",
             Self::AlreadyCommitted => "session changed after the response was sent",
+            Self::ExpiryOutOfBounds(_) => "session lifetime not allowed",
         }
     }
 }

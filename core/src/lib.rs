@@ -79,6 +79,7 @@ mod config;
 mod cookie;
 mod csrf;
 mod error;
+mod expiry;
 mod extract;
 mod guard;
 mod guessing;
@@ -103,6 +104,7 @@ pub use binding::Binding;
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
 pub use csrf::{CsrfLayer, CsrfService};
 pub use error::SessionError;
+pub use expiry::Expiry;
 pub use guessing::GuessingPolicy;
 pub use id::{SessionId, SessionKey, ID_LEN, KEY_LEN};
 pub use keyring::{generate_secret, KeyRing, KeyRingError, Verified, MIN_SECRET_LEN};
@@ -111,7 +113,7 @@ pub use memory::MemoryStore;
 pub use metrics::{Gauges, SessionMetrics, StoreLatency, LATENCY_BUCKETS, STORE_OPERATIONS};
 pub use record::{
     now_millis, Applied, Changes, Destroyed, Limits, Loaded, Millis, Record, Refresh, UserChange,
-    UserSession, COUNTER_LIMIT,
+    UserSession, COUNTER_LIMIT, EXPIRY_FIELD,
 };
 pub use session::{Flash, FlashLevel, Session, SessionInfo};
 pub use store::{Limit, SessionStore, StoreError, StoreStats};

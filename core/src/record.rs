@@ -133,6 +133,10 @@ impl Record {
             Some(UserChange::Clear) => self.user = None,
             None => {}
         }
+        if let Some(deadline) = changes.absolute_deadline {
+            self.absolute_deadline = deadline.max(self.created);
+            self.idle_deadline = self.idle_deadline.min(self.absolute_deadline);
+        }
         if let Some(deadline) = changes.idle_deadline {
             self.idle_deadline = deadline.min(self.absolute_deadline);
         }
@@ -211,8 +215,12 @@ pub struct Changes {
     pub increments: BTreeMap<String, i64>,
     /// A change of owner, if any.
     pub user: Option<UserChange>,
-    /// A new sliding deadline (expiry refresh), if any.
+    /// A new sliding deadline (expiry refresh), if any; capped by the absolute deadline.
     pub idle_deadline: Option<Millis>,
+    /// A new absolute deadline (a session given its own lifetime, [`crate::Expiry`]), if any;
+    /// never before the record's creation. Applied before `idle_deadline`, and the idle
+    /// deadline is pulled in to it when it lies beyond.
+    pub absolute_deadline: Option<Millis>,
     /// Bounds the result must stay within; the store refuses the whole change otherwise.
     pub limits: Option<Limits>,
     /// Compare-and-set: each field must hold exactly this JSON text (`None`: be absent)
@@ -231,6 +239,7 @@ impl Changes {
             && self.increments.is_empty()
             && self.user.is_none()
             && self.idle_deadline.is_none()
+            && self.absolute_deadline.is_none()
     }
 
     /// The user these changes leave a record with, given its previous owner.
@@ -254,6 +263,9 @@ pub struct Refresh {
     /// The same pair for sessions without a user, when anonymous sessions have their own
     /// (shorter) idle timeout; `None` when they share the signed-in one.
     pub anonymous: Option<(Millis, Millis)>,
+    /// The time of the load, for sessions with their own idle timeout ([`crate::Expiry`],
+    /// kept in the record's [`EXPIRY_FIELD`]): their pair is computed from it.
+    pub now: Millis,
 }
 
 impl Refresh {
@@ -270,10 +282,52 @@ impl Refresh {
     /// own conditional write uses this pair.
     #[must_use]
     pub fn window(&self, record: &Record) -> (Millis, Millis) {
+        if let Some(own) = OwnExpiry::of(record) {
+            let new = self.now.saturating_add(own.idle);
+            return (new.saturating_sub(own.every), new);
+        }
         match (self.anonymous, &record.user) {
             (Some(window), None) => window,
             _ => (self.if_deadline_before, self.new_deadline),
         }
+    }
+}
+
+/// The reserved field in which a session with its own expiry keeps its idle timeout, its
+/// refresh interval and whether its cookie persists: a JSON array `[idle ms, every ms,
+/// persistent]`. A field, not a column, so that every store keeps it without a change of
+/// layout; [`Refresh::window`] reads it, so every store slides such a session by its own
+/// timeout.
+pub const EXPIRY_FIELD: &str = "__expiry";
+
+/// A session's own expiry, as [`EXPIRY_FIELD`] holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OwnExpiry {
+    /// The idle timeout.
+    pub(crate) idle: Millis,
+    /// Refresh at most this often.
+    pub(crate) every: Millis,
+    /// Whether the cookie outlives the browser session.
+    pub(crate) persistent: bool,
+}
+
+impl OwnExpiry {
+    /// The record's own expiry; `None` without one, or when the field is damaged (the
+    /// configured expiry applies then, which is never longer than the bounds allow).
+    pub(crate) fn of(record: &Record) -> Option<Self> {
+        let text = record.fields.get(EXPIRY_FIELD)?;
+        let (idle, every, persistent) =
+            serde_json::from_str::<(Millis, Millis, bool)>(text).ok()?;
+        (idle > 0).then_some(Self {
+            idle,
+            every: every.min(idle),
+            persistent,
+        })
+    }
+
+    /// The field's JSON text.
+    pub(crate) fn text(&self) -> String {
+        format!("[{},{},{}]", self.idle, self.every, self.persistent)
     }
 }
 

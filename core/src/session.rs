@@ -20,13 +20,15 @@ use crate::config::Fallback;
 use crate::config::{FailurePolicy, SessionConfig};
 use crate::cookie;
 use crate::cookie::Candidates;
+use crate::expiry::Expiry;
 use crate::guard::Guarded;
 use crate::guessing::{Detector, Verdict};
 use crate::id::{SessionId, SessionKey};
 use crate::keyring::Verified;
 use crate::metrics::bump;
 use crate::record::{
-    now_millis, Applied, Changes, Destroyed, Limits, Millis, Record, Refresh, UserChange,
+    now_millis, Applied, Changes, Destroyed, Limits, Millis, OwnExpiry, Record, Refresh,
+    UserChange, EXPIRY_FIELD,
 };
 use crate::store::StoreError;
 use crate::ticket::{Ended, Refused, Ticket};
@@ -131,14 +133,32 @@ impl Shared {
         }
     }
 
-    fn window(&self, now: Millis, idle: Millis) -> (Millis, Millis) {
+    /// The idle timeout of `record`: its own ([`Session::set_expiry`]) or the configured one.
+    fn idle_for(&self, record: &Record) -> Millis {
+        OwnExpiry::of(record).map_or_else(|| self.idle(record.user.is_some()), |own| own.idle)
+    }
+
+    /// Whether `record`'s cookie ends with the browser: its own choice or the configured one.
+    fn browser_session_for(&self, record: Option<&Record>) -> bool {
+        record
+            .and_then(OwnExpiry::of)
+            .map_or(self.config.browser_session, |own| !own.persistent)
+    }
+
+    /// The refresh interval for an idle timeout of `idle`.
+    fn refresh_every(&self, idle: Millis) -> Millis {
         // Truncation is fine: this is a throttle, not a deadline.
         #[allow(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
             clippy::cast_precision_loss
         )]
-        let interval = (idle as f64 * self.config.refresh_fraction) as u64;
+        let every = (idle as f64 * self.config.refresh_fraction) as u64;
+        every
+    }
+
+    fn window(&self, now: Millis, idle: Millis) -> (Millis, Millis) {
+        let interval = self.refresh_every(idle);
         (
             now.saturating_add(idle).saturating_sub(interval),
             now.saturating_add(idle),
@@ -155,6 +175,7 @@ impl Shared {
             if_deadline_before,
             new_deadline,
             anonymous,
+            now,
         }
     }
 
@@ -478,7 +499,7 @@ impl Session {
                 }
                 if loaded.refreshed {
                     bump(&store.metrics.refreshes);
-                    if !self.shared.config.browser_session {
+                    if !self.shared.browser_session_for(Some(&loaded.record)) {
                         state.lifecycle = Lifecycle::Issued;
                     }
                 }
@@ -1217,8 +1238,8 @@ impl Session {
             return Ok(());
         }
         record.user = Some(user.to_owned());
-        // A signed-in session gets the full idle timeout from now on.
-        let deadline = now.saturating_add(shared.idle(true));
+        // A signed-in session gets the full idle timeout (its own, if it has one) from now on.
+        let deadline = now.saturating_add(shared.idle_for(record));
         record.idle_deadline = deadline.min(record.absolute_deadline);
         state.pending.idle_deadline = Some(deadline);
         state.pending.user = Some(UserChange::Set(user.to_owned()));
@@ -1226,6 +1247,79 @@ impl Session {
         // A token seen before the change of user is worth nothing after it.
         state.remove_field(CSRF_FIELD);
         Ok(())
+    }
+
+    /// Gives this session its own lifetime ("remember me"): an idle timeout, an absolute
+    /// lifetime counted from the session's creation, and whether its cookie persists. Every
+    /// later request, on any instance, slides it by its own idle timeout; the cookie is sent
+    /// again with the new `Max-Age` (or none, for a browser session).
+    ///
+    /// A lifetime shorter than the session's age ends it at commit.
+    ///
+    /// ```
+    /// # async fn login(session: cloakroom::Session, remember: bool) -> Result<(), cloakroom::SessionError> {
+    /// use std::time::Duration;
+    /// session.set_user("alice").await?;
+    /// if remember {
+    ///     let days = |n| Duration::from_secs(n * 24 * 3600);
+    ///     // Allowed by SessionConfigBuilder::with_max_expiry(days(30), days(30)).
+    ///     session.set_expiry(cloakroom::Expiry::new(days(30), days(30))).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SessionError::ExpiryOutOfBounds`] beyond [`SessionConfig::max_expiry`] (nothing is
+    /// changed); as [`Session::insert`] otherwise.
+    ///
+    /// [`SessionConfig::max_expiry`]: crate::SessionConfig::max_expiry
+    pub async fn set_expiry(&self, expiry: Expiry) -> Result<(), SessionError> {
+        if let Some(why) = expiry.refusal(&self.shared.config.max_expiry()) {
+            return Err(SessionError::ExpiryOutOfBounds(why));
+        }
+        let idle = Shared::millis(expiry.idle_timeout());
+        let own = OwnExpiry {
+            idle,
+            every: self.shared.refresh_every(idle),
+            persistent: !expiry.browser_session(),
+        };
+        self.set_field(EXPIRY_FIELD, own.text()).await?;
+        let mut state = self.state.lock().await;
+        let now = now_millis();
+        let Some(record) = state.record.as_mut() else {
+            return Ok(());
+        };
+        let absolute = record
+            .created
+            .saturating_add(Shared::millis(expiry.absolute_lifetime()));
+        record.absolute_deadline = absolute;
+        record.idle_deadline = now.saturating_add(idle).min(absolute);
+        let idle_deadline = record.idle_deadline;
+        state.pending.absolute_deadline = Some(absolute);
+        state.pending.idle_deadline = Some(idle_deadline);
+        if state.lifecycle == Lifecycle::Kept {
+            state.lifecycle = Lifecycle::Issued;
+        }
+        Ok(())
+    }
+
+    /// This session's own expiry, if [`Session::set_expiry`] gave it one.
+    ///
+    /// # Errors
+    /// A store error from loading the session.
+    pub async fn expiry(&self) -> Result<Option<Expiry>, SessionError> {
+        let state = self.loaded().await?;
+        let Some(record) = state.record.as_ref() else {
+            return Ok(None);
+        };
+        Ok(OwnExpiry::of(record).map(|own| {
+            let lifetime = record.absolute_deadline.saturating_sub(record.created);
+            Expiry::new(
+                Duration::from_millis(own.idle),
+                Duration::from_millis(lifetime),
+            )
+            .with_browser_session(!own.persistent)
+        }))
     }
 
     /// The session's CSRF token for HTML forms, made (from the OS CSPRNG) if it has none.
@@ -1357,7 +1451,6 @@ impl Session {
         };
         let current = self.key().await;
         let store = &self.shared.store;
-        let idle = self.shared.idle(true);
         let list = store
             .call(store.store.list_user(&user, now_millis()))
             .await?;
@@ -1369,7 +1462,7 @@ impl Session {
                 last_seen: s
                     .record
                     .idle_deadline
-                    .saturating_sub(idle)
+                    .saturating_sub(self.shared.idle_for(&s.record))
                     .max(s.record.created),
                 expires: s.record.expires_at(),
                 current: Some(s.key) == current,
@@ -1671,13 +1764,15 @@ impl Session {
 
     /// The `Max-Age` a freshly set cookie gets.
     pub(crate) async fn cookie_max_age(&self) -> Option<Duration> {
-        if self.shared.config.browser_session {
+        let state = self.state.lock().await;
+        let record = state.record.as_ref();
+        if self.shared.browser_session_for(record) {
             return None;
         }
-        let state = self.state.lock().await;
-        let signed_in = state.record.as_ref().is_some_and(|r| r.user.is_some());
-        let idle = Duration::from_millis(self.shared.idle(signed_in));
-        let remaining = state.record.as_ref().map_or(idle, |r| {
+        let idle = Duration::from_millis(
+            record.map_or(self.shared.idle(false), |r| self.shared.idle_for(r)),
+        );
+        let remaining = record.map_or(idle, |r| {
             Duration::from_millis(r.absolute_deadline.saturating_sub(now_millis()))
         });
         Some(idle.min(remaining))

@@ -49,6 +49,7 @@ macro_rules! store_suite {
             idle_expiry,
             absolute_expiry,
             refresh_is_throttled,
+            a_session_keeps_its_own_expiry,
             renewal_alias_is_read_only_for_the_grace_window,
             privilege_cycle_leaves_no_old_id,
             cycle_through_layer,
@@ -645,10 +646,66 @@ pub async fn absolute_expiry(store: DynStore) {
             anonymous: None,
             if_deadline_before: now + 1000,
             new_deadline: now + 1000,
+            now,
         };
         let alive = store.load(&k, now, Some(refresh)).await.unwrap();
         assert_eq!(alive.is_some(), now < T0 + 2500, "at +{}ms", step * 600);
     }
+}
+
+/// A session given its own expiry ("remember me", [`crate::Expiry`]): a write moves its
+/// absolute deadline (out or in), and loads slide it by its own idle timeout, kept in
+/// [`crate::EXPIRY_FIELD`], not by the window the layer passes for everyone else.
+pub async fn a_session_keeps_its_own_expiry(store: DynStore) {
+    let configured = |now: Millis| Refresh {
+        anonymous: None,
+        if_deadline_before: now + 900,
+        new_deadline: now + 1000,
+        now,
+    };
+    let k = key();
+    store.create(&k, &record(T0, 1000, 2000)).await.unwrap();
+    let mut remember = set(&[(crate::EXPIRY_FIELD, "[5000,500,true]")]);
+    remember.absolute_deadline = Some(T0 + 10_000);
+    remember.idle_deadline = Some(T0 + 100 + 5000);
+    assert!(matches!(
+        store.apply(&k, &remember, T0 + 100).await.unwrap(),
+        Applied::Done { .. }
+    ));
+    // Past the old absolute deadline, alive; its own window makes the refresh due.
+    let l = store
+        .load(&k, T0 + 2500, Some(configured(T0 + 2500)))
+        .await
+        .unwrap()
+        .expect("alive past the old absolute deadline");
+    assert_eq!(l.record.absolute_deadline, T0 + 10_000);
+    assert!(l.refreshed, "due by its own 5 s timeout");
+    assert_eq!(l.record.idle_deadline, T0 + 7500);
+    // Not due again until its own interval has passed.
+    let l = store
+        .load(&k, T0 + 2800, Some(configured(T0 + 2800)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!l.refreshed);
+    assert!(load(&store, &k, T0 + 7400).await.is_some());
+    assert!(
+        load(&store, &k, T0 + 7600).await.is_none(),
+        "its own idle timeout"
+    );
+
+    // A lifetime moved in ends the session at once when it lies in the past.
+    let k = key();
+    store.create(&k, &record(T0, 1000, 2000)).await.unwrap();
+    let shorten = Changes {
+        absolute_deadline: Some(T0 + 200),
+        ..Changes::default()
+    };
+    store.apply(&k, &shorten, T0 + 100).await.unwrap();
+    let l = load(&store, &k, T0 + 150).await.expect("alive until then");
+    let deadlines = (l.record.idle_deadline, l.record.absolute_deadline);
+    assert_eq!(deadlines, (T0 + 200, T0 + 200));
+    assert!(load(&store, &k, T0 + 200).await.is_none());
 }
 
 /// The sliding refresh writes only when due, and moves the idle deadline when it does.
@@ -659,6 +716,7 @@ pub async fn refresh_is_throttled(store: DynStore) {
         anonymous: None,
         if_deadline_before: T0 + 900,
         new_deadline: T0 + 1100,
+        now: T0 + 100,
     };
     let l = store
         .load(&k, T0 + 100, Some(not_due))
@@ -671,6 +729,7 @@ pub async fn refresh_is_throttled(store: DynStore) {
         anonymous: None,
         if_deadline_before: T0 + 1500,
         new_deadline: T0 + 1600,
+        now: T0 + 600,
     };
     let l = store.load(&k, T0 + 600, Some(due)).await.unwrap().unwrap();
     assert!(l.refreshed);

@@ -75,6 +75,7 @@ pub async fn run(store: DynStore, reads: usize, writes: usize) {
         anonymous: None,
         if_deadline_before: now,
         new_deadline: now + 3_600_000,
+        now,
     };
     measure("read-only load", reads, move |i| {
         let (s, k) = (s.clone(), k[i % SESSIONS]);

@@ -66,7 +66,8 @@ pub(crate) struct Statements {
     pub(crate) taken: String,
     /// $1..$7 the columns → 1 row if inserted, 0 if the key is taken.
     pub(crate) create: String,
-    /// $1 id, $2 new id, $3 idle deadline, $4 user, $5 version, $6 fields.
+    /// $1 id, $2 new id, $3 idle deadline, $4 user, $5 version, $6 fields, $7 absolute
+    /// deadline.
     pub(crate) update: String,
     /// $1 alias, $2 target, $3 until.
     pub(crate) alias: String,
@@ -117,7 +118,8 @@ impl Statements {
             ),
             update: format!(
                 "UPDATE {s}.sessions
-                 SET id = $2, idle_deadline = $3, user_id = $4, version = $5, fields = $6
+                 SET id = $2, idle_deadline = $3, user_id = $4, version = $5, fields = $6,
+                     absolute_deadline = $7
                  WHERE id = $1"
             ),
             alias: format!(

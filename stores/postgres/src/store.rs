@@ -307,8 +307,16 @@ impl PostgresStore {
         };
         let fields = fields_text(&record)?;
         let (deadline, version) = (int(record.idle_deadline), int(record.version));
-        let update_params: [Param; 6] =
-            [&old_id, &new_id, &deadline, &record.user, &version, &fields];
+        let absolute = int(record.absolute_deadline);
+        let update_params: [Param; 7] = [
+            &old_id,
+            &new_id,
+            &deadline,
+            &record.user,
+            &version,
+            &fields,
+            &absolute,
+        ];
         let c = conn.client();
         // With a new key the row keeps its identity and takes the new id: see `sql` for why.
         let updated = c.execute(&update, &update_params);

@@ -51,6 +51,7 @@ pub(crate) fn eligible(changes: &Changes) -> bool {
         && changes.expect.is_empty()
         && changes.user.is_none()
         && changes.idle_deadline.is_none()
+        && changes.absolute_deadline.is_none()
         && changes.limits.is_none();
     let one_increment = changes.increments.len() == 1
         && changes.set.is_empty()

@@ -546,6 +546,10 @@ fn write_args(args: &mut Vec<String>, changes: &Changes) {
             .unwrap_or_default(),
         limit(|l| l.max_fields),
         limit(|l| l.max_bytes),
+        changes
+            .absolute_deadline
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
         changes.remove.len().to_string(),
     ]);
     args.extend(changes.remove.iter().cloned());
@@ -725,6 +729,7 @@ impl SessionStore for RedisStore {
                     if_deadline_before: record.idle_deadline.saturating_add(1),
                     new_deadline: deadline,
                     anonymous: None,
+                    now,
                 };
                 match self
                     .writing(&[target], self.load_once(&target, now, Some(window)))

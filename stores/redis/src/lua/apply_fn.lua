@@ -4,7 +4,7 @@
 -- keep; A is the script's ARGV and o how many arguments come before the change, so that
 -- nothing is copied on the hot path):
 --   1 clear ('1'/'0')   2 user op ('' keep, 's' set, 'c' clear)   3 user   4 new idle deadline ('')
---   5 max fields ('')   6 max bytes ('')
+--   5 max fields ('')   6 max bytes ('')   7 new absolute deadline ('')
 --   then four counted lists: removes (n, names), sets (n, name/value pairs),
 --   increments (n, name/step pairs), expectations (n, name/present ('1'/'0')/value
 --   triples: a compare-and-set, checked before anything is written).
@@ -45,9 +45,9 @@ local function within_limits(key, fresh, max_fields, max_bytes, user)
 end
 
 local function apply_to(key, A, o, now, prefix)
-  local nr = small(A[o + 7])
-  local ns = small(A[o + 8 + nr])
-  local first_inc = 10 + nr + 2 * ns
+  local nr = small(A[o + 8])
+  local ns = small(A[o + 9 + nr])
+  local first_inc = 11 + nr + 2 * ns
   local ni = small(A[o + first_inc - 1])
   local first_exp = first_inc + 2 * ni + 1
   local ne = small(A[o + first_exp - 1] or '0')
@@ -59,7 +59,7 @@ local function apply_to(key, A, o, now, prefix)
   local wanted = { '__m' }
   for j = 0, ni - 1 do wanted[2 + j] = A[o + first_inc + 2 * j] end
   if limited then
-    for j = 9 + nr, 8 + nr + 2 * ns, 2 do wanted[#wanted + 1] = A[o + j] end
+    for j = 10 + nr, 9 + nr + 2 * ns, 2 do wanted[#wanted + 1] = A[o + j] end
   end
   local got = redis.call('HMGET', key, unpack(wanted))
   if not got[1] then
@@ -91,7 +91,7 @@ local function apply_to(key, A, o, now, prefix)
   if limited then
     local seen = {}
     for j = 0, ns - 1 do
-      local field = A[o + 9 + nr + 2 * j]
+      local field = A[o + 10 + nr + 2 * j]
       if not got[2 + ni + j] and not seen[field] then
         seen[field] = true
         fresh[#fresh + 1] = field
@@ -103,8 +103,8 @@ local function apply_to(key, A, o, now, prefix)
     -- or the stored one. Counters stay exact: Lua numbers are doubles, so both operands are held
     -- to 15 digits; the stored text must be a plain JSON integer.
     local removed, sets = {}, {}
-    for j = 8, 7 + nr do removed[A[o + j]] = true end
-    for j = 9 + nr, 8 + nr + 2 * ns, 2 do sets[A[o + j]] = A[o + j + 1] end
+    for j = 9, 8 + nr do removed[A[o + j]] = true end
+    for j = 10 + nr, 9 + nr + 2 * ns, 2 do sets[A[o + j]] = A[o + j + 1] end
     for j = 0, ni - 1 do
       local field = A[o + first_inc + 2 * j]
       local by = tonumber(A[o + first_inc + 2 * j + 1])
@@ -131,7 +131,7 @@ local function apply_to(key, A, o, now, prefix)
   end
 
   local removes = {}
-  for j = 8, 7 + nr do removes[#removes + 1] = A[o + j] end
+  for j = 9, 8 + nr do removes[#removes + 1] = A[o + j] end
   if clear then
     for _, f in ipairs(redis.call('HKEYS', key)) do
       if not META[f] then removes[#removes + 1] = f end
@@ -140,21 +140,30 @@ local function apply_to(key, A, o, now, prefix)
   if #removes > 0 then redis.call('HDEL', key, unpack(removes)) end
 
   local writes = {}
-  for j = 9 + nr, 8 + nr + 2 * ns do writes[#writes + 1] = A[o + j] end
+  for j = 10 + nr, 9 + nr + 2 * ns do writes[#writes + 1] = A[o + j] end
   for j = 2, #reply do writes[#writes + 1] = reply[j] end
   local before = m.user
   if user_op == 's' then m.user = A[o + 3] elseif user_op == 'c' then m.user = nil end
   m.version = m.version + 1
-  local deadline = nil
+  -- New deadlines: the absolute one first (a session given its own lifetime, never before
+  -- its creation), then the idle one, which never lies beyond it.
+  local moved = false
+  if A[o + 7] ~= '' then
+    m.abs = math.max(tonumber(A[o + 7]), m.created)
+    m.a = int(m.abs - m.created)
+    if m.idle > m.abs then slide(m, m.abs) end
+    moved = true
+  end
   if A[o + 4] ~= '' then
-    deadline = math.min(tonumber(A[o + 4]), abs)
-    slide(m, deadline)
+    slide(m, math.min(tonumber(A[o + 4]), m.abs))
+    moved = true
   end
   writes[#writes + 1] = '__m'
   writes[#writes + 1] = packed(m)
   hset_all(key, writes, 1)
-  if deadline then
+  if moved then
     count(expiry(idle, abs), -1)
+    local deadline = expiry(m.idle, m.abs)
     if deadline > now then
       redis.call('PEXPIRE', key, deadline - now)
       count(deadline, 1)

@@ -1,0 +1,116 @@
+//! Per-session expiry ("remember me"): a session given its own idle timeout, lifetime and
+//! cookie kind, within the bounds the layer sets.
+
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::routing::{get, post};
+use axum::Router;
+use cloakroom::testing::{test_config, Browser};
+use cloakroom::{Expiry, MemoryStore, Session, SessionError, SessionLayer};
+
+const DAY: u64 = 24 * 3600;
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n * DAY)
+}
+
+fn app() -> Browser {
+    async fn login(s: Session, Path(days_kept): Path<u64>) -> Result<&'static str, SessionError> {
+        s.set_user("alice").await?;
+        if days_kept > 0 {
+            s.set_expiry(Expiry::new(days(days_kept), days(days_kept)))
+                .await?;
+        }
+        Ok("ok")
+    }
+    async fn shorten(s: Session) -> Result<&'static str, SessionError> {
+        let short = Duration::from_secs(60);
+        s.set_expiry(Expiry::new(short, short).with_browser_session(true))
+            .await?;
+        Ok("ok")
+    }
+    async fn show(s: Session) -> Result<String, SessionError> {
+        Ok(format!("{:?} {:?}", s.user().await?, s.expiry().await?))
+    }
+    // The default configuration: browser-session cookies, 24 h idle, 7 days; remember-me
+    // sessions may last up to 30 days.
+    let config = test_config()
+        .with_max_expiry(days(30), days(30))
+        .build()
+        .unwrap();
+    let layer = SessionLayer::new(MemoryStore::default(), config);
+    Browser::new(
+        Router::new()
+            .route("/login/{days}", post(login))
+            .route("/shorten", post(shorten))
+            .route("/show", get(show))
+            .layer(layer),
+    )
+}
+
+fn max_age(set_cookies: &[String]) -> Option<u64> {
+    let cookie = set_cookies.iter().find(|c| c.starts_with("sid="))?;
+    cookie
+        .split("; ")
+        .find_map(|attr| attr.strip_prefix("Max-Age="))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn remember_me_gives_a_persistent_cookie_and_its_own_lifetime() {
+    let mut b = app();
+    let plain = b.send("POST", "/login/0", None).await;
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    assert!(plain.set_cookies.iter().any(|c| c.starts_with("sid=")));
+    assert_eq!(
+        max_age(&plain.set_cookies),
+        None,
+        "a browser-session cookie"
+    );
+
+    let mut b = app();
+    let remembered = b.send("POST", "/login/30", None).await;
+    assert_eq!(remembered.status, 200, "{}", remembered.body);
+    let age = max_age(&remembered.set_cookies).expect("a persistent cookie");
+    assert!(age > 29 * DAY && age <= 30 * DAY, "Max-Age {age}");
+    let shown = b.send("GET", "/show", None).await.body;
+    assert!(shown.contains("idle_timeout: 2592000s"), "{shown}");
+    assert!(shown.contains("browser_session: false"), "{shown}");
+
+    // Shortened again (a "forget me" on a shared computer): a browser-session cookie.
+    let short = b.send("POST", "/shorten", None).await;
+    assert_eq!(short.status, 200, "{}", short.body);
+    assert!(!short.set_cookies.is_empty(), "the cookie is sent again");
+    assert_eq!(max_age(&short.set_cookies), None);
+    assert!(b
+        .send("GET", "/show", None)
+        .await
+        .body
+        .contains("Some(\"alice\")"));
+}
+
+#[tokio::test]
+async fn an_expiry_beyond_the_bounds_is_refused_and_changes_nothing() {
+    let mut b = app();
+    let refused = b.send("POST", "/login/31", None).await;
+    assert_eq!(refused.status, 500, "{}", refused.body);
+    assert!(
+        refused.body.contains("session lifetime not allowed"),
+        "{}",
+        refused.body
+    );
+    // A 5xx commits nothing: no session, no cookie.
+    assert!(refused.set_cookies.is_empty(), "{:?}", refused.set_cookies);
+    assert_eq!(b.send("GET", "/show", None).await.body, "None None");
+}
+
+#[test]
+fn bounds_default_to_the_configured_lifetime() {
+    let config = test_config().build().unwrap();
+    let max = config.max_expiry();
+    assert_eq!(max.idle_timeout(), config.idle_timeout());
+    assert_eq!(max.absolute_lifetime(), config.absolute_lifetime());
+    let inverted = test_config().with_max_expiry(days(2), days(1)).build();
+    assert!(inverted.is_err());
+}

@@ -179,6 +179,10 @@ pub struct ServeArgs {
     /// Absolute session lifetime, e.g. `7d`.
     #[arg(long, env = "SESSION_ABSOLUTE_LIFETIME", default_value = "7d", value_parser = parse_duration)]
     pub absolute_lifetime: Duration,
+    /// Idle timeout and lifetime of a session whose user ticks "remember me" at login (its
+    /// cookie then outlives the browser), e.g. `30d`.
+    #[arg(long, env = "SESSION_REMEMBER_ME", default_value = "30d", value_parser = parse_duration)]
+    pub remember_me: Duration,
     /// Idle timeout of sessions without a logged-in user (a flood of anonymous visitors
     /// costs the store this long, not the full idle timeout).
     #[arg(long, env = "SESSION_ANONYMOUS_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]

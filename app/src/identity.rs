@@ -1,7 +1,7 @@
 //! Logging in: what a user name may be, and what a login stores in the session.
 
 use axum::http::{header, HeaderMap};
-use cloakroom::{now_millis, Session, SessionError};
+use cloakroom::{now_millis, Expiry, Session, SessionError};
 
 /// Longest user name, in characters.
 pub const MAX_USERNAME: usize = 64;
@@ -48,6 +48,7 @@ pub fn validate_username(name: &str) -> Result<String, UsernameError> {
 pub struct Login {
     user: String,
     user_agent: String,
+    remember: Option<Expiry>,
 }
 
 impl Login {
@@ -64,18 +65,31 @@ impl Login {
         Self {
             user: user.to_owned(),
             user_agent,
+            remember: None,
         }
+    }
+
+    /// "Remember me": the session gets the longest expiry the layer allows (`--remember-me`)
+    /// and a cookie that outlives the browser.
+    #[must_use]
+    pub fn remembered(mut self, remember: bool, sessions: &cloakroom::SessionLayer) -> Self {
+        self.remember =
+            remember.then(|| sessions.config().max_expiry().with_browser_session(false));
+        self
     }
 }
 
 /// Logs `login` in: a new session ID (against fixation), the user tag (for the per-user
-/// index), the login time and the device.
+/// index), its own expiry when remembered, the login time and the device.
 ///
 /// # Errors
 /// A session error.
 pub async fn log_in(session: &Session, login: &Login) -> Result<(), SessionError> {
     session.cycle_id().await?;
     session.set_user(&login.user).await?;
+    if let Some(expiry) = login.remember {
+        session.set_expiry(expiry).await?;
+    }
     session.insert("user", &login.user).await?;
     session
         .insert(crate::web::LOGIN_TIME, rfc3339(now_millis()))

@@ -95,6 +95,11 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
         .with_idle_timeout(args.idle_timeout)
         .with_anonymous_idle_timeout(Some(args.anonymous_idle_timeout))
         .with_absolute_lifetime(args.absolute_lifetime)
+        // "Remember me" may lengthen a session to this, never shorten the default.
+        .with_max_expiry(
+            args.remember_me.max(args.idle_timeout),
+            args.remember_me.max(args.absolute_lifetime),
+        )
         .with_grace(args.grace)
         .with_store_timeout(args.store_timeout)
         .with_failure_policy(args.failure_policy)

@@ -632,3 +632,64 @@ async fn metrics_parse_as_prometheus_text() {
         );
     }
 }
+
+/// The cookie's `Max-Age`, if the reply sets one for the session.
+fn session_max_age(reply: &cloakroom::testing::Reply) -> Option<u64> {
+    reply
+        .set_cookies
+        .iter()
+        .filter(|c| !c.contains("Max-Age=0"))
+        .flat_map(|c| c.split("; "))
+        .find_map(|attr| attr.strip_prefix("Max-Age="))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn remember_me_keeps_a_login_for_its_own_lifetime() {
+    const DAY: u64 = 24 * 3600;
+    // Browser-session cookies, so the difference shows in the cookie.
+    let mut b = Browser::new(app_with(&["--browser-session"]).await.router);
+    let plain = b
+        .send("POST", "/api/login", Some(json!({"username": "ada"})))
+        .await;
+    assert_eq!(plain.status, 200);
+    assert!(!plain.set_cookies.is_empty());
+    assert_eq!(session_max_age(&plain), None, "ends with the browser");
+
+    let mut b = Browser::new(
+        app_with(&["--browser-session", "--remember-me", "14d"])
+            .await
+            .router,
+    );
+    let api = b
+        .send(
+            "POST",
+            "/api/login",
+            Some(json!({"username": "ada", "remember": true})),
+        )
+        .await;
+    let age = session_max_age(&api).expect("a persistent cookie");
+    assert!(age > 13 * DAY && age <= 14 * DAY, "Max-Age {age}");
+
+    // The HTML form's checkbox does the same.
+    let mut b = Browser::new(app_with(&["--browser-session"]).await.router);
+    let page = b.send("GET", "/login", None).await;
+    assert!(page.body.contains("name=remember"), "{}", page.body);
+    let token = csrf(&page.body);
+    let form_login = b
+        .send_body(
+            "POST",
+            "/login",
+            FORM,
+            form(&[("csrf", &token), ("username", "ada"), ("remember", "on")]),
+        )
+        .await;
+    assert_eq!(form_login.status, 303);
+    let age = session_max_age(&form_login).expect("a persistent cookie");
+    assert!(
+        age > 29 * DAY && age <= 30 * DAY,
+        "the default 30 days: {age}"
+    );
+    let profile = b.send("GET", "/api/profile", None).await;
+    assert_eq!(json(&profile)["user_id"], "ada");
+}

@@ -20,6 +20,9 @@ type ApiResult = Result<Response, AppError>;
 #[derive(Debug, Deserialize)]
 pub struct LoginBody {
     username: Option<String>,
+    /// "Remember me": a longer session and a persistent cookie.
+    #[serde(default)]
+    remember: bool,
 }
 
 /// `POST /api/todos` body.
@@ -46,22 +49,24 @@ async fn user(session: &Session) -> Result<String, AppError> {
 
 /// `POST /api/login` → `{"status":"logged in","user":…}`.
 pub async fn login(
+    State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> ApiResult {
-    let name = match body {
-        Ok(Json(body)) => body.username.unwrap_or_default(),
+    let (name, remember) = match body {
+        Ok(Json(body)) => (body.username.unwrap_or_default(), body.remember),
         Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(bad_json(&r)),
         Err(r @ JsonRejection::MissingJsonContentType(_)) => return Err(bad_json(&r)),
         // Malformed JSON: the name is missing as far as the client can tell.
-        Err(_) => String::new(),
+        Err(_) => (String::new(), false),
     };
     let name = identity::validate_username(&name).map_err(|e| match e {
         UsernameError::Empty => AppError::BadInput("username required".into()),
         other => AppError::BadInput(other.to_string()),
     })?;
-    identity::log_in(&session, &Login::new(&name, &headers)).await?;
+    let login = Login::new(&name, &headers).remembered(remember, &state.sessions);
+    identity::log_in(&session, &login).await?;
     Ok(Json(json!({ "status": "logged in", "user": name })).into_response())
 }
 

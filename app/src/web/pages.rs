@@ -24,6 +24,8 @@ pub struct CsrfForm {
 pub struct LoginForm {
     csrf: Option<String>,
     username: Option<String>,
+    /// The "remember me" checkbox: present (`on`) when ticked.
+    remember: Option<String>,
 }
 
 /// The new-todo form.
@@ -198,6 +200,7 @@ pub async fn login_form(session: Session) -> PageResult {
         "<h1>Log in</h1>{error}<form method=post action=/login>{csrf}\
          <label for=username>Username</label> \
          <input id=username name=username value=\"{typed}\" maxlength={max} autofocus>\
+         <label><input type=checkbox name=remember> Remember me</label>\
          <button>Log in</button></form>",
         csrf = csrf_field(&token),
         typed = esc(&typed.unwrap_or_default()),
@@ -208,6 +211,7 @@ pub async fn login_form(session: Session) -> PageResult {
 
 /// `POST /login`: cycle the ID, remember the user, welcome them.
 pub async fn login(
+    State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
@@ -217,7 +221,9 @@ pub async fn login(
     match identity::validate_username(&typed) {
         Ok(name) => {
             // Logging in replaces the CSRF token too (the library does it with the user).
-            identity::log_in(&session, &Login::new(&name, &headers)).await?;
+            let login =
+                Login::new(&name, &headers).remembered(form.remember.is_some(), &state.sessions);
+            identity::log_in(&session, &login).await?;
             session.flash(format!("Welcome, {name}!")).await?;
             Ok(Redirect::to("/").into_response())
         }

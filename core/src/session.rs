@@ -1261,7 +1261,7 @@ impl Session {
     /// use std::time::Duration;
     /// session.set_user("alice").await?;
     /// if remember {
-    ///     let days = |n| Duration::from_secs(n * 24 * 3600);
+    ///     let days = |n: u64| Duration::from_secs(n * 24 * 3600);
     ///     // Allowed by SessionConfigBuilder::with_max_expiry(days(30), days(30)).
     ///     session.set_expiry(cloakroom::Expiry::new(days(30), days(30))).await?;
     /// }

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::response::Response;
+use axum_core::response::Response;
 use http::{header, HeaderMap, Method, Request, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -115,10 +115,12 @@ pub struct CsrfService<S> {
     layer: CsrfLayer,
 }
 
-impl<S, B> Service<Request<B>> for CsrfService<S>
+impl<S, B, ResBody> Service<Request<B>> for CsrfService<S>
 where
-    S: Service<Request<B>, Response = Response> + Send + 'static,
+    S: Service<Request<B>, Response = http::Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum_core::BoxError>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -142,7 +144,8 @@ where
             let response = error_response(StatusCode::FORBIDDEN, why, html);
             return Box::pin(async move { Ok(response) });
         }
-        Box::pin(self.inner.call(request))
+        let response = self.inner.call(request);
+        Box::pin(async move { Ok(response.await?.map(axum_core::body::Body::new)) })
     }
 }
 

@@ -1,6 +1,6 @@
 //! The axum extractor for [`Session`].
 
-use axum::extract::FromRequestParts;
+use axum_core::extract::FromRequestParts;
 use http::request::Parts;
 
 use crate::{Session, SessionError};

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::response::Response;
+use axum_core::response::Response;
 use http::{header, HeaderValue, Request};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -196,11 +196,16 @@ pub struct SessionService<S> {
     layer: SessionLayer,
 }
 
-impl<S, B> Service<Request<B>> for SessionService<S>
+/// Any tower service over `http` types, with any response body: the body is passed through
+/// untouched (boxed into axum-core's `Body`, which axum's own responses already are), and
+/// the layer adds only headers, or answers alone with a small error response.
+impl<S, B, ResBody> Service<Request<B>> for SessionService<S>
 where
-    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum_core::BoxError>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -212,10 +217,7 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let html = wants_html(request.headers());
-        let peer = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = peer_address(&request);
         let session = match self.layer.arrive(request.headers(), peer) {
             Arrival::Session(session) => session,
             Arrival::Throttled => {
@@ -241,7 +243,7 @@ where
         let recorded = span.clone();
         Box::pin(
             async move {
-                let response = inner.call(request).await?;
+                let response = inner.call(request).await?.map(axum_core::body::Body::new);
                 let response = finish(&shared, &session, response, html).await;
                 if let Some(key) = session.current_key().await {
                     recorded.record("session", tracing::field::display(key.fingerprint()));
@@ -251,6 +253,23 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The client's address: axum's `ConnectInfo` (feature `axum`, with
+/// `into_make_service_with_connect_info`), else a `SocketAddr` request extension that a
+/// plain hyper or tower server put there.
+fn peer_address<B>(request: &Request<B>) -> Option<std::net::IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        return Some(info.0.ip());
+    }
+    request
+        .extensions()
+        .get::<std::net::SocketAddr>()
+        .map(std::net::SocketAddr::ip)
 }
 
 /// Commits the session and decorates the response; runs before the response head is sent.

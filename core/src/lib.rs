@@ -3,7 +3,13 @@
 //! A browser hands its state to the cloakroom and keeps a ticket: a signed cookie holding a
 //! random session ID. Any app instance behind the load balancer can redeem the ticket,
 //! because the state lives in a shared [`SessionStore`] (an embedded file store on one
-//! machine, Redis/Valkey when the app outgrows it).
+//! machine, Redis/Valkey or PostgreSQL when the app outgrows it).
+//!
+//! [`SessionLayer`] serves any tower service over `http` types, whatever its response body.
+//! The default feature `axum` adds the [`Session`] extractor for axum handlers and reads the
+//! client address from axum's `ConnectInfo`; without it the core depends on `axum-core`
+//! only, and handlers find the session in the request's extensions
+//! (`request.extensions().get::<Session>()`).
 //!
 //! ## Guarantees
 //!
@@ -45,8 +51,8 @@
 //! ## Stores
 //!
 //! Every store passes one behavioural suite, `store_suite!` (feature `test-suite`):
-//! [`MemoryStore`] here, the embedded file store in `cloakroom-embedded`, and Redis/Valkey in
-//! `cloakroom-redis`.
+//! [`MemoryStore`] here, the embedded file store in `cloakroom-embedded`, Redis/Valkey in
+//! `cloakroom-redis`, and PostgreSQL in `cloakroom-postgres`.
 //!
 //! ## Writing a store
 //!
@@ -60,17 +66,19 @@
 //! | `apply` | yes | applies a change **only if the session is alive** (else `Applied::Gone`, nothing written); increments are atomic and return the new values; limits checked before writing |
 //! | `cycle` | yes | moves a live session to a new key in one atomic step, leaving an alias only for a renewal's grace window |
 //! | `destroy` | yes | deletes a session (or only the alias, when given one) |
-//! | `list_user`, `destroy_user` | for "log out everywhere" | the user's live sessions; ending them and their aliases |
-//! | `stats` | yes | a cheap count (no scan per call in a large store) |
+//! | `list_user`, `destroy_user` | no: the per-user index, for "log out everywhere", "your sessions" and the per-user limit | the user's live sessions; ending them and their aliases. Default: [`StoreError::Unsupported`] from both, and those features answer `501` |
+//! | `stats` | no | a cheap count (no scan per call in a large store); default `Unsupported` |
 //! | `ping`, `cached`, `can_cycle_to`, `ended_recently` | no | have defaults |
 //!
 //! Then run the shared suite against it: with the `test-suite` feature,
 //! `cloakroom::store_suite!(make_store);` in a test file, where `make_store` builds a fresh
 //! store wrapped in a `testing::Hook`-implementing type. It checks concurrency (lost
-//! updates), no resurrection after logout, expiry, cycles and their aliases, limits,
-//! cancellation in the middle of a login, the per-user index, and the round-trip budget.
-//! `examples/custom_store.rs` shows the shape of an implementation (a decorator over another
-//! store), and [`MemoryStore`] is a complete one in one file.
+//! updates), no resurrection after logout, expiry (the session's own too), cycles and their
+//! aliases, limits, cancellation in the middle of a login, the per-user index (or that the
+//! store says it has none, from both methods), and the round-trip budget.
+//! `examples/minimal_store.rs` is a store of the five essential methods that passes it;
+//! `examples/custom_store.rs` a decorator over another store; [`MemoryStore`] a complete one
+//! with the per-user index, in one file.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -80,6 +88,7 @@ mod cookie;
 mod csrf;
 mod error;
 mod expiry;
+#[cfg(feature = "axum")]
 mod extract;
 mod guard;
 mod guessing;

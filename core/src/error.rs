@@ -1,6 +1,6 @@
 //! What a handler sees when a session operation fails, and the response it turns into.
 
-use axum::response::{IntoResponse, Response};
+use axum_core::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 
 use crate::store::StoreError;
@@ -101,6 +101,7 @@ impl SessionError {
             | Self::TooLarge { .. }
             | Self::TooManyFields { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            Self::Store(StoreError::Unsupported(_)) => StatusCode::NOT_IMPLEMENTED,
             Self::Store(_) | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Superseded => StatusCode::CONFLICT,
             Self::Decode { .. }
@@ -120,6 +121,7 @@ impl SessionError {
             Self::Store(StoreError::Conflict(_)) => {
                 "session data changed concurrently, please retry"
             }
+            Self::Store(StoreError::Unsupported(_)) => "not supported by this session store",
             Self::Store(_) | Self::Unavailable => "session store unavailable, please retry",
             Self::Superseded => "this session ID has been replaced, please retry",
             Self::InvalidKey(_) | Self::Encode { .. } => "invalid session data",

@@ -45,6 +45,11 @@ pub enum StoreError {
     /// The write would take the session over one of its [`crate::Limits`]; nothing was written.
     #[error("the session would exceed its {0} limit")]
     LimitExceeded(Limit),
+    /// This store does not offer an optional capability (the per-user index, size figures):
+    /// the default of [`SessionStore::list_user`], [`SessionStore::destroy_user`] and
+    /// [`SessionStore::stats`]. Not an outage.
+    #[error("this session store does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// Which of the session's [`crate::Limits`] a write would break.
@@ -81,6 +86,9 @@ impl StoreError {
         )
     }
 }
+
+/// What [`StoreError::Unsupported`] names for the per-user index.
+const USER_INDEX: &str = "the per-user index";
 
 /// Size figures for operators (`cloakroom stats`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,20 +146,30 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Idempotent.
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError>;
 
-    /// The live sessions of a user.
-    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError>;
+    /// The live sessions of a user. Optional, with [`SessionStore::destroy_user`]: the
+    /// per-user index behind "log out everywhere", "your sessions" and the per-user session
+    /// limit. A store without it keeps the default, [`StoreError::Unsupported`], and those
+    /// features answer `501`.
+    async fn list_user(&self, _user: &str, _now: Millis) -> Result<Vec<UserSession>, StoreError> {
+        Err(StoreError::Unsupported(USER_INDEX))
+    }
 
     /// Destroys every session of a user except `keep`, and every alias that reaches one of
-    /// them; returns how many sessions went.
+    /// them; returns how many sessions went. Optional, with [`SessionStore::list_user`].
     async fn destroy_user(
         &self,
-        user: &str,
-        keep: Option<&SessionKey>,
-        now: Millis,
-    ) -> Result<u64, StoreError>;
+        _user: &str,
+        _keep: Option<&SessionKey>,
+        _now: Millis,
+    ) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported(USER_INDEX))
+    }
 
-    /// Cheap size figures (no full scan).
-    async fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Cheap size figures (no full scan), for operators. Optional: the default is
+    /// [`StoreError::Unsupported`].
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        Err(StoreError::Unsupported("size figures"))
+    }
 
     /// The record filed under `key` if this store keeps a coherent copy in process (a read
     /// cache), without a round trip; `None` otherwise (the default). The layer uses it to
@@ -177,9 +195,13 @@ pub trait SessionStore: Send + Sync + 'static {
         false
     }
 
-    /// Whether the store answers at all (for `/readyz`).
+    /// Whether the store answers at all (for `/readyz`); by default, whether
+    /// [`SessionStore::stats`] does (a store without figures is taken to be up).
     async fn ping(&self) -> Result<(), StoreError> {
-        self.stats().await.map(|_| ())
+        match self.stats().await {
+            Ok(_) | Err(StoreError::Unsupported(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -206,16 +206,13 @@ impl IntoResponse for PageError {
             AppError::Session(e) => e.into_response(),
             other => {
                 let status = other.status();
-                let body = format!(
-                    "<h1>{}</h1><p>{}</p><p><a href=/>Back to the start page</a></p>",
-                    status.as_u16(),
-                    html::esc(&other.message())
-                );
-                (
-                    status,
-                    html::page(status.canonical_reason().unwrap_or("Error"), &body),
-                )
-                    .into_response()
+                let body = maud::html! {
+                    h1 { (status.as_u16()) }
+                    p { (other.message()) }
+                    p { a href="/" { "Back to the start page" } }
+                };
+                let title = status.canonical_reason().unwrap_or("Error");
+                (status, html::page(title, body)).into_response()
             }
         }
     }

@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use cloakroom::Session;
 use serde::Deserialize;
 
-use super::html::{csrf_field, esc, flashes, page};
+use maud::html;
+
+use super::html::{csrf_field, flashes, page};
 use super::{csrf, AppError, AppState, PageError};
 use crate::identity::{self, Login};
 use crate::todos::validate_title;
@@ -47,68 +49,66 @@ async fn require_csrf(session: &Session, submitted: Option<&str>) -> Result<(), 
 pub async fn home(State(state): State<AppState>, session: Session) -> PageResult {
     let Some(user) = session.user().await? else {
         let notes = flashes(&session.take_flashes().await?);
-        return Ok(page(
-            "Welcome",
-            &format!("{notes}<h1>You are not logged in</h1><p><a class=button href=/login>Log in</a></p>"),
-        )
-        .into_response());
+        let body = html! {
+            (notes)
+            h1 { "You are not logged in" }
+            p { a.button href="/login" { "Log in" } }
+        };
+        return Ok(page("Welcome", body).into_response());
     };
     if session.is_degraded().await {
         // The store is down and this page comes from the fallback ticket: who you are, and
         // nothing that would need a write.
-        return Ok(page(
-            "Read only",
-            &format!(
-                "<h1>Logged in as <span id=user>{user}</span></h1>\
-                 <p class=notice id=degraded>Your session is read-only for a moment: the session \
-                 store is unavailable. Visits, todos and logins are paused; nothing you see is lost.</p>",
-                user = esc(&user)
-            ),
-        )
-        .into_response());
+        let body = html! {
+            h1 { "Logged in as " span #user { (user) } }
+            p.notice #degraded {
+                "Your session is read-only for a moment: the session store is unavailable. \
+                 Visits, todos and logins are paused; nothing you see is lost."
+            }
+        };
+        return Ok(page("Read only", body).into_response());
     }
     let notes = flashes(&session.take_flashes().await?);
     let token = csrf::token(&session).await?;
     let visits = session.increment("visits", 1).await?;
     let todos = state.todos.list(&user).await?;
-    let mut items = String::new();
-    for todo in &todos {
-        let done = if todo.done { " class=done" } else { "" };
-        let complete = if todo.done {
-            String::new()
-        } else {
-            format!(
-                "<form method=post action=/todos/{id}/done>{csrf}<button>Done</button></form>",
-                id = todo.id,
-                csrf = csrf_field(&token)
-            )
-        };
-        items.push_str(&format!(
-            "<li{done}><span class=title>{title}</span>{complete}\
-             <form method=post action=/todos/{id}/delete>{csrf}<button class=secondary>Delete</button></form></li>",
-            title = esc(&todo.title),
-            id = todo.id,
-            csrf = csrf_field(&token),
-        ));
-    }
-    let list = if items.is_empty() {
-        "<p class=empty>Nothing to do. Add something below.</p>".to_owned()
-    } else {
-        format!("<ul class=todos>{items}</ul>")
+    let csrf = csrf_field(&token);
+    let body = html! {
+        (notes)
+        h1 { "Logged in as " span #user { (user) } }
+        p.visits { "You have visited this page " strong #visits { (visits) } " times." }
+        section {
+            h2 { "Your todos" }
+            @if todos.is_empty() {
+                p.empty { "Nothing to do. Add something below." }
+            } @else {
+                ul.todos {
+                    @for todo in &todos {
+                        li.done[todo.done] {
+                            span.title { (todo.title) }
+                            @if !todo.done {
+                                form method="post" action={ "/todos/" (todo.id) "/done" } {
+                                    (csrf) button { "Done" }
+                                }
+                            }
+                            form method="post" action={ "/todos/" (todo.id) "/delete" } {
+                                (csrf) button.secondary { "Delete" }
+                            }
+                        }
+                    }
+                }
+            }
+            form.add method="post" action="/todos" {
+                (csrf)
+                label for="title" { "New todo" } " "
+                input #title name="title" maxlength="200" required;
+                button { "Add" }
+            }
+        }
+        p { a #devices href="/sessions" { "Your sessions" } }
+        form.logout method="post" action="/logout" { (csrf) button.secondary { "Log out" } }
     };
-    let body = format!(
-        "{notes}<h1>Logged in as <span id=user>{user}</span></h1>\
-         <p class=visits>You have visited this page <strong id=visits>{visits}</strong> times.</p>\
-         <section><h2>Your todos</h2>{list}\
-         <form class=add method=post action=/todos>{csrf}\
-         <label for=title>New todo</label> <input id=title name=title maxlength=200 required>\
-         <button>Add</button></form></section>\
-         <p><a id=devices href=/sessions>Your sessions</a></p>\
-         <form class=logout method=post action=/logout>{csrf}<button class=secondary>Log out</button></form>",
-        user = esc(&user),
-        csrf = csrf_field(&token),
-    );
-    Ok(page("Home", &body).into_response())
+    Ok(page("Home", body).into_response())
 }
 
 /// `GET /sessions`: "Your sessions": every session of the user, when it was created and last
@@ -119,45 +119,45 @@ pub async fn devices(session: Session) -> PageResult {
     let notes = flashes(&session.take_flashes().await?);
     let token = csrf::token(&session).await?;
     let csrf = csrf_field(&token);
-    let mut rows = String::new();
     let list = session.user_sessions().await?;
-    for s in &list {
-        let agent = s
-            .fields
+    let agent = |s: &cloakroom::SessionInfo| {
+        s.fields
             .get("user_agent")
             .and_then(|v| serde_json::from_str::<String>(v).ok())
-            .unwrap_or_else(|| "unknown browser".into());
-        let action = if s.current {
-            "<strong class=current>This device</strong>".to_owned()
-        } else {
-            format!(
-                "<form method=post action=/sessions/{key}/end>{csrf}\
-                 <button class=secondary>End</button></form>",
-                key = esc(&s.key)
-            )
-        };
-        rows.push_str(&format!(
-            "<tr data-key=\"{key}\"><td class=agent>{agent}</td><td>{created}</td><td>{seen}</td><td>{action}</td></tr>",
-            key = esc(&s.key),
-            agent = esc(&agent),
-            created = identity::rfc3339(s.created),
-            seen = identity::rfc3339(s.last_seen),
-        ));
-    }
-    let others = if list.len() > 1 {
-        format!(
-            "<form method=post action=/sessions/end-others>{csrf}\
-             <button>End all other sessions</button></form>"
-        )
-    } else {
-        String::new()
+            .unwrap_or_else(|| "unknown browser".into())
     };
-    let body = format!(
-        "{notes}<h1>Your sessions</h1>\
-         <table class=sessions><thead><tr><th>Browser</th><th>Logged in</th><th>Last seen</th><th></th></tr></thead>\
-         <tbody>{rows}</tbody></table>{others}<p><a href=/>Back</a></p>"
-    );
-    Ok(page("Your sessions", &body).into_response())
+    let body = html! {
+        (notes)
+        h1 { "Your sessions" }
+        table.sessions {
+            thead { tr { th { "Browser" } th { "Logged in" } th { "Last seen" } th {} } }
+            tbody {
+                @for s in &list {
+                    tr data-key=(s.key) {
+                        td.agent { (agent(s)) }
+                        td { (identity::rfc3339(s.created)) }
+                        td { (identity::rfc3339(s.last_seen)) }
+                        td {
+                            @if s.current {
+                                strong.current { "This device" }
+                            } @else {
+                                form method="post" action={ "/sessions/" (s.key) "/end" } {
+                                    (csrf) button.secondary { "End" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if list.len() > 1 {
+            form method="post" action="/sessions/end-others" {
+                (csrf) button { "End all other sessions" }
+            }
+        }
+        p { a href="/" { "Back" } }
+    };
+    Ok(page("Your sessions", body).into_response())
 }
 
 /// `POST /sessions/{key}/end`: ends one of the user's other sessions.
@@ -193,20 +193,19 @@ pub async fn login_form(session: Session) -> PageResult {
     let token = csrf::token(&session).await?;
     let error: Option<String> = session.remove("login_error").await?;
     let typed: Option<String> = session.remove("login_typed").await?;
-    let error = error
-        .map(|e| format!("<p class=error role=alert>{}</p>", esc(&e)))
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>Log in</h1>{error}<form method=post action=/login>{csrf}\
-         <label for=username>Username</label> \
-         <input id=username name=username value=\"{typed}\" maxlength={max} autofocus>\
-         <label><input type=checkbox name=remember> Remember me</label>\
-         <button>Log in</button></form>",
-        csrf = csrf_field(&token),
-        typed = esc(&typed.unwrap_or_default()),
-        max = identity::MAX_USERNAME,
-    );
-    Ok(page("Log in", &body).into_response())
+    let body = html! {
+        h1 { "Log in" }
+        @if let Some(error) = error { p.error role="alert" { (error) } }
+        form method="post" action="/login" {
+            (csrf_field(&token))
+            label for="username" { "Username" } " "
+            input #username name="username" value=(typed.unwrap_or_default())
+                maxlength=(identity::MAX_USERNAME) autofocus;
+            label { input type="checkbox" name="remember"; " Remember me" }
+            button { "Log in" }
+        }
+    };
+    Ok(page("Log in", body).into_response())
 }
 
 /// `POST /login`: cycle the ID, remember the user, welcome them.

@@ -25,7 +25,8 @@ pub async fn browser() -> Browser {
 
 /// The CSRF token in a page.
 pub fn csrf(html: &str) -> String {
-    let start = html.find("name=csrf value=\"").expect("a CSRF field") + "name=csrf value=\"".len();
+    let start =
+        html.find("name=\"csrf\" value=\"").expect("a CSRF field") + "name=\"csrf\" value=\"".len();
     html[start..]
         .split('"')
         .next()

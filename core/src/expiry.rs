@@ -13,7 +13,10 @@
 
 use std::time::Duration;
 
-/// How long one session lives and whether its cookie persists; see the [module](self) docs.
+/// How long one session lives and whether its cookie persists ("remember me"):
+/// [`crate::Session::set_expiry`] gives it to one session, within the bounds of
+/// [`crate::SessionConfigBuilder::with_max_expiry`]; every later request, on any instance,
+/// slides that session by its own idle timeout.
 ///
 /// ```
 /// use std::time::Duration;

@@ -105,12 +105,12 @@ pub mod testing;
 mod ticket;
 mod timed;
 
-/// The error of the OS randomness source ([`SessionId::random`], [`KeyRing::generate`],
-/// [`generate_secret`]), re-exported so that callers need not depend on `getrandom`.
-pub use getrandom::Error as RandomnessError;
 /// The `axum-core` crate, whose `Body` the layer's responses carry (so the types in this
 /// crate's public API can be named without adding the dependency).
 pub use axum_core;
+/// The error of the OS randomness source ([`SessionId::random`], [`KeyRing::generate`],
+/// [`generate_secret`]), re-exported so that callers need not depend on `getrandom`.
+pub use getrandom::Error as RandomnessError;
 
 pub use binding::Binding;
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};

@@ -1,6 +1,6 @@
 //! Test harness shared by the store and app tests. Real parts, not mocks: `redis-server`
-//! processes on free loopback ports (so tests can kill and restart them), Chromium through
-//! chromedriver, and the app over real TCP.
+//! and PostgreSQL processes on free loopback ports (so tests can kill and restart them),
+//! Chromium through chromedriver, and the app over real TCP.
 //!
 //! Prerequisites are found on `PATH`. When one is missing, [`require`] fails the test if
 //! `CI=true` and otherwise skips it loudly: nothing is skipped silently in CI.

@@ -146,15 +146,14 @@ impl Shared {
     }
 
     /// The refresh interval for an idle timeout of `idle`.
+    // Truncation is fine: this is a throttle, not a deadline.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     fn refresh_every(&self, idle: Millis) -> Millis {
-        // Truncation is fine: this is a throttle, not a deadline.
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let every = (idle as f64 * self.config.refresh_fraction) as u64;
-        every
+        (idle as f64 * self.config.refresh_fraction) as u64
     }
 
     fn window(&self, now: Millis, idle: Millis) -> (Millis, Millis) {
@@ -356,6 +355,23 @@ impl State {
             .as_ref()
             .and_then(|r| r.fields.get(field))
             .and_then(|t| serde_json::from_str::<String>(t).ok())
+    }
+
+    /// A change of user ends the previous owner's own expiry ("remember me" was theirs): the
+    /// session returns to the configured idle timeout and cookie, and keeps no more than a
+    /// configured lifetime from `now`.
+    fn drop_own_expiry(&mut self, now: Millis, lifetime: Millis) {
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        if !record.fields.contains_key(EXPIRY_FIELD) {
+            return;
+        }
+        let absolute = record.absolute_deadline.min(now.saturating_add(lifetime));
+        record.absolute_deadline = absolute;
+        record.idle_deadline = record.idle_deadline.min(absolute);
+        self.pending.absolute_deadline = Some(absolute);
+        self.remove_field(EXPIRY_FIELD);
     }
 
     fn remove_field(&mut self, key: &str) {
@@ -1238,9 +1254,12 @@ impl Session {
             return Ok(());
         }
         record.user = Some(user.to_owned());
-        // A signed-in session gets the full idle timeout (its own, if it has one) from now on.
-        let deadline = now.saturating_add(shared.idle_for(record));
-        record.idle_deadline = deadline.min(record.absolute_deadline);
+        state.drop_own_expiry(now, Shared::millis(shared.config.absolute_lifetime));
+        // A signed-in session gets the full idle timeout from now on.
+        let deadline = now.saturating_add(shared.idle(true));
+        if let Some(record) = state.record.as_mut() {
+            record.idle_deadline = deadline.min(record.absolute_deadline);
+        }
         state.pending.idle_deadline = Some(deadline);
         state.pending.user = Some(UserChange::Set(user.to_owned()));
         state.cycle = Some(Cycle::Privilege);
@@ -1381,6 +1400,8 @@ impl Session {
         if record.user.take().is_none() {
             return Ok(());
         }
+        let lifetime = Shared::millis(self.shared.config.absolute_lifetime);
+        state.drop_own_expiry(now_millis(), lifetime);
         state.pending.user = Some(UserChange::Clear);
         state.cycle = Some(Cycle::Privilege);
         state.remove_field(CSRF_FIELD);

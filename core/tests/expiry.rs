@@ -30,6 +30,14 @@ fn app() -> Browser {
             .await?;
         Ok("ok")
     }
+    async fn switch(s: Session, Path(user): Path<String>) -> Result<&'static str, SessionError> {
+        s.set_user(&user).await?;
+        Ok("ok")
+    }
+    async fn anonymous(s: Session) -> Result<&'static str, SessionError> {
+        s.clear_user().await?;
+        Ok("ok")
+    }
     async fn show(s: Session) -> Result<String, SessionError> {
         Ok(format!("{:?} {:?}", s.user().await?, s.expiry().await?))
     }
@@ -44,6 +52,8 @@ fn app() -> Browser {
         Router::new()
             .route("/login/{days}", post(login))
             .route("/shorten", post(shorten))
+            .route("/as/{user}", post(switch))
+            .route("/anonymous", post(anonymous))
             .route("/show", get(show))
             .layer(layer),
     )
@@ -113,4 +123,27 @@ fn bounds_default_to_the_configured_lifetime() {
     assert_eq!(max.absolute_lifetime(), config.absolute_lifetime());
     let inverted = test_config().with_max_expiry(days(2), days(1)).build();
     assert!(inverted.is_err());
+}
+
+/// "Remember me" belongs to the user who asked for it: another user logging in over the
+/// session, or the user leaving it, gets the configured expiry and a browser-session cookie.
+#[tokio::test]
+async fn a_change_of_user_drops_the_previous_users_remember_me() {
+    let mut b = app();
+    b.send("POST", "/login/30", None).await;
+    let switched = b.send("POST", "/as/bob", None).await;
+    assert_eq!(switched.status, 200, "{}", switched.body);
+    assert!(switched.set_cookies.iter().any(|c| c.starts_with("sid=")));
+    assert_eq!(max_age(&switched.set_cookies), None, "not bob's choice");
+    assert_eq!(
+        b.send("GET", "/show", None).await.body,
+        "Some(\"bob\") None"
+    );
+
+    let mut b = app();
+    b.send("POST", "/login/30", None).await;
+    let left = b.send("POST", "/anonymous", None).await;
+    assert_eq!(left.status, 200, "{}", left.body);
+    assert_eq!(max_age(&left.set_cookies), None);
+    assert_eq!(b.send("GET", "/show", None).await.body, "None None");
 }

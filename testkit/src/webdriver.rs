@@ -13,7 +13,9 @@ use crate::http;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A chromedriver process and one browser session. Ended when dropped.
+/// A chromedriver process and one browser session. Ended when dropped, browser included:
+/// chromedriver starts Chromium as its own child, which outlives a killed chromedriver, so
+/// the driver runs in a process group of its own and the whole group is killed.
 pub struct Browser {
     port: u16,
     session: String,
@@ -38,6 +40,7 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("start chromedriver");
@@ -235,13 +238,19 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Best effort: chromedriver is killed with the child handle anyway.
-        let (port, path) = (self.port, format!("/session/{}", self.session));
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = http::request(port, "DELETE", &path, &[], None).await;
-            });
+        // Chromium and its helpers are in chromedriver's process group; a helper that left
+        // it still names the profile folder on its command line.
+        if let Some(pid) = self._driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
         }
+        let _ = self._driver.start_kill();
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-f", &self._profile.display().to_string()])
+            .status();
+        let _ = std::fs::remove_dir_all(&self._profile);
+        let _ = self.port;
     }
 }
 

@@ -22,7 +22,7 @@ use crate::session::{Committed, CookieOut, Presented, Session, Shared, TicketOut
 use crate::ticket::Ended;
 
 /// Sessions and users remembered as ended, for refusing their fallback tickets (about 100
-/// bytes each); past this, tickets are refused until entries age out.
+/// bytes each); past this, the oldest are evicted and tickets issued before them refused.
 const ENDED_CAPACITY: usize = 100_000;
 use crate::store::{SessionStore, StoreError, StoreStats};
 
@@ -72,6 +72,7 @@ impl SessionLayer {
 
     /// A layer over a store that is already shared.
     pub fn from_arc(store: Arc<dyn SessionStore>, config: SessionConfig) -> Self {
+        let fallback_lifetime = Shared::millis(config.fallback.lifetime);
         let store = Guarded::new(
             store,
             config.store_timeout,
@@ -85,7 +86,7 @@ impl SessionLayer {
                 store,
                 creates,
                 guesses: Detector::default(),
-                ended: Ended::new(ENDED_CAPACITY),
+                ended: Ended::new(ENDED_CAPACITY, fallback_lifetime),
             }),
         }
     }

@@ -86,6 +86,7 @@ mod binding;
 mod config;
 mod cookie;
 mod csrf;
+mod ended;
 mod error;
 mod expiry;
 #[cfg(feature = "axum")]
@@ -115,6 +116,7 @@ pub use getrandom::Error as RandomnessError;
 pub use binding::Binding;
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
 pub use csrf::{CsrfLayer, CsrfService};
+pub use ended::RecentlyEnded;
 pub use error::SessionError;
 pub use expiry::Expiry;
 pub use guessing::GuessingPolicy;

@@ -564,8 +564,7 @@ impl Session {
     /// Notes that the session `key` ended here: its fallback tickets stop working.
     fn ended_here(&self, key: SessionKey, now: Millis) {
         if self.shared.config.failure_policy == FailurePolicy::Fallback {
-            let lifetime = Shared::millis(self.shared.config.fallback.lifetime);
-            self.shared.ended.session(key, now, lifetime);
+            self.shared.ended.session(key, now);
         }
     }
 
@@ -593,7 +592,7 @@ impl Session {
                 Ok(t)
                     if t.session == text
                         && !self.shared.ended.refuses(&t, &key, now)
-                        && !self.shared.store.store.ended_recently(&key) =>
+                        && !self.shared.store.store.ended_recently(&key, t.issued) =>
                 {
                     let mut record = Record::new(t.issued, t.expires, t.expires);
                     record.user = Some(t.user);
@@ -1548,8 +1547,7 @@ impl Session {
         if self.shared.config.failure_policy == FailurePolicy::Fallback {
             // Every ticket of this user issued until now stops working here; this response
             // re-issues the current session's.
-            let lifetime = Shared::millis(self.shared.config.fallback.lifetime);
-            self.shared.ended.user(&user, now_millis(), lifetime);
+            self.shared.ended.user(&user, now_millis());
             self.state.lock().await.ticket_dirty = true;
         }
         let store = &self.shared.store;

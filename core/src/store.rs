@@ -188,10 +188,12 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 
     /// Whether this store heard, without asking anyone, that the session `key` ended lately
-    /// on another app instance (the Redis store listens for the ends its scripts announce).
-    /// The layer refuses a session's fallback ticket when this says so
-    /// ([`crate::FailurePolicy::Fallback`]); `false` by default.
-    fn ended_recently(&self, _key: &SessionKey) -> bool {
+    /// on another app instance (the Redis store listens for the ends its scripts announce),
+    /// at or after `issued`; or that it had to forget ends that happened at or after it (a
+    /// bounded memory, see [`crate::RecentlyEnded`]). The layer refuses a session's fallback
+    /// ticket issued at `issued` when this says so ([`crate::FailurePolicy::Fallback`]);
+    /// `false` by default.
+    fn ended_recently(&self, _key: &SessionKey, _issued: Millis) -> bool {
         false
     }
 
@@ -262,7 +264,7 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
         (**self).can_cycle_to(old, new)
     }
-    fn ended_recently(&self, key: &SessionKey) -> bool {
-        (**self).ended_recently(key)
+    fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
+        (**self).ended_recently(key, issued)
     }
 }

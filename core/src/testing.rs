@@ -1351,8 +1351,8 @@ impl<H: Hook> SessionStore for H {
     fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
         self.inner().can_cycle_to(old, new)
     }
-    fn ended_recently(&self, key: &SessionKey) -> bool {
-        self.inner().ended_recently(key)
+    fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
+        self.inner().ended_recently(key, issued)
     }
 }
 

@@ -14,7 +14,7 @@
 //! decrypting anything. The AEAD key is derived from each key of the ring (the first
 //! encrypts, all decrypt), so rotating `SESSION_SECRET` rotates tickets with cookies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,6 +23,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
+use crate::ended::RecentlyEnded;
 use crate::id::SessionKey;
 use crate::keyring::KeyRing;
 use crate::record::Millis;
@@ -152,78 +153,66 @@ pub(crate) fn issued_of(value: &str) -> Option<Millis> {
 
 /// Sessions this instance saw end (destroyed, revoked, cycled away, found gone) and users
 /// it logged out everywhere, remembered for as long as a ticket can live, so that a ticket
-/// copied before a logout cannot bring the session back during an outage. Bounded: when
-/// full, it refuses every ticket until entries age out, rather than forget an ended session.
+/// copied before a logout cannot bring the session back during an outage. Hard-bounded with
+/// O(1) eviction ([`RecentlyEnded`]): what a flood evicts raises a floor below which tickets
+/// are refused, so nothing ended is forgotten and later tickets keep working.
 pub(crate) struct Ended {
     lists: Mutex<Lists>,
-    capacity: usize,
 }
 
-#[derive(Default)]
 struct Lists {
-    /// Session key → until when its tickets are refused.
-    keys: HashMap<SessionKey, Millis>,
-    /// User → (revoked at, refused until): tickets issued before the revocation are refused.
-    users: HashMap<String, (Millis, Millis)>,
-}
-
-impl Lists {
-    fn len(&self) -> usize {
-        self.keys.len() + self.users.len()
-    }
+    /// Session key → when it ended: its tickets are refused.
+    keys: RecentlyEnded<SessionKey>,
+    /// User → when they were logged out everywhere: tickets issued until then are refused.
+    users: RecentlyEnded<String>,
 }
 
 impl Ended {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// At most `capacity` sessions and as many users, each for `lifetime` (a ticket's).
+    pub(crate) fn new(capacity: usize, lifetime: Millis) -> Self {
         Self {
-            lists: Mutex::new(Lists::default()),
-            capacity,
+            lists: Mutex::new(Lists {
+                keys: RecentlyEnded::new(capacity, lifetime),
+                users: RecentlyEnded::new(capacity, lifetime),
+            }),
         }
     }
 
-    fn lists(&self, now: Millis) -> std::sync::MutexGuard<'_, Lists> {
-        let mut lists = self
-            .lists
+    fn lists(&self) -> std::sync::MutexGuard<'_, Lists> {
+        self.lists
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if lists.len() >= self.capacity {
-            lists.keys.retain(|_, until| *until > now);
-            lists.users.retain(|_, (_, until)| *until > now);
-        }
-        lists
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Remembers that the session `key` ended at `now`, for `lifetime`.
-    pub(crate) fn session(&self, key: SessionKey, now: Millis, lifetime: Millis) {
-        self.lists(now)
-            .keys
-            .insert(key, now.saturating_add(lifetime));
+    /// Remembers that the session `key` ended at `now`.
+    pub(crate) fn session(&self, key: SessionKey, now: Millis) {
+        self.lists().keys.insert(key, now, now);
     }
 
-    /// Remembers that every session of `user` issued before `now` ended, for `lifetime`.
-    pub(crate) fn user(&self, user: &str, now: Millis, lifetime: Millis) {
-        self.lists(now)
-            .users
-            .insert(user.to_owned(), (now, now.saturating_add(lifetime)));
+    /// Remembers that every session of `user` issued until `now` ended.
+    pub(crate) fn user(&self, user: &str, now: Millis) {
+        self.lists().users.insert(user.to_owned(), now, now);
     }
 
     /// Whether `ticket`, presented with the session `key`, must be refused: its session
-    /// ended, its user was logged out everywhere after it was issued, or the lists are full.
+    /// ended, its user was logged out everywhere after it was issued, or it predates what a
+    /// full list had to evict.
     pub(crate) fn refuses(&self, ticket: &Ticket, key: &SessionKey, now: Millis) -> bool {
-        let lists = self.lists(now);
-        lists.len() >= self.capacity
-            || lists.keys.get(key).is_some_and(|until| *until > now)
-            || lists
-                .users
-                .get(&ticket.user)
-                .is_some_and(|(at, until)| *until > now && ticket.issued <= *at)
+        let lists = self.lists();
+        lists.keys.ended_since(key, ticket.issued, now)
+            || lists.users.ended_since(&ticket.user, ticket.issued, now)
     }
 
-    /// The issue time for a new ticket of `user` at `now`: after the user's last revocation,
-    /// even within the same millisecond, so that it is not refused with the old ones.
+    /// The issue time for a new ticket of `user` at `now`: after the user's last revocation
+    /// and after every floor, even within the same millisecond, so that it is not refused
+    /// with the old ones.
     pub(crate) fn issue_time(&self, user: &str, now: Millis) -> Millis {
-        match self.lists(now).users.get(user) {
-            Some((at, _)) if *at >= now => at.saturating_add(1),
+        let lists = self.lists();
+        let revoked = lists.users.get(&user.to_owned(), now).unwrap_or(0);
+        let floor = lists.users.floor(now).max(lists.keys.floor(now));
+        match revoked.max(floor) {
+            0 => now,
+            last if last >= now => last.saturating_add(1),
             _ => now,
         }
     }
@@ -287,11 +276,11 @@ mod tests {
 
     #[test]
     fn ended_sessions_and_users_are_refused_for_a_ticket_lifetime() {
-        let ended = Ended::new(3);
+        let ended = Ended::new(3, 500);
         let t = ticket(1_000);
         let key = SessionKey::parse(&t.session).unwrap();
         let other = SessionId::random().unwrap().key();
-        ended.session(key, 1_000, 500);
+        ended.session(key, 1_000);
         assert!(ended.refuses(&t, &key, 1_200));
         assert!(
             !ended.refuses(&t, &key, 1_500),
@@ -299,7 +288,7 @@ mod tests {
         );
         assert!(!ended.refuses(&t, &other, 1_200));
         // Logged out everywhere at 1_100: tickets issued until then are refused, later ones not.
-        ended.user("ada", 1_100, 500);
+        ended.user("ada", 1_100);
         assert!(ended.refuses(&t, &other, 1_200));
         assert!(ended.refuses(
             &Ticket {
@@ -316,8 +305,15 @@ mod tests {
             ..t.clone()
         };
         assert!(!ended.refuses(&fresh, &other, 1_200));
-        // Full: refuse rather than forget.
-        ended.session(other, 1_200, 500);
-        assert!(ended.refuses(&fresh, &SessionId::random().unwrap().key(), 1_300));
+        // Full: the oldest is evicted, and tickets older than it are refused, not all.
+        for _ in 0..3 {
+            ended.session(SessionId::random().unwrap().key(), 1_200);
+        }
+        assert!(ended.refuses(&t, &SessionId::random().unwrap().key(), 1_300));
+        let later = Ticket {
+            issued: 1_250,
+            ..t.clone()
+        };
+        assert!(!ended.refuses(&later, &SessionId::random().unwrap().key(), 1_300));
     }
 }

@@ -105,7 +105,7 @@ impl SessionStore for Timed {
     fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
         self.inner.can_cycle_to(old, new)
     }
-    fn ended_recently(&self, key: &SessionKey) -> bool {
-        self.inner.ended_recently(key)
+    fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
+        self.inner.ended_recently(key, issued)
     }
 }

@@ -9,29 +9,34 @@
 //! and a cluster to every node), and resubscribes after a reconnect. Messages published while
 //! that connection was down are missed; Redis was not reachable from here then either.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cloakroom::{now_millis, Millis, SessionKey};
+use cloakroom::{now_millis, Millis, RecentlyEnded, SessionKey};
 use redis::{PushInfo, PushKind, Value};
 
 /// How long an ended session is remembered: longer than any fallback ticket should live.
 const REMEMBER_MS: Millis = 60 * 60 * 1000;
-/// At most this many are remembered; past it, every ticket is refused until entries age out.
+/// At most this many are remembered (about 100 bytes each); past it the oldest are evicted
+/// and tickets issued before them refused ([`RecentlyEnded`]).
 const CAPACITY: usize = 200_000;
 
 /// What this store heard about ended sessions.
-#[derive(Default)]
 pub(crate) struct EndedFeed {
-    heard: Mutex<HashMap<SessionKey, Millis>>,
+    heard: Mutex<RecentlyEnded<SessionKey>>,
 }
 
 impl EndedFeed {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::default()
+        Self::with_capacity(CAPACITY)
     }
 
-    fn heard(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Millis>> {
+    pub(crate) fn with_capacity(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            heard: Mutex::new(RecentlyEnded::new(capacity, REMEMBER_MS)),
+        })
+    }
+
+    fn heard(&self) -> std::sync::MutexGuard<'_, RecentlyEnded<SessionKey>> {
         self.heard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -53,19 +58,13 @@ impl EndedFeed {
             return;
         };
         let now = now_millis();
-        let mut heard = self.heard();
-        if heard.len() >= CAPACITY {
-            heard.retain(|_, at| now.saturating_sub(*at) < REMEMBER_MS);
-        }
-        heard.insert(key, now);
+        self.heard().insert(key, now, now);
     }
 
-    /// Whether `key`'s session was heard ending within the last hour (or the list is full).
-    pub(crate) fn ended_recently(&self, key: &SessionKey) -> bool {
-        let heard = self.heard();
-        heard.len() >= CAPACITY
-            || heard
-                .get(key)
-                .is_some_and(|at| now_millis().saturating_sub(*at) < REMEMBER_MS)
+    /// Whether `key`'s session was heard ending within the last hour, or a ticket issued at
+    /// `issued` predates what a full list evicted.
+    pub(crate) fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
+        // Heard when the message arrived: a ticket issued a moment before still predates it.
+        self.heard().ended_since(key, issued, now_millis())
     }
 }

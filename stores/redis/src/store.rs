@@ -10,7 +10,7 @@ use cloakroom::{
 };
 use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 
-use crate::cache::{CacheState, Patch, ReadCache};
+use crate::cache::{CacheState, ForgetUnlessDone, Patch, ReadCache};
 use crate::codec::{
     array, counters, record_fields, record_from_flat, stored_from_flat, text, Reply, Stored,
 };
@@ -109,7 +109,7 @@ impl RedisStore {
         )
         .await;
         let cache = match opened {
-            Ok(conn) => ReadCache { conn, state },
+            Ok(conn) => ReadCache::new(conn, state),
             Err(e) => {
                 tracing::warn!(error = %e, "session read cache unavailable (no RESP3?); reads go to Redis");
                 return None;
@@ -255,15 +255,24 @@ impl RedisStore {
     }
 
     /// Sends `cmds` as one pipeline (one round trip); the first failed command fails the call.
+    /// Sent once more on a fresh connection if the link dropped: only for commands that may
+    /// run twice (reads, and writes that set rather than add).
     async fn run(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
-        self.run_each(cmds).await?.into_iter().collect()
+        self.run_each(cmds, Resend::IfDropped)
+            .await?
+            .into_iter()
+            .collect()
     }
 
     /// Sends `cmds` as one pipeline and answers each command's outcome. Scripts the server has
     /// forgotten (after a restart) are loaded and just those commands sent again: they did not
     /// run the first time.
-    async fn run_each(&self, cmds: Vec<Cmd>) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
-        let mut replies = self.send(&cmds).await?;
+    async fn run_each(
+        &self,
+        cmds: Vec<Cmd>,
+        resend: Resend,
+    ) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
+        let mut replies = self.send(&cmds, resend).await?;
         let forgotten: Vec<usize> = replies
             .iter()
             .enumerate()
@@ -290,6 +299,7 @@ impl RedisStore {
                         .iter()
                         .map(|&i| cmds[i].clone())
                         .collect::<Vec<_>>(),
+                    resend,
                 )
                 .await?;
             for (i, reply) in forgotten.into_iter().zip(again) {
@@ -302,9 +312,13 @@ impl RedisStore {
             .collect())
     }
 
-    async fn send(&self, cmds: &[Cmd]) -> Result<Vec<redis::RedisResult<Value>>, StoreError> {
+    async fn send(
+        &self,
+        cmds: &[Cmd],
+        resend: Resend,
+    ) -> Result<Vec<redis::RedisResult<Value>>, StoreError> {
         if !self.conn.is_cluster() || cmds.len() < 2 {
-            return self.send_together(cmds).await;
+            return self.send_together(cmds, resend).await;
         }
         // A cluster pipeline must stay in one slot: each command goes on its own, with the
         // WAIT that follows it (which must reach the same node), all at once.
@@ -316,8 +330,10 @@ impl RedisStore {
                 start = i;
             }
         }
-        let replies =
-            futures_util::future::join_all(units.into_iter().map(|u| self.send_together(u))).await;
+        let replies = futures_util::future::join_all(
+            units.into_iter().map(|u| self.send_together(u, resend)),
+        )
+        .await;
         let mut out = Vec::with_capacity(cmds.len());
         for reply in replies {
             out.extend(reply?);
@@ -328,13 +344,18 @@ impl RedisStore {
     async fn send_together(
         &self,
         cmds: &[Cmd],
+        resend: Resend,
     ) -> Result<Vec<redis::RedisResult<Value>>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for cmd in cmds {
             pipe.add_command(cmd.clone());
         }
-        pipe.query_async(&mut self.conn.clone())
+        resend
+            .send(&self.conn, |mut conn| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut conn).await }
+            })
             .await
             .map_err(|e| self.failed(e))
     }
@@ -342,8 +363,17 @@ impl RedisStore {
     /// Sends `cmds` (logins, logouts, revocations) and, with durable writes, waits in the same
     /// round trip until one replica has them. Answers the commands' replies.
     async fn run_durable(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+        self.run_durable_with(cmds, Resend::IfDropped).await
+    }
+
+    /// [`RedisStore::run_durable`], sent again after a dropped link only if `resend` says so.
+    async fn run_durable_with(
+        &self,
+        cmds: Vec<Cmd>,
+        resend: Resend,
+    ) -> Result<Vec<Value>, StoreError> {
         let Some(timeout) = self.durable else {
-            return self.run(cmds).await;
+            return self.run_each(cmds, resend).await?.into_iter().collect();
         };
         let mut wait = redis::cmd("WAIT");
         wait.arg(1)
@@ -360,7 +390,12 @@ impl RedisStore {
         }
         let waits: Vec<bool> = sent.iter().map(is_wait).collect();
         let mut out = Vec::with_capacity(count);
-        for (reply, was_wait) in self.run(sent).await?.into_iter().zip(waits) {
+        let replies: Vec<Value> = self
+            .run_each(sent, resend)
+            .await?
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        for (reply, was_wait) in replies.into_iter().zip(waits) {
             match (was_wait, reply) {
                 (false, reply) => out.push(reply),
                 (true, Value::Int(n)) if n >= 1 => {}
@@ -370,12 +405,28 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// Sends one command; a forgotten script is loaded and the command sent again.
+    /// Sends one command that may run twice; a forgotten script is loaded and the command
+    /// sent again, and so is a command whose link dropped.
     async fn one(&self, cmd: Cmd) -> Result<Value, StoreError> {
-        match cmd.query_async(&mut self.conn.clone()).await {
+        self.one_with(cmd, Resend::IfDropped).await
+    }
+
+    /// Sends one command that must not run twice (it adds): never sent again after a dropped
+    /// link, whose fate is unknown.
+    async fn one_once(&self, cmd: Cmd) -> Result<Value, StoreError> {
+        self.one_with(cmd, Resend::Never).await
+    }
+
+    async fn one_with(&self, cmd: Cmd, resend: Resend) -> Result<Value, StoreError> {
+        let send = |mut conn: RedisConnection| {
+            let cmd = &cmd;
+            async move { cmd.query_async(&mut conn).await }
+        };
+        match resend.send(&self.conn, send).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.load_scripts().await.map_err(|e| self.failed(e))?;
-                cmd.query_async(&mut self.conn.clone())
+                resend
+                    .send(&self.conn, send)
                     .await
                     .map_err(|e| self.failed(e))
             }
@@ -392,6 +443,8 @@ impl RedisStore {
         let Some(cache) = &self.cache else {
             return stored_from_flat(array(self.one(cmd).await?)?);
         };
+        cache.follow(&self.conn).await;
+        cache.check_role();
         if let Some(record) = cache.state.get(key) {
             return Ok(Stored::Session(record));
         }
@@ -400,8 +453,11 @@ impl RedisStore {
             return stored_from_flat(array(self.one(cmd).await?)?);
         }
         let ticket = cache.state.ticket();
-        let reply = cmd
-            .query_async(&mut cache.conn.clone())
+        let reply = Resend::IfDropped
+            .send(&cache.conn, |mut conn| {
+                let cmd = &cmd;
+                async move { cmd.query_async::<Value>(&mut conn).await }
+            })
             .await
             .map_err(|e| self.failed(e))?;
         let stored = stored_from_flat(array(reply)?)?;
@@ -449,6 +505,52 @@ impl RedisStore {
         args.extend(record_fields(record));
         self.session_script(Lua::Create, key, &args)
     }
+}
+
+/// Whether a command may be sent again on a fresh connection when its link dropped (a proxy's
+/// idle timeout, `CLIENT KILL`, a network blip, a managed service's maintenance): the first
+/// request after such a drop fails at once, though the command most likely never reached
+/// Redis. Whether it did cannot be told, so only a command that may run twice is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Reads, logouts, and writes that set or remove fields: running twice does no harm.
+    IfDropped,
+    /// Increments and compare-and-sets (they add or check), login cycles and logged-in
+    /// creates: an unknown fate is reported, never doubled.
+    Never,
+}
+
+impl Resend {
+    /// For a change: sent again only if it neither adds nor compares.
+    fn for_changes(changes: &Changes) -> Self {
+        if changes.increments.is_empty() && changes.expect.is_empty() {
+            Self::IfDropped
+        } else {
+            Self::Never
+        }
+    }
+
+    /// Runs `send` on `conn`, and once more (on the connection the link has by then
+    /// replaced) if it failed because the link dropped and this kind may be sent again.
+    async fn send<T, F, Fut>(self, conn: &RedisConnection, send: F) -> redis::RedisResult<T>
+    where
+        F: Fn(RedisConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match send(conn.clone()).await {
+            Err(e) if self == Self::IfDropped && dropped(&e) => {
+                tracing::debug!(error = %e, "Redis link dropped; sending the command again");
+                send(conn.clone()).await
+            }
+            reply => reply,
+        }
+    }
+}
+
+/// A connection that dropped under the command (not a timeout: a slow server is not retried
+/// into a slower one).
+fn dropped(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() && !e.is_timeout()
 }
 
 fn is_wait(cmd: &Cmd) -> bool {
@@ -588,8 +690,13 @@ impl RedisStore {
         let outcome = match self.cache.as_ref().filter(|c| c.state.is_tracking()) {
             Some(cache) => {
                 let ticket = cache.state.ticket();
-                let replies: Result<Vec<Value>, _> =
-                    pipe.query_async(&mut cache.conn.clone()).await;
+                let guard = ForgetUnlessDone::new(&cache.state, *key);
+                let replies: Result<Vec<Value>, _> = Resend::for_changes(changes)
+                    .send(&cache.conn, |mut conn| {
+                        let pipe = &pipe;
+                        async move { pipe.query_async(&mut conn).await }
+                    })
+                    .await;
                 let outcome = replies
                     .map_err(|e| self.failed(e))
                     .map(|r| fast::outcome(r, changes, now, *key));
@@ -604,11 +711,18 @@ impl RedisStore {
                     }
                     _ => cache.state.invalidate(key),
                 }
+                guard.disarm();
                 outcome?
             }
             None => {
                 let replies: Result<Vec<Value>, redis::RedisError> = self
-                    .writing(&[*key], pipe.query_async(&mut self.conn.clone()))
+                    .writing(
+                        &[*key],
+                        Resend::for_changes(changes).send(&self.conn, |mut conn| {
+                            let pipe = &pipe;
+                            async move { pipe.query_async(&mut conn).await }
+                        }),
+                    )
                     .await;
                 match replies {
                     // A transaction refused whole ran nothing. On a cluster that is a slot
@@ -634,7 +748,7 @@ impl RedisStore {
                 // only here) and refuse it, as the script and the other stores do.
                 let mut undo = redis::cmd("HINCRBY");
                 undo.arg(self.keys.session(key)).arg(&field).arg(-by);
-                self.writing(&[*key], self.one(undo)).await?;
+                self.writing(&[*key], self.one_once(undo)).await?;
                 Err(StoreError::NotAnInteger(field))
             }
         }
@@ -652,11 +766,9 @@ impl RedisStore {
         let mut args = vec![now.to_string(), self.keys.session_prefix(key)];
         write_args(&mut args, changes);
         let filed = self.file_before(key, changes, None).await?;
+        let cmd = self.session_script(Lua::Apply, key, &args);
         let reply = self
-            .writing(
-                &[*key],
-                self.one(self.session_script(Lua::Apply, key, &args)),
-            )
+            .writing(&[*key], self.one_with(cmd, Resend::for_changes(changes)))
             .await?;
         let applied = written(Reply::decode(reply)?, *key)?;
         self.file_after(filed.as_deref(), key, None, &applied)
@@ -756,7 +868,15 @@ impl SessionStore for RedisStore {
         if let Some(user) = &record.user {
             cmds.push(self.index_cmd(user, Some(key), &[]));
         }
-        let replies = self.run_durable(cmds).await?;
+        // Sent again after a dropped link only when anonymous: a create that landed the first
+        // time answers "collision" the second, and the layer files the data under another ID,
+        // which for a login would leave a phantom session in the user's list.
+        let resend = if record.user.is_some() {
+            Resend::Never
+        } else {
+            Resend::IfDropped
+        };
+        let replies = self.run_durable_with(cmds, resend).await?;
         match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
             Reply::Tagged(tag, _) if tag == "ok" => Ok(()),
             Reply::Tagged(tag, _) if tag == "collision" => Err(StoreError::IdCollision),
@@ -807,7 +927,10 @@ impl SessionStore for RedisStore {
         );
         let filed = self.file_before(old, changes, Some(new)).await?;
         let reply = self
-            .writing(&[*old, *new], self.run_durable(vec![cmd]))
+            .writing(
+                &[*old, *new],
+                self.run_durable_with(vec![cmd], Resend::Never),
+            )
             .await?;
         let applied = match Reply::decode(reply.into_iter().next().unwrap_or(Value::Nil))? {
             Reply::Tagged(tag, _) if tag == "collision" => return Err(StoreError::IdCollision),
@@ -965,7 +1088,7 @@ impl SessionStore for RedisStore {
         self.keys.same_slot(old, new)
     }
 
-    fn ended_recently(&self, key: &SessionKey) -> bool {
-        self.ended.ended_recently(key)
+    fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
+        self.ended.ended_recently(key, issued)
     }
 }

@@ -301,6 +301,7 @@ async fn every_instance_hears_which_sessions_ended() {
         .await
         .unwrap();
     let (logged_out, cycled, kept) = (key(), key(), key());
+    let issued = now_millis();
     for k in [&logged_out, &cycled, &kept] {
         a.create(k, &login(now_millis(), "ada")).await.unwrap();
     }
@@ -316,9 +317,9 @@ async fn every_instance_hears_which_sessions_ended() {
     .await
     .unwrap();
     wait_for("the other instance to hear of the ends", || async {
-        b.ended_recently(&logged_out) && b.ended_recently(&cycled)
+        b.ended_recently(&logged_out, issued) && b.ended_recently(&cycled, issued)
     })
     .await;
-    assert!(!b.ended_recently(&kept));
-    assert!(!b.ended_recently(&new));
+    assert!(!b.ended_recently(&kept, issued));
+    assert!(!b.ended_recently(&new, issued));
 }

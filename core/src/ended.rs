@@ -1,0 +1,176 @@
+//! A bounded memory of things that ended lately (sessions, users logged out everywhere), for
+//! refusing fallback tickets that predate the end.
+//!
+//! Hard-bounded and O(1) per insert: entries leave in the order they came (oldest first), by
+//! age or, when full, by eviction. An evicted entry is not simply forgotten: it raises a
+//! *floor*, and every ticket issued at or before the floor is refused. A ticket is only
+//! issued while its session lives, so every ticket of an ended session was issued before it
+//! ended: the floor refuses all of them, and nothing issued since. A flood of logouts thus
+//! costs tickets older than the flood, never every ticket.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+use crate::record::Millis;
+
+/// Keys remembered with the time they ended, for `remember` milliseconds, at most
+/// `capacity` of them.
+///
+/// ```
+/// use cloakroom::RecentlyEnded;
+/// let mut ended = RecentlyEnded::new(2, 1_000);
+/// ended.insert("a", 10, 10);
+/// ended.insert("b", 20, 20);
+/// ended.insert("c", 30, 30); // full: "a" is evicted, and the floor rises to 10
+/// assert!(ended.ended_since(&"a", 5, 30), "a ticket issued before a's end is still refused");
+/// assert!(!ended.ended_since(&"a", 15, 30), "one issued after it is not");
+/// assert!(ended.ended_since(&"c", 25, 30));
+/// ```
+#[derive(Debug)]
+pub struct RecentlyEnded<K> {
+    at: HashMap<K, Millis>,
+    order: VecDeque<(K, Millis)>,
+    capacity: usize,
+    remember: Millis,
+    floor: Millis,
+}
+
+impl<K: Hash + Eq + Clone> RecentlyEnded<K> {
+    /// At most `capacity` entries (at least one), each kept for `remember` milliseconds.
+    #[must_use]
+    pub fn new(capacity: usize, remember: Millis) -> Self {
+        Self {
+            at: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            remember,
+            floor: 0,
+        }
+    }
+
+    /// Remembers that `key` ended at `at` (seen at `now`).
+    pub fn insert(&mut self, key: K, at: Millis, now: Millis) {
+        self.age(now);
+        while self.order.len() >= self.capacity {
+            self.evict(now);
+        }
+        self.at
+            .entry(key.clone())
+            .and_modify(|t| *t = (*t).max(at))
+            .or_insert(at);
+        self.order.push_back((key, at));
+    }
+
+    /// When `key` ended, if it is still remembered at `now`.
+    pub fn get(&self, key: &K, now: Millis) -> Option<Millis> {
+        self.at
+            .get(key)
+            .copied()
+            .filter(|at| at.saturating_add(self.remember) > now)
+    }
+
+    /// Whether something issued at `issued` must be refused at `now`: `key` ended at or after
+    /// `issued` and is remembered, or `issued` is not after what eviction forgot.
+    pub fn ended_since(&self, key: &K, issued: Millis, now: Millis) -> bool {
+        self.below_floor(issued, now) || self.get(key, now).is_some_and(|at| issued <= at)
+    }
+
+    /// Whether `issued` is at or below the floor that eviction raised (and the floor is still
+    /// within the memory's span at `now`).
+    pub fn below_floor(&self, issued: Millis, now: Millis) -> bool {
+        let floor = self.floor(now);
+        floor > 0 && issued <= floor
+    }
+
+    /// The floor in force at `now` (0 for none): what eviction forgot ended at or before it.
+    #[must_use]
+    pub fn floor(&self, now: Millis) -> Millis {
+        if self.floor.saturating_add(self.remember) > now {
+            self.floor
+        } else {
+            0
+        }
+    }
+
+    /// Entries remembered now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    /// Whether nothing is remembered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// Drops entries older than the memory's span, oldest first.
+    fn age(&mut self, now: Millis) {
+        while let Some((_, at)) = self.order.front() {
+            if at.saturating_add(self.remember) > now {
+                break;
+            }
+            self.pop();
+        }
+    }
+
+    fn evict(&mut self, now: Millis) {
+        if let Some(at) = self.pop() {
+            if at.saturating_add(self.remember) > now {
+                self.floor = self.floor.max(at);
+            }
+        }
+    }
+
+    /// Removes the oldest entry; answers its time if it was the key's latest.
+    fn pop(&mut self) -> Option<Millis> {
+        let (key, at) = self.order.pop_front()?;
+        if self.at.get(&key) == Some(&at) {
+            self.at.remove(&key);
+            return Some(at);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_raises_the_floor_but_never_refuses_later_tickets() {
+        let mut ended = RecentlyEnded::new(100, 60_000);
+        for i in 0..100_000u64 {
+            ended.insert(i, 1_000 + i / 10, 1_000 + i / 10);
+            assert!(ended.len() <= 100);
+        }
+        let now = 1_000 + 100_000 / 10;
+        // Tickets issued after the flood's forgotten part still work.
+        assert!(!ended.ended_since(&u64::MAX, now, now));
+        // Every evicted key's old tickets are still refused.
+        assert!(ended.ended_since(&5, 1_000, now));
+        // The remembered ones are refused by their own entry.
+        assert!(ended.ended_since(&99_999, now - 1, now));
+    }
+
+    #[test]
+    fn entries_and_the_floor_age_out() {
+        let mut ended = RecentlyEnded::new(1, 100);
+        ended.insert("a", 10, 10);
+        ended.insert("b", 20, 20);
+        assert!(ended.ended_since(&"x", 10, 50), "floor from a");
+        assert!(!ended.ended_since(&"x", 10, 200), "aged out");
+        assert!(!ended.ended_since(&"b", 20, 200));
+        ended.insert("c", 300, 300);
+        assert_eq!(ended.len(), 1);
+    }
+
+    #[test]
+    fn ending_a_key_again_keeps_the_latest_time() {
+        let mut ended = RecentlyEnded::new(10, 1_000);
+        ended.insert("a", 50, 50);
+        ended.insert("a", 40, 60);
+        assert_eq!(ended.get(&"a", 60), Some(50));
+        assert_eq!(ended.len(), 1);
+    }
+}

@@ -9,8 +9,14 @@
 //! - Every invalidation (and every write this process makes) stamps the key's slot with a new
 //!   sequence number; a read inserts its reply only if its slot was not stamped after the read
 //!   was sent. So a reply that raced an invalidation is never cached.
-//! - Losing the tracking link (the connection's `Disconnection`) empties the cache at once, and
-//!   reads go to Redis until tracking is switched on again on the new connection.
+//! - Losing the tracking link (the connection's `Disconnection`, or its replacement after a
+//!   failover, or the main link moving to another primary) empties the cache at once and bumps
+//!   an epoch; reads go to Redis until tracking is switched on again. Tracking counts as on
+//!   only if no loss happened between sending `CLIENT TRACKING ON` and its `OK` (the epoch
+//!   is unchanged): a reply from a connection that was replaced meanwhile proves nothing.
+//! - A script-free write sent on the tracking connection (`NOLOOP`: Redis sends no
+//!   invalidation for it) that is cancelled or fails forgets its key: whatever happened in
+//!   Redis, the copy here is no longer trusted.
 //! - A server that refuses `CLIENT TRACKING` leaves the cache off: strict reads.
 //! - What remains: an invalidation still on its way (Redis to this process) when a request
 //!   arrives. That window is one push delivery: the network's one-way latency plus the time
@@ -38,8 +44,13 @@ pub(crate) struct CacheState {
     sequence: AtomicU64,
     foreign: Vec<AtomicU64>,
     local: Vec<AtomicU64>,
+    /// `sets[slot]`: the sequence at the slot's last set/remove patch. A step patch is not
+    /// applied over one it may have raced (their replies can be handled in either order).
+    sets: Vec<AtomicU64>,
     /// Whether `CLIENT TRACKING` is on for the current connection.
     tracking: AtomicBool,
+    /// Bumped at every loss of the tracking link.
+    epoch: AtomicU64,
     prefix: String,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -58,7 +69,9 @@ impl CacheState {
             sequence: AtomicU64::new(0),
             foreign: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             local: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            sets: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             tracking: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
             prefix: prefix.to_owned(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -124,11 +137,15 @@ impl CacheState {
         let slot = slot(key);
         let foreign = self.foreign[slot].load(Ordering::Acquire) > ticket;
         let local = self.local[slot].load(Ordering::Acquire) > ticket;
+        let set = self.sets[slot].load(Ordering::Acquire) > ticket;
         let stamp = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
         self.local[slot].store(stamp, Ordering::Release);
+        if matches!(change, Patch::Fields(_)) {
+            self.sets[slot].store(stamp, Ordering::Release);
+        }
         let tracking = self.tracking.load(Ordering::Acquire);
         let applied = match (entries.get_mut(key), change) {
-            (Some(record), Patch::Step(field, by)) if tracking && !foreign => {
+            (Some(record), Patch::Step(field, by)) if tracking && !foreign && !set => {
                 let current = record
                     .fields
                     .get(field)
@@ -199,11 +216,40 @@ impl CacheState {
     /// The tracking link was lost (the connection dropped, or was replaced after a
     /// failover): nothing cached may be served until tracking is on again.
     pub(crate) fn lost(&self) {
-        self.tracking.store(false, Ordering::Release);
+        {
+            // Under the entries lock, which `confirm` also takes: a confirmation either
+            // happened before this loss (and is undone here) or sees the new epoch.
+            let _entries = self.entries();
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            self.tracking.store(false, Ordering::Release);
+        }
         self.invalidate_all();
         tracing::warn!(
             "session read cache: tracking link lost; reading from Redis until it is back"
         );
+    }
+
+    /// The loss epoch, read before asking for tracking.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Tracking was switched on by a command sent at `epoch`: it counts only if the link was
+    /// not lost since. Answers whether it counted.
+    pub(crate) fn confirm(&self, epoch: u64) -> bool {
+        let confirmed = {
+            let _entries = self.entries();
+            let same = self.epoch.load(Ordering::Acquire) == epoch;
+            if same {
+                self.tracking.store(true, Ordering::Release);
+            }
+            same
+        };
+        if confirmed {
+            // A read sent before tracking was on is not tracked: its reply must not be cached.
+            self.invalidate_all();
+        }
+        confirmed
     }
 
     /// Whether tracking is on for the current connection.
@@ -233,15 +279,75 @@ pub(crate) enum Patch<'a> {
 pub(crate) struct ReadCache {
     pub(crate) conn: crate::RedisConnection,
     pub(crate) state: Arc<CacheState>,
+    /// How many times the store's main link had moved to another primary when this link
+    /// last followed it.
+    main_swaps: Arc<AtomicU64>,
+    /// When this link's role was last checked (ms since the Unix epoch).
+    role_checked: Arc<AtomicU64>,
 }
 
+/// How often a reading instance asks whether its tracking link still reaches a primary: an
+/// instance that only reads never meets the `READONLY` that moves the main link.
+const ROLE_CHECK_MS: u64 = 1_000;
+
 impl ReadCache {
+    pub(crate) fn new(conn: crate::RedisConnection, state: Arc<CacheState>) -> Self {
+        Self {
+            conn,
+            state,
+            main_swaps: Arc::default(),
+            role_checked: Arc::default(),
+        }
+    }
+
+    /// At most once per [`ROLE_CHECK_MS`], in the background: if this link's server is now a
+    /// replica (a managed failover demoted it and re-pointed the endpoint), the cache empties
+    /// and the link resolves the primary again. Until then the demoted server still relays
+    /// the new primary's changes as invalidations, a replication lag late.
+    pub(crate) fn check_role(&self) {
+        let now = cloakroom::now_millis();
+        let last = self.role_checked.load(Ordering::Acquire);
+        if now.saturating_sub(last) < ROLE_CHECK_MS
+            || self
+                .role_checked
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        let (conn, state) = (self.conn.clone(), self.state.clone());
+        tokio::spawn(async move {
+            let role: Result<Vec<Value>, _> =
+                redis::cmd("ROLE").query_async(&mut conn.clone()).await;
+            let replica = matches!(
+                role.as_deref().ok().and_then(<[Value]>::first),
+                Some(Value::BulkString(b)) if b == b"slave"
+            );
+            if replica {
+                state.lost();
+                conn.resolve_again().await;
+            }
+        });
+    }
+
+    /// After a managed failover the main link may have found the new primary while this one
+    /// still reads from the demoted one (a replica answers reads without complaint): when the
+    /// main link moved, the cache empties and this link resolves the primary again.
+    pub(crate) async fn follow(&self, main: &crate::RedisConnection) {
+        let swaps = main.swaps();
+        if self.main_swaps.swap(swaps, Ordering::AcqRel) != swaps {
+            self.state.lost();
+            self.conn.resolve_again().await;
+        }
+    }
+
     /// Switches tracking on for the current connection if it is off. After a reconnect the
     /// server has forgotten it; until it answers OK nothing is served from the cache.
     pub(crate) async fn ensure_tracking(&self) -> Result<(), redis::RedisError> {
         if self.state.is_tracking() {
             return Ok(());
         }
+        let epoch = self.state.epoch();
         // NOLOOP: the script-free writes this process sends on this connection bring back no
         // invalidation; the store applies their effect to the cache itself (`patch`).
         redis::cmd("CLIENT")
@@ -250,10 +356,46 @@ impl ReadCache {
             .arg("NOLOOP")
             .query_async::<()>(&mut self.conn.clone())
             .await?;
-        self.state.tracking.store(true, Ordering::Release);
-        // A read sent before tracking was on is not tracked: its reply must not be cached.
-        self.state.invalidate_all();
+        if !self.state.confirm(epoch) {
+            // The link was lost while the command was out: the next read asks again.
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "tracking link lost while switching tracking on",
+            )));
+        }
         Ok(())
+    }
+}
+
+/// Forgets a key when dropped unless disarmed: held across a script-free write on the
+/// tracking connection, so a write cancelled after it was sent (Redis sends no invalidation
+/// for it, `NOLOOP`) cannot leave this process' copy stale.
+pub(crate) struct ForgetUnlessDone<'a> {
+    state: &'a CacheState,
+    key: SessionKey,
+    armed: bool,
+}
+
+impl<'a> ForgetUnlessDone<'a> {
+    pub(crate) fn new(state: &'a CacheState, key: SessionKey) -> Self {
+        Self {
+            state,
+            key,
+            armed: true,
+        }
+    }
+
+    /// The write's outcome was handled (patched or forgotten) by the caller.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ForgetUnlessDone<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.state.invalidate(&self.key);
+        }
     }
 }
 
@@ -287,6 +429,54 @@ mod tests {
             )])],
         });
         assert!(state.get(&k).is_none(), "Redis said it changed");
+    }
+
+    #[test]
+    fn tracking_confirmed_across_a_loss_does_not_count() {
+        let state = CacheState::new("session:", 10);
+        let epoch = state.epoch();
+        // CLIENT TRACKING ON is out; the link drops and is replaced before the OK is handled.
+        state.lost();
+        assert!(!state.confirm(epoch), "the OK came from the lost link");
+        assert!(!state.is_tracking());
+        let (k, record) = (key(), Record::new(0, 10, 20));
+        state.insert(k, record.clone(), state.ticket());
+        assert!(state.get(&k).is_none());
+        assert!(state.confirm(state.epoch()));
+        state.insert(k, record.clone(), state.ticket());
+        assert_eq!(state.get(&k), Some(record));
+    }
+
+    #[test]
+    fn a_step_is_not_applied_over_a_set_it_raced() {
+        let state = CacheState::new("session:", 10);
+        assert!(state.confirm(state.epoch()));
+        let k = key();
+        let mut record = Record::new(0, 10, 20);
+        record.fields.insert("n".into(), "3".into());
+        state.insert(k, record, state.ticket());
+        // Both sent at one ticket; Redis ran the step, then the set (n = 5), but the set's
+        // reply is handled first.
+        let ticket = state.ticket();
+        let set = |r: &mut Record| {
+            r.fields.insert("n".into(), "5".into());
+        };
+        state.patch(&k, ticket, Patch::Fields(&set));
+        state.patch(&k, ticket, Patch::Step("n", 1));
+        assert!(
+            state.get(&k).is_none(),
+            "6 would be stale: forgotten instead"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_write_forgets_its_key() {
+        let state = CacheState::new("session:", 10);
+        assert!(state.confirm(state.epoch()));
+        let (k, record) = (key(), Record::new(0, 10, 20));
+        state.insert(k, record, state.ticket());
+        drop(ForgetUnlessDone::new(&state, k));
+        assert!(state.get(&k).is_none());
     }
 
     #[test]

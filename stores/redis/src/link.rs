@@ -65,6 +65,14 @@ impl RedisConnection {
         Self(Kind::Cluster(conn))
     }
 
+    /// Finds the primary again now, if this is a primary link (see
+    /// [`PrimaryLink::resolve_again`]).
+    pub(crate) async fn resolve_again(&self) {
+        if let Kind::Primary(link) = &self.0 {
+            link.resolve_again().await;
+        }
+    }
+
     /// Whether this is a Redis Cluster connection.
     #[must_use]
     pub fn is_cluster(&self) -> bool {
@@ -177,6 +185,13 @@ impl PrimaryLink {
             .clone()
     }
 
+    /// Finds the primary again now (the read cache's link follows the main link when that
+    /// one moved: reads must not stay on a demoted primary).
+    pub(crate) async fn resolve_again(&self) {
+        let seen = self.current().0;
+        self.resolve(seen).await;
+    }
+
     /// Finds the primary again and swaps in a connection to it, unless another request
     /// already did since `seen` was current, one is running now, or one ran a moment ago.
     async fn resolve(&self, seen: u64) {
@@ -235,9 +250,7 @@ enum Verdict {
 }
 
 fn judge_error(e: &RedisError) -> Verdict {
-    if e.code() == Some("READONLY") || e.code() == Some("EXECABORT") {
-        // EXECABORT: a transaction whose queued commands were refused (a replica refuses
-        // writes at queue time); nothing in it ran.
+    if e.code() == Some("READONLY") || refused_transaction(e) {
         Verdict::Refused
     } else if e.is_io_error()
         || e.is_connection_dropped()
@@ -250,9 +263,21 @@ fn judge_error(e: &RedisError) -> Verdict {
     }
 }
 
+/// A transaction discarded (`EXECABORT`) because a replica refused its writes at queue time
+/// (`READONLY`): nothing in it ran. Discarded for another reason (an out-of-memory refusal, a
+/// wrong argument) it says nothing about where the primary is.
+fn refused_transaction(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
+        && e.clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "READONLY"))
+}
+
 fn judge_values(values: &[Value]) -> Verdict {
+    // A replica refuses each queued write with READONLY; an EXECABORT beside none of those
+    // is about the commands (memory, arguments), not the server's role.
     let refused = values.iter().any(|v| match v {
-        Value::ServerError(e) => e.code() == "READONLY" || e.code() == "EXECABORT",
+        Value::ServerError(e) => e.code() == "READONLY",
         _ => false,
     });
     if refused {
@@ -348,5 +373,15 @@ mod tests {
         let wrong =
             server_error("WRONGTYPE Operation against a key holding the wrong kind of value");
         assert_eq!(judge_error(&wrong), Verdict::Keep);
+        // A transaction discarded for memory is not a demoted primary.
+        let oom = server_error("EXECABORT Transaction discarded because of previous errors.");
+        assert_eq!(judge_error(&oom), Verdict::Keep);
+        let values = [Value::ServerError(
+            match redis::parse_redis_value(b"-OOM command not allowed\r\n") {
+                Ok(Value::ServerError(e)) => e,
+                other => panic!("{other:?}"),
+            },
+        )];
+        assert_eq!(judge_values(&values), Verdict::Keep);
     }
 }

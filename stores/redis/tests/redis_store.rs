@@ -690,3 +690,54 @@ async fn the_client_and_the_scripts_pick_the_same_index_bucket() {
         );
     }
 }
+
+/// One user with thousands of sessions: a login (a cycle into the index) checks a bounded
+/// number of members, not every one, and the index still drops sessions that are gone.
+#[tokio::test]
+async fn a_login_costs_the_same_for_a_user_with_thousands_of_sessions() {
+    let server = server(Options::default()).await;
+    let store = connect(&server).await;
+    let now = now_millis();
+    let login = |n: u64| {
+        let mut record = fresh(now + n);
+        record.user = Some("ada".into());
+        record
+    };
+    let mut keys = Vec::new();
+    let (mut first, mut last) = (Duration::ZERO, Duration::ZERO);
+    for n in 0..3_000u64 {
+        let k = key();
+        let started = Instant::now();
+        store.create(&k, &login(n)).await.unwrap();
+        if n < 200 {
+            first += started.elapsed();
+        } else if n >= 2_800 {
+            last += started.elapsed();
+        }
+        keys.push(k);
+    }
+    // Informational (the benchmark is the judge of speed): the index work no longer grows.
+    eprintln!("first 200 logins {first:?}, last 200 {last:?}");
+    let exists = |calls: &BTreeMap<String, u64>| calls.get("exists").copied().unwrap_or(0);
+    let before = server.command_calls().await;
+    let (old, new) = (keys[1_500], key());
+    store
+        .cycle(&old, &new, &Changes::default(), now + 4_000, now + 4_000)
+        .await
+        .unwrap();
+    let after = server.command_calls().await;
+    assert!(
+        exists(&after) - exists(&before) <= 6,
+        "a login checks a bounded number of members: {} EXISTS",
+        exists(&after) - exists(&before)
+    );
+    // Sessions that ended are dropped from the index as edits pass by, and listing drops
+    // the rest.
+    for k in &keys[..1_000] {
+        store.destroy(k).await.unwrap();
+    }
+    let listed = store.list_user("ada", now + 4_001).await.unwrap();
+    assert_eq!(listed.len(), 2_000);
+    assert!(listed.iter().any(|s| s.key == new));
+    assert!(!listed.iter().any(|s| s.key == old));
+}

@@ -144,25 +144,64 @@ local function index_bucket(prefix, user)
   return prefix .. 'users:' .. h
 end
 
+-- Where `member` starts in `list` (on a member boundary), or nil.
+local function find_member(list, member)
+  local from = 1
+  while true do
+    local at = string.find(list, member, from, true)
+    if not at then return nil end
+    if (at - 1) % KEY_CHARS == 0 then return at end
+    from = at + 1
+  end
+end
+
+local function without(list, at)
+  return string.sub(list, 1, at - 1) .. string.sub(list, at + KEY_CHARS)
+end
+
 -- Adds `add` and drops `drop` (either may be nil) from `user`'s list in the hash `bucket`.
--- Given the session prefix (standalone), it also drops every member whose session is gone,
--- so the list never outgrows the user's live sessions; on a cluster (`prune` nil) the
--- client prunes, having read the members' sessions.
+-- Given the session prefix (standalone), it also checks at most four members (the two
+-- oldest and two others) and drops those whose session is gone: a bounded number, so a login
+-- costs the same whether the user has one session or thousands (the list is pruned a few
+-- members at a time; listing prunes it whole). On a cluster (`prune` nil) the client
+-- prunes, having read the members' sessions.
 local function index_edit(bucket, user, add, drop, prune)
   local list = redis.call('HGET', bucket, user) or ''
-  local kept = {}
-  for i = 1, #list - KEY_CHARS + 1, KEY_CHARS do
-    local member = string.sub(list, i, i + KEY_CHARS - 1)
-    if member ~= drop and member ~= add
-        and (not prune or redis.call('EXISTS', prune .. member) == 1) then
-      kept[#kept + 1] = member
+  if drop then
+    local at = find_member(list, drop)
+    if at then list = without(list, at) end
+  end
+  if add and not find_member(list, add) then list = list .. add end
+  local n = math.floor(#list / KEY_CHARS)
+  if prune and n > 0 then
+    local picks, seen = {}, {}
+    local function pick(i)
+      if i >= 1 and i <= n and not seen[i] then
+        seen[i] = true
+        picks[#picks + 1] = i
+      end
+    end
+    pick(1)
+    pick(2)
+    -- Two more at positions taken from the (random) key being added or dropped, so that
+    -- every member is reached over time.
+    local seed = add or drop or list
+    local a, b, c = string.byte(seed, 1, 3)
+    pick((a * 64 + b) % n + 1)
+    pick((b * 64 + c) % n + 1)
+    table.sort(picks, function(x, y) return x > y end)
+    for _, i in ipairs(picks) do
+      local at = (i - 1) * KEY_CHARS + 1
+      local member = string.sub(list, at, at + KEY_CHARS - 1)
+      if member ~= add and redis.call('EXISTS', prune .. member) == 0 then
+        list = without(list, at)
+      end
     end
   end
-  if add then kept[#kept + 1] = add end
-  if #kept == 0 then
+  if #list == 0 then
     redis.call('HDEL', bucket, user)
   else
-    redis.call('HSET', bucket, user, table.concat(kept))
+    redis.call('HSET', bucket, user, list)
   end
 end
 

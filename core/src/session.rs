@@ -1399,8 +1399,18 @@ impl Session {
         if record.user.take().is_none() {
             return Ok(());
         }
+        let now = now_millis();
         let lifetime = Shared::millis(self.shared.config.absolute_lifetime);
-        state.drop_own_expiry(now_millis(), lifetime);
+        state.drop_own_expiry(now, lifetime);
+        // Anonymous from now on: the anonymous idle timeout applies at once, not after the
+        // signed-in (or "remember me") deadline it had.
+        let idle = now.saturating_add(self.shared.idle(false));
+        if let Some(record) = state.record.as_mut() {
+            if idle < record.idle_deadline {
+                record.idle_deadline = idle;
+                state.pending.idle_deadline = Some(idle);
+            }
+        }
         state.pending.user = Some(UserChange::Clear);
         state.cycle = Some(Cycle::Privilege);
         state.remove_field(CSRF_FIELD);

@@ -147,3 +147,39 @@ async fn a_change_of_user_drops_the_previous_users_remember_me() {
     assert_eq!(max_age(&left.set_cookies), None);
     assert_eq!(b.send("GET", "/show", None).await.body, "None None");
 }
+
+/// Signing out without ending the session (`clear_user`) makes it anonymous at once: a
+/// "remember me" login does not live on for weeks as an anonymous session, it gets the
+/// anonymous idle timeout (1 h by default) from then.
+#[tokio::test]
+async fn clear_user_gives_the_session_the_anonymous_idle_timeout() {
+    async fn login(s: Session) -> Result<&'static str, SessionError> {
+        s.set_user("alice").await?;
+        s.set_expiry(Expiry::new(days(30), days(30))).await?;
+        Ok("ok")
+    }
+    async fn anonymous(s: Session) -> Result<&'static str, SessionError> {
+        s.clear_user().await?;
+        Ok("ok")
+    }
+    let store = std::sync::Arc::new(MemoryStore::default());
+    let config = test_config()
+        .with_max_expiry(days(30), days(30))
+        .with_anonymous_idle_timeout(Some(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    let mut b = Browser::new(
+        Router::new()
+            .route("/login", post(login))
+            .route("/anonymous", post(anonymous))
+            .layer(SessionLayer::new(store.clone(), config)),
+    );
+    assert_eq!(b.send("POST", "/login", None).await.status, 200);
+    assert_eq!(b.send("POST", "/anonymous", None).await.status, 200);
+    let now = cloakroom::now_millis();
+    assert_eq!(
+        store.purge_expired(now + 2 * 3600 * 1000),
+        1,
+        "idle for two hours, the anonymous session is gone"
+    );
+}

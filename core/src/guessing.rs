@@ -4,7 +4,7 @@
 //! app only an HMAC. It is still a signal worth seeing: a client that keeps sending invalid
 //! cookies is counted, logged once per window, and (optionally) answered `429`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -109,27 +109,57 @@ pub(crate) enum Verdict {
     Throttled,
 }
 
-/// Per-client counts of invalid cookies in fixed windows.
+/// Per-client counts of invalid cookies in fixed windows. A client is an IPv4 address or an
+/// IPv6 /64 (one subscriber's network: an attacker with one has 2^64 addresses to rotate
+/// through). Bounded: when full, the client counted first leaves first (O(1)), so a flood of
+/// new addresses cannot reset everyone's count.
 #[derive(Debug, Default)]
 pub(crate) struct Detector {
-    clients: Mutex<HashMap<IpAddr, (Millis, u32)>>,
+    clients: Mutex<Clients>,
+}
+
+#[derive(Debug, Default)]
+struct Clients {
+    counts: HashMap<IpAddr, (Millis, u32)>,
+    order: VecDeque<IpAddr>,
+}
+
+/// The address a client is counted under: IPv6 cut to its /64.
+fn counted_as(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
 }
 
 impl Detector {
     pub(crate) fn invalid(&self, policy: &GuessingPolicy, client: IpAddr) -> Verdict {
         let now = now_millis();
+        let client = counted_as(client);
         let window = u64::try_from(policy.window.as_millis()).unwrap_or(u64::MAX);
-        let mut clients = self
+        let mut guard = self
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if clients.len() >= MAX_CLIENTS && !clients.contains_key(&client) {
-            clients.retain(|_, (start, _)| now < start.saturating_add(window));
-            if clients.len() >= MAX_CLIENTS {
-                // Many distinct addresses at once: start over rather than grow.
-                clients.clear();
+        let Clients { counts, order } = &mut *guard;
+        if !counts.contains_key(&client) {
+            while counts.len() >= MAX_CLIENTS {
+                match order.pop_front() {
+                    Some(oldest) => {
+                        counts.remove(&oldest);
+                    }
+                    None => break,
+                }
             }
+            order.push_back(client);
         }
+        let clients = counts;
         let entry = clients.entry(client).or_insert((now, 0));
         if now >= entry.0.saturating_add(window) {
             *entry = (now, 0);
@@ -190,6 +220,33 @@ mod tests {
         for i in 0..(MAX_CLIENTS as u32 + 10) {
             d.invalid(&policy, IpAddr::from(i.to_be_bytes()));
         }
-        assert!(d.clients.lock().unwrap().len() <= MAX_CLIENTS);
+        assert!(d.clients.lock().unwrap().counts.len() <= MAX_CLIENTS);
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_client_and_a_flood_resets_nobody() {
+        let policy = GuessingPolicy::new(3, Duration::from_secs(60));
+        let d = Detector::default();
+        let guesser: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        for _ in 0..3 {
+            d.invalid(&policy, guesser);
+        }
+        // Rotating through the /64 is the same client.
+        let rotated: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        assert_eq!(d.invalid(&policy, rotated), Verdict::Flagged);
+        // A flood of other networks evicts the oldest one at a time, never everyone at once.
+        let recent: IpAddr = "198.51.100.1".parse().unwrap();
+        for i in 0..(MAX_CLIENTS as u32 - 2) {
+            d.invalid(&policy, IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+        }
+        d.invalid(&policy, recent);
+        d.invalid(&policy, recent);
+        d.invalid(&policy, recent);
+        d.invalid(&policy, IpAddr::from([192, 0, 2, 200]));
+        assert_eq!(
+            d.invalid(&policy, recent),
+            Verdict::Flagged,
+            "still counted"
+        );
     }
 }

@@ -13,6 +13,11 @@ use std::hash::Hash;
 
 use crate::record::Millis;
 
+/// How far after a forgotten end a ticket may still have been issued: a request that loaded
+/// the session before the logout and answered after it, or another instance's clock running
+/// ahead. The floor refuses tickets up to this long after the evicted end.
+pub const FLOOR_MARGIN_MS: Millis = 60_000;
+
 /// Keys remembered with the time they ended, for `remember` milliseconds, at most
 /// `capacity` of them.
 ///
@@ -21,10 +26,11 @@ use crate::record::Millis;
 /// let mut ended = RecentlyEnded::new(2, 1_000);
 /// ended.insert("a", 10, 10);
 /// ended.insert("b", 20, 20);
-/// ended.insert("c", 30, 30); // full: "a" is evicted, and the floor rises to 10
+/// ended.insert("c", 30, 30); // full: "a" is evicted, and the floor rises to 10 (+ margin)
 /// assert!(ended.ended_since(&"a", 5, 30), "a ticket issued before a's end is still refused");
-/// assert!(!ended.ended_since(&"a", 15, 30), "one issued after it is not");
-/// assert!(ended.ended_since(&"c", 25, 30));
+/// assert!(ended.ended_since(&"c", 99, 30), "a remembered key refuses every ticket");
+/// let later = 10 + cloakroom::FLOOR_MARGIN_MS + 1;
+/// assert!(!ended.ended_since(&"x", later, 30), "one issued well after the floor is not");
 /// ```
 #[derive(Debug)]
 pub struct RecentlyEnded<K> {
@@ -69,10 +75,11 @@ impl<K: Hash + Eq + Clone> RecentlyEnded<K> {
             .filter(|at| at.saturating_add(self.remember) > now)
     }
 
-    /// Whether something issued at `issued` must be refused at `now`: `key` ended at or after
-    /// `issued` and is remembered, or `issued` is not after what eviction forgot.
+    /// Whether a ticket of `key` issued at `issued` must be refused at `now`: `key` is
+    /// remembered as ended (whenever the ticket was issued: a request that began before the
+    /// end may issue one after it), or `issued` is not after what eviction forgot.
     pub fn ended_since(&self, key: &K, issued: Millis, now: Millis) -> bool {
-        self.below_floor(issued, now) || self.get(key, now).is_some_and(|at| issued <= at)
+        self.below_floor(issued, now) || self.get(key, now).is_some()
     }
 
     /// Whether `issued` is at or below the floor that eviction raised (and the floor is still
@@ -82,11 +89,12 @@ impl<K: Hash + Eq + Clone> RecentlyEnded<K> {
         floor > 0 && issued <= floor
     }
 
-    /// The floor in force at `now` (0 for none): what eviction forgot ended at or before it.
+    /// The floor in force at `now` (0 for none): what eviction forgot ended at or before
+    /// it, less [`FLOOR_MARGIN_MS`].
     #[must_use]
     pub fn floor(&self, now: Millis) -> Millis {
-        if self.floor.saturating_add(self.remember) > now {
-            self.floor
+        if self.floor > 0 && self.floor.saturating_add(self.remember) > now {
+            self.floor.saturating_add(FLOOR_MARGIN_MS)
         } else {
             0
         }
@@ -145,8 +153,9 @@ mod tests {
             assert!(ended.len() <= 100);
         }
         let now = 1_000 + 100_000 / 10;
-        // Tickets issued after the flood's forgotten part still work.
-        assert!(!ended.ended_since(&u64::MAX, now, now));
+        // Tickets issued after the flood's forgotten part (and its margin) still work.
+        let later = ended.floor(now) + 1;
+        assert!(!ended.ended_since(&u64::MAX, later, now));
         // Every evicted key's old tickets are still refused.
         assert!(ended.ended_since(&5, 1_000, now));
         // The remembered ones are refused by their own entry.
@@ -161,6 +170,10 @@ mod tests {
         assert!(ended.ended_since(&"x", 10, 50), "floor from a");
         assert!(!ended.ended_since(&"x", 10, 200), "aged out");
         assert!(!ended.ended_since(&"b", 20, 200));
+        assert!(
+            ended.ended_since(&"b", 1_000, 110),
+            "a remembered key, any issue time"
+        );
         ended.insert("c", 300, 300);
         assert_eq!(ended.len(), 1);
     }

@@ -13,7 +13,7 @@ use http::HeaderMap;
 
 use crate::record::{now_millis, Millis};
 
-/// Clients tracked at most; past this, windows that ended are dropped, then the oldest.
+/// Clients tracked at most; past this the oldest leaves (an active guesser goes to the back).
 const MAX_CLIENTS: usize = 10_000;
 
 /// How invalid cookies are counted and answered. Build with [`GuessingPolicy::new`].
@@ -111,8 +111,9 @@ pub(crate) enum Verdict {
 
 /// Per-client counts of invalid cookies in fixed windows. A client is an IPv4 address or an
 /// IPv6 /64 (one subscriber's network: an attacker with one has 2^64 addresses to rotate
-/// through). Bounded: when full, the client counted first leaves first (O(1)), so a flood of
-/// new addresses cannot reset everyone's count.
+/// through). Bounded: when full, the client counted first leaves first (O(1)), unless it is
+/// guessing right now, so a flood of new addresses neither resets everyone's count nor
+/// frees an active guesser.
 #[derive(Debug, Default)]
 pub(crate) struct Detector {
     clients: Mutex<Clients>,
@@ -149,12 +150,21 @@ impl Detector {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Clients { counts, order } = &mut *guard;
         if !counts.contains_key(&client) {
+            // The oldest leaves, unless it is guessing now (over the limit in an open
+            // window): that one goes to the back, a few times at most per insert.
+            let mut spared = 0;
             while counts.len() >= MAX_CLIENTS {
-                match order.pop_front() {
-                    Some(oldest) => {
-                        counts.remove(&oldest);
-                    }
-                    None => break,
+                let Some(oldest) = order.pop_front() else {
+                    break;
+                };
+                let guessing = counts.get(&oldest).is_some_and(|(start, n)| {
+                    *n > policy.limit && now < start.saturating_add(window)
+                });
+                if guessing && spared < 8 {
+                    spared += 1;
+                    order.push_back(oldest);
+                } else {
+                    counts.remove(&oldest);
                 }
             }
             order.push_back(client);

@@ -199,8 +199,13 @@ impl Ended {
     /// full list had to evict.
     pub(crate) fn refuses(&self, ticket: &Ticket, key: &SessionKey, now: Millis) -> bool {
         let lists = self.lists();
+        // A user logged out everywhere keeps the tickets issued after that (new logins).
         lists.keys.ended_since(key, ticket.issued, now)
-            || lists.users.ended_since(&ticket.user, ticket.issued, now)
+            || lists.users.below_floor(ticket.issued, now)
+            || lists
+                .users
+                .get(&ticket.user, now)
+                .is_some_and(|at| ticket.issued <= at)
     }
 
     /// The issue time for a new ticket of `user` at `now`: after the user's last revocation
@@ -311,7 +316,7 @@ mod tests {
         }
         assert!(ended.refuses(&t, &SessionId::random().unwrap().key(), 1_300));
         let later = Ticket {
-            issued: 1_250,
+            issued: 1_200 + crate::FLOOR_MARGIN_MS + 1,
             ..t.clone()
         };
         assert!(!ended.refuses(&later, &SessionId::random().unwrap().key(), 1_300));

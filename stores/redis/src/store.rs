@@ -547,6 +547,16 @@ impl Resend {
     }
 }
 
+/// Whether a store error is a dropped link (see [`dropped`]).
+fn link_dropped(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unavailable(source) => source
+            .downcast_ref::<redis::RedisError>()
+            .is_some_and(dropped),
+        _ => false,
+    }
+}
+
 /// A connection that dropped under the command (not a timeout: a slow server is not retried
 /// into a slower one).
 fn dropped(e: &redis::RedisError) -> bool {
@@ -558,6 +568,14 @@ fn is_wait(cmd: &Cmd) -> bool {
 }
 
 impl RedisStore {
+    async fn destroy_once(&self, key: &SessionKey) -> Result<Vec<Value>, StoreError> {
+        self.writing(
+            &[*key],
+            self.run_durable_with(vec![self.destroy_cmd(key)], Resend::Never),
+        )
+        .await
+    }
+
     fn destroy_cmd(&self, key: &SessionKey) -> Cmd {
         self.session_script(Lua::Destroy, key, &[self.keys.session_prefix(key)])
     }
@@ -945,16 +963,26 @@ impl SessionStore for RedisStore {
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
         // The user index is not touched: listing drops entries whose session is gone, which
         // keeps logout at one round trip.
-        let replies = self
-            .writing(&[*key], self.run_durable(vec![self.destroy_cmd(key)]))
-            .await?;
-        Ok(
-            match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
-                Reply::Alias(_) => Destroyed::Alias,
-                Reply::Gone => Destroyed::Nothing,
-                Reply::Tagged(..) => Destroyed::Session,
+        let decode = |replies: Vec<Value>| {
+            Ok::<_, StoreError>(
+                match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
+                    Reply::Alias(_) => Destroyed::Alias,
+                    Reply::Gone => Destroyed::Nothing,
+                    Reply::Tagged(..) => Destroyed::Session,
+                },
+            )
+        };
+        // Sent again after a dropped link (a logout must not fail for a blip), but a second
+        // run that finds nothing cannot tell "the first deleted a session" from "the first
+        // deleted an old ID's alias" (whose logout must be refused): that one answer is
+        // reported as the failure it follows.
+        match self.destroy_once(key).await {
+            Err(first) if link_dropped(&first) => match decode(self.destroy_once(key).await?)? {
+                Destroyed::Nothing => Err(first),
+                destroyed => Ok(destroyed),
             },
-        )
+            replies => decode(replies?),
+        }
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
@@ -1018,7 +1046,10 @@ impl SessionStore for RedisStore {
         }
         let mut cmds: Vec<Cmd> = doomed.iter().map(|k| self.destroy_cmd(k)).collect();
         cmds.push(self.index_cmd(user, None, &doomed));
-        let replies = self.writing(&doomed, self.run_durable(cmds)).await?;
+        // Never sent twice: a second run could not tell which aliases the first one followed.
+        let replies = self
+            .writing(&doomed, self.run_durable_with(cmds, Resend::Never))
+            .await?;
         // A key that became an alias since the listing was cycled meanwhile (on a cluster
         // the index learns the new key a moment after the cycle): its target goes too.
         let moved: Vec<SessionKey> = replies

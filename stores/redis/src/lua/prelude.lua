@@ -187,8 +187,8 @@ local function index_edit(bucket, user, add, drop, prune)
     -- every member is reached over time.
     local seed = add or drop or list
     local a, b, c = string.byte(seed, 1, 3)
-    pick((a * 64 + b) % n + 1)
-    pick((b * 64 + c) % n + 1)
+    pick((a * 4096 + b * 64 + c) % n + 1)
+    pick((c * 4096 + a * 64 + b) % n + 1)
     table.sort(picks, function(x, y) return x > y end)
     for _, i in ipairs(picks) do
       local at = (i - 1) * KEY_CHARS + 1

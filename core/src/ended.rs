@@ -3,10 +3,10 @@
 //!
 //! Hard-bounded and O(1) per insert: entries leave in the order they came (oldest first), by
 //! age or, when full, by eviction. An evicted entry is not simply forgotten: it raises a
-//! *floor*, and every ticket issued at or before the floor is refused. A ticket is only
-//! issued while its session lives, so every ticket of an ended session was issued before it
-//! ended: the floor refuses all of them, and nothing issued since. A flood of logouts thus
-//! costs tickets older than the flood, never every ticket.
+//! *floor*, and every ticket issued before the floor plus [`FLOOR_MARGIN_MS`] is refused. A
+//! ticket is issued while its session lives (or by a request that loaded it just before it
+//! ended, hence the margin), so the floor refuses every ticket of an evicted session. A flood
+//! of logouts thus costs tickets older than the flood, never every ticket.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -24,13 +24,13 @@ pub const FLOOR_MARGIN_MS: Millis = 60_000;
 /// ```
 /// use cloakroom::RecentlyEnded;
 /// let mut ended = RecentlyEnded::new(2, 1_000);
-/// ended.insert("a", 10, 10);
-/// ended.insert("b", 20, 20);
-/// ended.insert("c", 30, 30); // full: "a" is evicted, and the floor rises to 10 (+ margin)
-/// assert!(ended.ended_since(&"a", 5, 30), "a ticket issued before a's end is still refused");
-/// assert!(ended.ended_since(&"c", 99, 30), "a remembered key refuses every ticket");
+/// ended.insert("a", 10);
+/// ended.insert("b", 20);
+/// ended.insert("c", 30); // full: "a" is evicted, and the floor rises to 10 (+ margin)
+/// assert!(ended.refuses(&"a", 5, 30), "a ticket issued before a's end is still refused");
+/// assert!(ended.refuses(&"c", 99, 30), "a remembered key refuses every ticket");
 /// let later = 10 + cloakroom::FLOOR_MARGIN_MS + 1;
-/// assert!(!ended.ended_since(&"x", later, 30), "one issued well after the floor is not");
+/// assert!(!ended.refuses(&"x", later, 30), "one issued well after the floor is not");
 /// ```
 #[derive(Debug)]
 pub struct RecentlyEnded<K> {
@@ -54,11 +54,11 @@ impl<K: Hash + Eq + Clone> RecentlyEnded<K> {
         }
     }
 
-    /// Remembers that `key` ended at `at` (seen at `now`).
-    pub fn insert(&mut self, key: K, at: Millis, now: Millis) {
-        self.age(now);
+    /// Remembers that `key` ended at `at` (now, by the caller's clock).
+    pub fn insert(&mut self, key: K, at: Millis) {
+        self.age(at);
         while self.order.len() >= self.capacity {
-            self.evict(now);
+            self.evict(at);
         }
         self.at
             .entry(key.clone())
@@ -78,12 +78,11 @@ impl<K: Hash + Eq + Clone> RecentlyEnded<K> {
     /// Whether a ticket of `key` issued at `issued` must be refused at `now`: `key` is
     /// remembered as ended (whenever the ticket was issued: a request that began before the
     /// end may issue one after it), or `issued` is not after what eviction forgot.
-    pub fn ended_since(&self, key: &K, issued: Millis, now: Millis) -> bool {
+    pub fn refuses(&self, key: &K, issued: Millis, now: Millis) -> bool {
         self.below_floor(issued, now) || self.get(key, now).is_some()
     }
 
-    /// Whether `issued` is at or below the floor that eviction raised (and the floor is still
-    /// within the memory's span at `now`).
+    /// Whether `issued` is at or below the [`RecentlyEnded::floor`] in force at `now`.
     pub fn below_floor(&self, issued: Millis, now: Millis) -> bool {
         let floor = self.floor(now);
         floor > 0 && issued <= floor
@@ -149,40 +148,40 @@ mod tests {
     fn a_flood_raises_the_floor_but_never_refuses_later_tickets() {
         let mut ended = RecentlyEnded::new(100, 60_000);
         for i in 0..100_000u64 {
-            ended.insert(i, 1_000 + i / 10, 1_000 + i / 10);
+            ended.insert(i, 1_000 + i / 10);
             assert!(ended.len() <= 100);
         }
         let now = 1_000 + 100_000 / 10;
         // Tickets issued after the flood's forgotten part (and its margin) still work.
         let later = ended.floor(now) + 1;
-        assert!(!ended.ended_since(&u64::MAX, later, now));
+        assert!(!ended.refuses(&u64::MAX, later, now));
         // Every evicted key's old tickets are still refused.
-        assert!(ended.ended_since(&5, 1_000, now));
+        assert!(ended.refuses(&5, 1_000, now));
         // The remembered ones are refused by their own entry.
-        assert!(ended.ended_since(&99_999, now - 1, now));
+        assert!(ended.refuses(&99_999, now - 1, now));
     }
 
     #[test]
     fn entries_and_the_floor_age_out() {
         let mut ended = RecentlyEnded::new(1, 100);
-        ended.insert("a", 10, 10);
-        ended.insert("b", 20, 20);
-        assert!(ended.ended_since(&"x", 10, 50), "floor from a");
-        assert!(!ended.ended_since(&"x", 10, 200), "aged out");
-        assert!(!ended.ended_since(&"b", 20, 200));
+        ended.insert("a", 10);
+        ended.insert("b", 20);
+        assert!(ended.refuses(&"x", 10, 50), "floor from a");
+        assert!(!ended.refuses(&"x", 10, 200), "aged out");
+        assert!(!ended.refuses(&"b", 20, 200));
         assert!(
-            ended.ended_since(&"b", 1_000, 110),
+            ended.refuses(&"b", 1_000, 110),
             "a remembered key, any issue time"
         );
-        ended.insert("c", 300, 300);
+        ended.insert("c", 300);
         assert_eq!(ended.len(), 1);
     }
 
     #[test]
     fn ending_a_key_again_keeps_the_latest_time() {
         let mut ended = RecentlyEnded::new(10, 1_000);
-        ended.insert("a", 50, 50);
-        ended.insert("a", 40, 60);
+        ended.insert("a", 50);
+        ended.insert("a", 40);
         assert_eq!(ended.get(&"a", 60), Some(50));
         assert_eq!(ended.len(), 1);
     }

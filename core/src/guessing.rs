@@ -169,8 +169,7 @@ impl Detector {
             }
             order.push_back(client);
         }
-        let clients = counts;
-        let entry = clients.entry(client).or_insert((now, 0));
+        let entry = counts.entry(client).or_insert((now, 0));
         if now >= entry.0.saturating_add(window) {
             *entry = (now, 0);
         }

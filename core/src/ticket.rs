@@ -186,12 +186,12 @@ impl Ended {
 
     /// Remembers that the session `key` ended at `now`.
     pub(crate) fn session(&self, key: SessionKey, now: Millis) {
-        self.lists().keys.insert(key, now, now);
+        self.lists().keys.insert(key, now);
     }
 
     /// Remembers that every session of `user` issued until `now` ended.
     pub(crate) fn user(&self, user: &str, now: Millis) {
-        self.lists().users.insert(user.to_owned(), now, now);
+        self.lists().users.insert(user.to_owned(), now);
     }
 
     /// Whether `ticket`, presented with the session `key`, must be refused: its session
@@ -200,7 +200,7 @@ impl Ended {
     pub(crate) fn refuses(&self, ticket: &Ticket, key: &SessionKey, now: Millis) -> bool {
         let lists = self.lists();
         // A user logged out everywhere keeps the tickets issued after that (new logins).
-        lists.keys.ended_since(key, ticket.issued, now)
+        lists.keys.refuses(key, ticket.issued, now)
             || lists.users.below_floor(ticket.issued, now)
             || lists
                 .users
@@ -215,10 +215,11 @@ impl Ended {
         let lists = self.lists();
         let revoked = lists.users.get(&user.to_owned(), now).unwrap_or(0);
         let floor = lists.users.floor(now).max(lists.keys.floor(now));
-        match revoked.max(floor) {
-            0 => now,
-            last if last >= now => last.saturating_add(1),
-            _ => now,
+        let last = revoked.max(floor);
+        if last >= now {
+            last.saturating_add(1)
+        } else {
+            now
         }
     }
 }

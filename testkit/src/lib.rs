@@ -65,6 +65,14 @@ pub fn require(program: &str, debian_package: &str) -> Option<PathBuf> {
     None
 }
 
+/// Kills the process group `pid` leads (a child started with `process_group(0)`) and
+/// everything in it, at once: a server's workers or a browser's helpers must not outlive it.
+pub fn kill_group(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status();
+}
+
 /// A fresh, empty temporary folder for one test.
 #[must_use]
 pub fn temp_dir(label: &str) -> PathBuf {

@@ -278,9 +278,7 @@ impl Drop for PostgresServer {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .status();
+                crate::kill_group(pid);
             }
             let _ = child.start_kill();
         }

@@ -19,8 +19,8 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub struct Browser {
     port: u16,
     session: String,
-    _driver: Child,
-    _profile: PathBuf,
+    driver: Child,
+    profile: PathBuf,
 }
 
 /// Why a browser step failed.
@@ -75,8 +75,8 @@ impl Browser {
         Some(Self {
             port,
             session,
-            _driver: child,
-            _profile: profile,
+            driver: child,
+            profile,
         })
     }
 
@@ -240,17 +240,14 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // Chromium and its helpers are in chromedriver's process group; a helper that left
         // it still names the profile folder on its command line.
-        if let Some(pid) = self._driver.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
+        if let Some(pid) = self.driver.id() {
+            crate::kill_group(pid);
         }
-        let _ = self._driver.start_kill();
+        let _ = self.driver.start_kill();
         let _ = std::process::Command::new("pkill")
-            .args(["-KILL", "-f", &self._profile.display().to_string()])
+            .args(["-KILL", "-f", &self.profile.display().to_string()])
             .status();
-        let _ = std::fs::remove_dir_all(&self._profile);
-        let _ = self.port;
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 

@@ -27,12 +27,8 @@ pub(crate) struct EndedFeed {
 
 impl EndedFeed {
     pub(crate) fn new() -> Arc<Self> {
-        Self::with_capacity(CAPACITY)
-    }
-
-    pub(crate) fn with_capacity(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
-            heard: Mutex::new(RecentlyEnded::new(capacity, REMEMBER_MS)),
+            heard: Mutex::new(RecentlyEnded::new(CAPACITY, REMEMBER_MS)),
         })
     }
 
@@ -58,13 +54,12 @@ impl EndedFeed {
             return;
         };
         let now = now_millis();
-        self.heard().insert(key, now, now);
+        self.heard().insert(key, now);
     }
 
     /// Whether `key`'s session was heard ending within the last hour, or a ticket issued at
-    /// `issued` predates what a full list evicted.
+    /// `issued` predates what a full list evicted (see [`RecentlyEnded::refuses`]).
     pub(crate) fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
-        // Heard when the message arrived: a ticket issued a moment before still predates it.
-        self.heard().ended_since(key, issued, now_millis())
+        self.heard().refuses(key, issued, now_millis())
     }
 }

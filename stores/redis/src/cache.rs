@@ -282,13 +282,7 @@ pub(crate) struct ReadCache {
     /// How many times the store's main link had moved to another primary when this link
     /// last followed it.
     main_swaps: Arc<AtomicU64>,
-    /// When this link's role was last checked (ms since the Unix epoch).
-    role_checked: Arc<AtomicU64>,
 }
-
-/// How often a reading instance asks whether its tracking link still reaches a primary: an
-/// instance that only reads never meets the `READONLY` that moves the main link.
-const ROLE_CHECK_MS: u64 = 1_000;
 
 impl ReadCache {
     pub(crate) fn new(conn: crate::RedisConnection, state: Arc<CacheState>) -> Self {
@@ -296,38 +290,7 @@ impl ReadCache {
             conn,
             state,
             main_swaps: Arc::default(),
-            role_checked: Arc::default(),
         }
-    }
-
-    /// At most once per [`ROLE_CHECK_MS`], in the background: if this link's server is now a
-    /// replica (a managed failover demoted it and re-pointed the endpoint), the cache empties
-    /// and the link resolves the primary again. Until then the demoted server still relays
-    /// the new primary's changes as invalidations, a replication lag late.
-    pub(crate) fn check_role(&self) {
-        let now = cloakroom::now_millis();
-        let last = self.role_checked.load(Ordering::Acquire);
-        if now.saturating_sub(last) < ROLE_CHECK_MS
-            || self
-                .role_checked
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
-            return;
-        }
-        let (conn, state) = (self.conn.clone(), self.state.clone());
-        tokio::spawn(async move {
-            let role: Result<Vec<Value>, _> =
-                redis::cmd("ROLE").query_async(&mut conn.clone()).await;
-            let replica = matches!(
-                role.as_deref().ok().and_then(<[Value]>::first),
-                Some(Value::BulkString(b)) if b == b"slave"
-            );
-            if replica {
-                state.lost();
-                conn.resolve_again().await;
-            }
-        });
     }
 
     /// After a managed failover the main link may have found the new primary while this one

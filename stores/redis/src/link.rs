@@ -18,7 +18,13 @@
 //!
 //! At most one resolution runs at a time and they are spaced by [`RESOLVE_INTERVAL`], so an
 //! outage costs every request one failed command, not a reconnect each.
+//!
+//! A link that only reads never meets `READONLY`: a demoted primary answers reads as a
+//! replica, a replication lag late, or (cut off from the new primary) never again. So at most
+//! once per [`ROLE_CHECK_INTERVAL`] a command also sends `ROLE` in the background, and a link
+//! on a replica resolves the primary again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +35,9 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 /// The least time between two resolutions of the primary.
 pub(crate) const RESOLVE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often a link in use asks its server whether it is still a primary.
+const ROLE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the primary is found.
 pub(crate) enum Target {
@@ -84,7 +93,7 @@ impl RedisConnection {
     #[must_use]
     pub fn swaps(&self) -> u64 {
         match &self.0 {
-            Kind::Primary(link) => link.current().0,
+            Kind::Primary(link) => link.inner.swaps.load(Ordering::Acquire),
             Kind::Cluster(_) => 0,
         }
     }
@@ -153,6 +162,11 @@ struct Inner {
     resolving: tokio::sync::Mutex<()>,
     last_resolution: Mutex<Option<Instant>>,
     on_swap: Option<Box<dyn Fn() + Send + Sync>>,
+    /// The generation of `current`, readable without its lock.
+    swaps: AtomicU64,
+    /// When the role was last checked (ms since `opened`).
+    role_checked: AtomicU64,
+    opened: Instant,
 }
 
 impl PrimaryLink {
@@ -173,6 +187,9 @@ impl PrimaryLink {
                 resolving: tokio::sync::Mutex::new(()),
                 last_resolution: Mutex::new(None),
                 on_swap,
+                swaps: AtomicU64::new(0),
+                role_checked: AtomicU64::new(0),
+                opened: Instant::now(),
             }),
         })
     }
@@ -190,6 +207,36 @@ impl PrimaryLink {
     pub(crate) async fn resolve_again(&self) {
         let seen = self.current().0;
         self.resolve(seen).await;
+    }
+
+    /// At most once per [`ROLE_CHECK_INTERVAL`], in the background: if the server is now a
+    /// replica, resolves the primary again. A server that refuses `ROLE` is left alone.
+    fn check_role(&self) {
+        let now = u64::try_from(self.inner.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.inner.role_checked.load(Ordering::Acquire);
+        let interval = u64::try_from(ROLE_CHECK_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last) < interval
+            || self
+                .inner
+                .role_checked
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        let link = self.clone();
+        tokio::spawn(async move {
+            let (seen, mut conn) = link.current();
+            let role: Result<Vec<Value>, _> = redis::cmd("ROLE").query_async(&mut conn).await;
+            let replica = matches!(
+                role.as_deref().ok().and_then(<[Value]>::first),
+                Some(Value::BulkString(b)) if b == b"slave"
+            );
+            if replica {
+                tracing::warn!("the Redis server this link reaches is now a replica");
+                link.resolve(seen).await;
+            }
+        });
     }
 
     /// Finds the primary again and swaps in a connection to it, unless another request
@@ -227,6 +274,7 @@ impl PrimaryLink {
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     *current = (current.0 + 1, conn);
+                    self.inner.swaps.store(current.0, Ordering::Release);
                 }
                 tracing::warn!("Redis primary resolved again: now using a new connection");
                 if let Some(on_swap) = &self.inner.on_swap {
@@ -289,6 +337,7 @@ fn judge_values(values: &[Value]) -> Verdict {
 
 impl ConnectionLike for PrimaryLink {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.check_role();
         Box::pin(async move {
             let (seen, mut conn) = self.current();
             let reply = conn.req_packed_command(cmd).await;
@@ -321,6 +370,7 @@ impl ConnectionLike for PrimaryLink {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
+        self.check_role();
         Box::pin(async move {
             let (seen, mut conn) = self.current();
             let replies = conn.req_packed_commands(pipeline, offset, count).await;

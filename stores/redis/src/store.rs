@@ -444,7 +444,6 @@ impl RedisStore {
             return stored_from_flat(array(self.one(cmd).await?)?);
         };
         cache.follow(&self.conn).await;
-        cache.check_role();
         if let Some(record) = cache.state.get(key) {
             return Ok(Stored::Session(record));
         }

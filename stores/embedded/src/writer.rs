@@ -188,11 +188,15 @@ mod tests {
     use super::*;
 
     fn writer() -> (Writer, std::path::PathBuf) {
+        // One folder per call: tests run in parallel threads of one process (`cargo test`),
+        // and two starting in the same millisecond must not open one database.
+        static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "cloakroom-writer-{}-{}",
             std::process::id(),
-            cloakroom::now_millis()
+            N.fetch_add(1, Ordering::SeqCst)
         ));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let db = Arc::new(Database::create(dir.join("w.redb")).unwrap());
         (

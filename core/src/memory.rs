@@ -260,12 +260,13 @@ impl SessionStore for MemoryStore {
         keep: Option<&SessionKey>,
         now: Millis,
     ) -> Result<u64, StoreError> {
-        let keys: Vec<SessionKey> = self
-            .list_user(user, now)
-            .await?
+        let listed = self.list_user(user, now).await?;
+        // Listed first, resolved second: a renewal of `keep` that the listing saw is spared.
+        let spared = keep.and_then(|k| self.state().resolve(k, now));
+        let keys: Vec<SessionKey> = listed
             .into_iter()
             .map(|s| s.key)
-            .filter(|k| Some(k) != keep)
+            .filter(|k| Some(k) != keep && Some(*k) != spared)
             .collect();
         for key in &keys {
             let _ = self.destroy(key).await?;

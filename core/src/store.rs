@@ -154,7 +154,8 @@ pub trait SessionStore: Send + Sync + 'static {
         Err(StoreError::Unsupported(USER_INDEX))
     }
 
-    /// Destroys every session of a user except `keep`, and every alias that reaches one of
+    /// Destroys every session of a user except `keep` (and the session `keep` reaches when a
+    /// renewal made it an alias: the caller's own), and every alias that reaches one of
     /// them; returns how many sessions went. Optional, with [`SessionStore::list_user`].
     async fn destroy_user(
         &self,

@@ -59,6 +59,7 @@ macro_rules! store_suite {
             anonymous_sessions_expire_sooner,
             cancelled_login_leaves_one_whole_session,
             per_user_list_and_revoke,
+            revoke_others_spares_the_callers_renewed_session,
             size_limit_writes_nothing,
             id_collision_on_create,
             destroy_is_idempotent_and_an_alias_ends_only_itself,
@@ -1204,6 +1205,35 @@ pub async fn per_user_list_and_revoke(store: DynStore) {
     store.apply(&k2, &to("erin"), T0 + 1).await.unwrap();
     assert_eq!(store.destroy_user("erin", None, T0 + 3).await.unwrap(), 1);
     assert!(load(&store, &k2, T0 + 4).await.is_none());
+}
+
+/// "Log out my other devices" sent with the ID a renewal just replaced (a request that left
+/// before the renewal's answer arrived) keeps the session that ID moved to: the caller is
+/// never among the others.
+pub async fn revoke_others_spares_the_callers_renewed_session(store: DynStore) {
+    if !has_user_index(&store).await {
+        return;
+    }
+    let (old, other) = (key(), key());
+    let renewed = near(&store, &old);
+    let login = Changes {
+        user: Some(UserChange::Set("frank".into())),
+        ..Changes::default()
+    };
+    for k in [&old, &other] {
+        store.create(k, &record(T0, 1000, 5000)).await.unwrap();
+        store.apply(k, &login, T0 + 1).await.unwrap();
+    }
+    store
+        .cycle(&old, &renewed, &Changes::default(), T0 + 2, T0 + 500)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.destroy_user("frank", Some(&old), T0 + 3).await.unwrap(),
+        1
+    );
+    assert!(load(&store, &renewed, T0 + 4).await.is_some(), "the caller's session lives");
+    assert!(load(&store, &other, T0 + 4).await.is_none());
 }
 
 /// A value that would exceed the size limit is refused, and nothing is written.

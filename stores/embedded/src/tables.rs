@@ -371,8 +371,13 @@ impl<'t> Tables<'t> {
         now: Millis,
     ) -> Result<u64, StoreError> {
         let mut n = 0;
+        // A renewal moved `keep` on: the session it reaches now is the caller's too.
+        let spared = match keep {
+            Some(k) => resolve_in(&self.sessions, &self.aliases, k, now)?.map(|(t, _)| t),
+            None => None,
+        };
         for key in users_of(&self.users, user)? {
-            if Some(&key) == keep {
+            if Some(&key) == keep || Some(key) == spared {
                 continue;
             }
             let alive = resolve_in(&self.sessions, &self.aliases, &key, now)?

@@ -147,6 +147,8 @@ impl Statements {
             destroy_user: format!(
                 "WITH gone AS (DELETE FROM {s}.sessions
                                WHERE user_id = $1 AND id IS DISTINCT FROM $2
+                                 AND id NOT IN (SELECT target FROM {s}.aliases
+                                                WHERE id = $2 AND until > $3)
                                RETURNING id, idle_deadline, absolute_deadline),
                       reaching AS (DELETE FROM {s}.aliases
                                    WHERE target IN (SELECT id FROM gone))

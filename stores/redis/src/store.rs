@@ -1033,12 +1033,17 @@ impl SessionStore for RedisStore {
         keep: Option<&SessionKey>,
         now: Millis,
     ) -> Result<u64, StoreError> {
-        let doomed: Vec<SessionKey> = self
-            .list_user(user, now)
-            .await?
+        let listed = self.list_user(user, now).await?;
+        // Listed first, resolved second: a renewal of `keep` the listing saw is the caller's
+        // session too; one after it is not in the listing.
+        let spared = match keep {
+            Some(k) => self.load(k, now, None).await?.map(|l| l.key),
+            None => None,
+        };
+        let doomed: Vec<SessionKey> = listed
             .into_iter()
             .map(|s| s.key)
-            .filter(|k| Some(k) != keep)
+            .filter(|k| Some(k) != keep && Some(k) != spared.as_ref())
             .collect();
         if doomed.is_empty() {
             return Ok(0);
@@ -1057,7 +1062,7 @@ impl SessionStore for RedisStore {
                 Ok(Reply::Alias(target)) => Some(target),
                 _ => None,
             })
-            .filter(|k| Some(k) != keep)
+            .filter(|k| Some(k) != keep && Some(k) != spared.as_ref())
             .collect();
         if !moved.is_empty() {
             let cmds = moved.iter().map(|k| self.destroy_cmd(k)).collect();

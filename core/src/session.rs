@@ -594,6 +594,11 @@ impl Session {
                         && !self.shared.ended.refuses(&t, &key, now)
                         && !self.shared.store.store.ended_recently(&key, t.issued) =>
                 {
+                    if !Self::ticket_fits_client(state, &t) {
+                        bump(&metrics.binding_mismatches);
+                        tracing::warn!(session = %key.fingerprint(), "fallback ticket used from a different client than its session is bound to");
+                        return None;
+                    }
                     let mut record = Record::new(t.issued, t.expires, t.expires);
                     record.user = Some(t.user);
                     record.fields = t.fields;
@@ -605,6 +610,16 @@ impl Session {
             }
         }
         None
+    }
+
+    /// Whether a ticket may serve this client: it carries the session's binding (a ticket
+    /// issued while binding was off, or forged around it, carries none and serves no bound
+    /// client).
+    fn ticket_fits_client(state: &State, ticket: &Ticket) -> bool {
+        state.bound.as_ref().is_none_or(|current| {
+            ticket.fields.get(BINDING_FIELD)
+                == Some(&serde_json::Value::String(current.clone()).to_string())
+        })
     }
 
     /// What the response does with the fallback ticket: issued while a session with a user
@@ -644,7 +659,11 @@ impl Session {
             return TicketOut::Keep;
         }
         let fallback = &config.fallback;
-        let fields = fallback_fields(&fallback.fields, record);
+        let mut fields = fallback_fields(&fallback.fields, record);
+        if let Some(bound) = record.fields.get(BINDING_FIELD) {
+            // The binding travels with the ticket: an outage must not unbind a session.
+            fields.insert(BINDING_FIELD.to_owned(), bound.clone());
+        }
         let ticket = Ticket {
             user: user.clone(),
             session: key.to_string(),
@@ -1315,6 +1334,8 @@ impl Session {
         let idle_deadline = record.idle_deadline;
         state.pending.absolute_deadline = Some(absolute);
         state.pending.idle_deadline = Some(idle_deadline);
+        // The ticket must not outlive the session it stands for.
+        state.ticket_dirty = true;
         if state.lifecycle == Lifecycle::Kept {
             state.lifecycle = Lifecycle::Issued;
         }

@@ -190,6 +190,11 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         s.cycle_id().await?;
         Ok("ok")
     }
+    async fn expiry(s: Session, Path(secs): Path<u64>) -> Result<&'static str, SessionError> {
+        let idle = std::time::Duration::from_secs(secs);
+        s.set_expiry(crate::Expiry::new(idle, idle * 2)).await?;
+        Ok("ok")
+    }
     async fn whoami(s: Session) -> Result<Json<Option<String>>, SessionError> {
         Ok(Json(s.user().await?))
     }
@@ -209,6 +214,7 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/others", post(others))
         .route("/cycle", post(cycle))
         .route("/whoami", get(whoami))
+        .route("/expiry/{secs}", post(expiry))
         .route("/degraded", get(degraded))
         .route("/append/{k}/{v}", post(append))
         .layer(Extension(gate))

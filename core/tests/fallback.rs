@@ -278,3 +278,58 @@ async fn a_ticket_sealed_by_an_older_key_still_in_the_ring_is_accepted() {
     gone.cookie = b.cookie.clone();
     assert_ne!(gone.send("GET", "/whoami", None).await.body, "\"ada\"");
 }
+
+/// A session bound to its client is bound through an outage too: its ticket, presented by
+/// another client, serves nothing (and is counted as a binding mismatch).
+#[tokio::test]
+async fn a_ticket_is_bound_to_the_client_like_its_session() {
+    let store = Arc::new(FlakyStore::new(Arc::new(MemoryStore::default())));
+    let binding = cloakroom::Binding::new()
+        .with_user_agent(true)
+        .with_terminate(true);
+    let layer = layer(store.clone(), test_config().with_binding(binding));
+    let client = Browser::new(test_router(layer.clone(), Arc::default()));
+    let send = |cookie: Option<String>, agent: &str, method: &str, path: &str| {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("user-agent", agent);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        client.request(request.body(axum::body::Body::empty()).unwrap())
+    };
+    let login = send(None, "Firefox/140", "POST", "/login/alice").await;
+    let jar = login
+        .set_cookies
+        .iter()
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(ticket_cookie(&login.set_cookies).is_some());
+    down(&store).await;
+    let own = send(Some(jar.clone()), "Firefox/140", "GET", "/whoami").await;
+    assert_eq!(own.body, "\"alice\"", "the bound client is served");
+    let stolen = send(Some(jar), "curl/8", "GET", "/whoami").await;
+    assert_ne!(stolen.body, "\"alice\"", "another client is not");
+    assert_eq!(
+        layer
+            .metrics()
+            .binding_mismatches
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+/// Shortening a session's lifetime re-issues its ticket: the ticket never outlives the
+/// session it stands for.
+#[tokio::test]
+async fn shortening_the_expiry_re_issues_the_ticket() {
+    let (_store, _layer, mut b) = setup();
+    let login = b.send("POST", "/login/alice", None).await;
+    assert!(ticket_cookie(&login.set_cookies).is_some_and(|c| c.contains("Max-Age=600")));
+    let short = b.send("POST", "/expiry/60", None).await;
+    assert_eq!(short.status, 200, "{}", short.body);
+    let ticket = ticket_cookie(&short.set_cookies).expect("a shorter session: a new ticket");
+    assert!(ticket.contains("Max-Age=60"), "{ticket}");
+}

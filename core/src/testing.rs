@@ -1058,6 +1058,48 @@ pub async fn every_write_path_honours_the_limits(store: DynStore) {
         .record
         .fields
         .is_empty());
+    // Values count at their length, new fields and grown ones alike, checked or not.
+    let limits = Some(crate::Limits {
+        max_bytes: 100,
+        max_fields: 8,
+    });
+    let mut small = set(&[("a", "1")]);
+    small.limits = limits;
+    store.apply(&k, &small, T0 + 3).await.unwrap();
+    let long = "9".repeat(200);
+    for (field, expect) in [("a", Some("1".to_owned())), ("b", None)] {
+        let mut grow = set(&[(field, long.as_str())]);
+        grow.limits = limits;
+        assert!(
+            matches!(
+                store.apply(&k, &grow, T0 + 4).await,
+                Err(StoreError::LimitExceeded(crate::Limit::Bytes))
+            ),
+            "{field} grown past the byte limit"
+        );
+        grow.expect.insert(field.to_owned(), expect);
+        assert!(
+            matches!(
+                store.apply(&k, &grow, T0 + 4).await,
+                Err(StoreError::LimitExceeded(crate::Limit::Bytes))
+            ),
+            "{field} grown past the byte limit by a compare-and-set"
+        );
+    }
+    let after = load(&store, &k, T0 + 5).await.unwrap().record.fields;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after["a"], "1");
+    // Through the layer: a list that grows with `update` stops at the limit.
+    let mut grows = 0;
+    let mut status = StatusCode::OK;
+    while status == StatusCode::OK && grows < 100 {
+        grows += 1;
+        status = b
+            .send("POST", &format!("/append/list/{}", "y".repeat(60)), None)
+            .await
+            .status;
+    }
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "after {grows} appends");
 }
 
 /// A session without a user gets the anonymous idle timeout; logging in gives it the full one.

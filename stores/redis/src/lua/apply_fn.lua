@@ -25,20 +25,31 @@ local function small(text)
   return tonumber(text)
 end
 
--- Whether the session `key` may grow by the new fields `fresh` (a list of names), each
--- counted at its name plus 20 bytes (a counter; the layer has checked the values it sets).
--- Runs only when a write adds a field, so the HGETALL is off the common path.
-local function within_limits(key, fresh, max_fields, max_bytes, user)
+-- Whether the session `key` stays within the limits once `after` (field -> new value) is
+-- written, `counters` (names of counters this write creates) are added at 20 bytes each,
+-- and, when `clear`, every other field goes (else those in `removed`). Values count at their
+-- length, a grown one as much as a new one. Runs only when a write adds a field or grows
+-- one, so the HGETALL is off the common path.
+local function within_limits(key, after, counters, clear, removed, max_fields, max_bytes, user)
   local fields, bytes = 0, #(user or '')
-  local flat = redis.call('HGETALL', key)
-  for i = 1, #flat, 2 do
-    if not META[flat[i]] then
-      fields = fields + 1
-      bytes = bytes + #flat[i] + #flat[i + 1]
+  if not clear then
+    local flat = redis.call('HGETALL', key)
+    for i = 1, #flat, 2 do
+      local f = flat[i]
+      if not META[f] and not removed[f] and after[f] == nil then
+        fields = fields + 1
+        bytes = bytes + #f + #flat[i + 1]
+      end
     end
   end
-  fields = fields + #fresh
-  for _, f in ipairs(fresh) do bytes = bytes + #f + 20 end
+  for f, v in pairs(after) do
+    fields = fields + 1
+    bytes = bytes + #f + #v
+  end
+  for _, f in ipairs(counters) do
+    fields = fields + 1
+    bytes = bytes + #f + 20
+  end
   if max_fields and fields > max_fields then return { 'limit', 'fields' } end
   if max_bytes and bytes > max_bytes then return { 'limit', 'bytes' } end
   return nil
@@ -87,23 +98,24 @@ local function apply_to(key, A, o, now, prefix)
 
   local clear = A[o + 1] == '1'
   local reply = { 'ok' }
-  local fresh = {}
+  -- With limits: the fields this write sets (name -> value) and whether it adds or grows
+  -- one; the counters it creates.
+  local after, grows, fresh, removed = {}, false, {}, {}
+  for j = 9, 8 + nr do removed[A[o + j]] = true end
   if limited then
-    local seen = {}
     for j = 0, ns - 1 do
-      local field = A[o + 10 + nr + 2 * j]
-      if not got[2 + ni + j] and not seen[field] then
-        seen[field] = true
-        fresh[#fresh + 1] = field
-      end
+      local field, value = A[o + 10 + nr + 2 * j], A[o + 11 + nr + 2 * j]
+      local old = got[2 + ni + j]
+      after[field] = value
+      if not old or #value > #old then grows = true end
     end
+    if user_op == 's' and #A[o + 3] > #(m.user or '') then grows = true end
   end
   if ni > 0 then
     -- Where a counter starts: 0 if this write clears or removes it, the value this write sets,
     -- or the stored one. Counters stay exact: Lua numbers are doubles, so both operands are held
     -- to 15 digits; the stored text must be a plain JSON integer.
-    local removed, sets = {}, {}
-    for j = 9, 8 + nr do removed[A[o + j]] = true end
+    local sets = {}
     for j = 10 + nr, 9 + nr + 2 * ns, 2 do sets[A[o + j]] = A[o + j + 1] end
     for j = 0, ni - 1 do
       local field = A[o + first_inc + 2 * j]
@@ -118,15 +130,20 @@ local function apply_to(key, A, o, now, prefix)
           if base >= 1e15 or base <= -1e15 then return { 'nan', field } end
         end
       end
-      if limited and not got[2 + j] and not sets[field] then fresh[#fresh + 1] = field end
+      if limited and not sets[field] and (clear or removed[field] or not got[2 + j]) then
+        fresh[#fresh + 1] = field
+      end
       local result = base + by
       if result >= 1e15 or result <= -1e15 then return { 'nan', field } end
       reply[#reply + 1] = field
       reply[#reply + 1] = result
     end
   end
-  if #fresh > 0 then
-    local over = within_limits(key, fresh, tonumber(A[o + 5]), tonumber(A[o + 6]), m.user)
+  if #fresh > 0 or grows then
+    local user = m.user
+    if user_op == 's' then user = A[o + 3] elseif user_op == 'c' then user = nil end
+    local over = within_limits(key, after, fresh, clear, removed, tonumber(A[o + 5]),
+      tonumber(A[o + 6]), user)
     if over then return over end
   end
 

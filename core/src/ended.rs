@@ -11,7 +11,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
-use crate::record::Millis;
+use crate::id::SessionKey;
+use crate::record::{now_millis, Millis};
 
 /// How far after a forgotten end a ticket may still have been issued: a request that loaded
 /// the session before the logout and answered after it, or another instance's clock running
@@ -137,6 +138,44 @@ impl<K: Hash + Eq + Clone> RecentlyEnded<K> {
             return Some(at);
         }
         None
+    }
+}
+
+/// The sessions a store heard ending on other app instances (a Redis channel, PostgreSQL's
+/// `NOTIFY`), remembered for an hour, at most 200,000 of them (about 100 bytes each): what
+/// a store answers [`crate::SessionStore::ended_recently`] from. Shared by the push handler
+/// that hears and the requests that ask.
+#[derive(Debug)]
+pub struct HeardEnded {
+    heard: std::sync::Mutex<RecentlyEnded<SessionKey>>,
+}
+
+impl Default for HeardEnded {
+    fn default() -> Self {
+        Self {
+            heard: std::sync::Mutex::new(RecentlyEnded::new(200_000, 60 * 60 * 1000)),
+        }
+    }
+}
+
+impl HeardEnded {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecentlyEnded<SessionKey>> {
+        self.heard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes that `key`'s session ended now.
+    pub fn heard(&self, key: SessionKey) {
+        self.lock().insert(key, now_millis());
+    }
+
+    /// Whether a fallback ticket for `key` issued at `issued` must be refused: its session
+    /// was heard ending, or the memory had to forget ends after `issued`
+    /// ([`RecentlyEnded::refuses`]).
+    #[must_use]
+    pub fn refuses(&self, key: &SessionKey, issued: Millis) -> bool {
+        self.lock().refuses(key, issued, now_millis())
     }
 }
 

@@ -116,7 +116,7 @@ pub use getrandom::Error as RandomnessError;
 pub use binding::Binding;
 pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
 pub use csrf::{CsrfLayer, CsrfService};
-pub use ended::{RecentlyEnded, FLOOR_MARGIN_MS};
+pub use ended::{HeardEnded, RecentlyEnded, FLOOR_MARGIN_MS};
 pub use error::SessionError;
 pub use expiry::Expiry;
 pub use guessing::GuessingPolicy;

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod ended;
 mod error;
 mod sql;
 mod store;

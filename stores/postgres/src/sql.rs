@@ -133,7 +133,9 @@ impl Statements {
                                   RETURNING 1),
                       reaching AS (DELETE FROM {s}.aliases
                                    WHERE target = $1 AND NOT EXISTS (SELECT 1 FROM alias))
-                 SELECT EXISTS (SELECT 1 FROM alias), EXISTS (SELECT 1 FROM session)"
+                 SELECT EXISTS (SELECT 1 FROM alias), EXISTS (SELECT 1 FROM session),
+                        (SELECT count(*) FROM (SELECT pg_notify('{s}_ended', encode($1, 'hex'))
+                                               FROM session) told)"
             ),
             destroy_alias: format!(
                 "WITH alias AS (DELETE FROM {s}.aliases WHERE id = $1 RETURNING 1)
@@ -152,7 +154,10 @@ impl Statements {
                                RETURNING id, idle_deadline, absolute_deadline),
                       reaching AS (DELETE FROM {s}.aliases
                                    WHERE target IN (SELECT id FROM gone))
-                 SELECT count(*) FROM gone WHERE idle_deadline > $3 AND absolute_deadline > $3"
+                 SELECT count(*) FILTER (WHERE idle_deadline > $3 AND absolute_deadline > $3),
+                        (SELECT count(*) FROM (SELECT pg_notify('{s}_ended', encode(id, 'hex'))
+                                               FROM gone) told)
+                 FROM gone"
             ),
             stats: format!(
                 "SELECT count(*), pg_total_relation_size('{s}.sessions') FROM {s}.sessions"

@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use cloakroom::{
-    now_millis, Applied, Changes, Destroyed, Loaded, Millis, Record, Refresh, SessionKey,
+    now_millis, Applied, Changes, Destroyed, HeardEnded, Loaded, Millis, Record, Refresh, SessionKey,
     SessionStore, StoreError, StoreStats, UserSession, KEY_LEN,
 };
 use deadpool_postgres::Pool;
@@ -38,6 +38,9 @@ struct Inner {
     sql: Statements,
     schema: String,
     purge: Option<tokio::task::AbortHandle>,
+    /// What the listener heard other instances end.
+    ended: Arc<HeardEnded>,
+    listener: tokio::task::AbortHandle,
 }
 
 impl Drop for Inner {
@@ -45,6 +48,7 @@ impl Drop for Inner {
         if let Some(purge) = &self.purge {
             purge.abort();
         }
+        self.listener.abort();
     }
 }
 
@@ -121,6 +125,7 @@ impl PostgresStore {
             pg.application_name("cloakroom");
         }
         let tls = crate::tls::connector(config.ca_certificate.as_deref())?;
+        let listen_with = (pg.clone(), tls.clone());
         let manager = deadpool_postgres::Manager::from_config(
             pg,
             tls,
@@ -158,6 +163,14 @@ impl PostgresStore {
             )));
         }
         drop(client);
+        let ended = Arc::new(HeardEnded::default());
+        let listener = tokio::spawn(crate::ended::listen(
+            listen_with.0,
+            listen_with.1,
+            config.schema.clone(),
+            ended.clone(),
+        ))
+        .abort_handle();
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             purge: config
                 .purge_every
@@ -165,6 +178,8 @@ impl PostgresStore {
             pool,
             sql,
             schema: config.schema,
+            ended,
+            listener,
         });
         Ok(Self { inner })
     }
@@ -529,6 +544,10 @@ impl SessionStore for PostgresStore {
             .map_err(backend)?;
         let n: i64 = row.try_get(0).map_err(backend)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
+        self.inner.ended.refuses(key, issued)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

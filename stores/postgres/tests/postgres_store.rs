@@ -328,3 +328,55 @@ async fn tls_is_verified_against_the_given_ca() {
         "a certificate no trusted CA signed is refused: {refused:?}"
     );
 }
+
+/// Waits (bounded) until `store` has heard that `key` ended.
+async fn hears(store: &PostgresStore, key: &SessionKey, issued: u64) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        if store.ended_recently(key, issued) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A logout or revocation on one instance is heard by the others (`NOTIFY`), so their
+/// fallback tickets stop working there too, also after PostgreSQL restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_instances_hear_which_sessions_ended() {
+    let mut server = server().await;
+    let (a, b) = (connect(&server).await, connect(&server).await);
+    let now = now_millis();
+    let mut login = fresh(now);
+    login.user = Some("ada".into());
+    let (k1, k2, k3) = (key(), key(), key());
+    for k in [&k1, &k2, &k3] {
+        a.create(k, &login).await.unwrap();
+    }
+    // The listener connects in the background: wait until it hears at all.
+    a.destroy(&k1).await.unwrap();
+    assert!(hears(&b, &k1, now).await, "a logout on A is heard on B");
+    assert!(!b.ended_recently(&k3, now), "a live session is not refused");
+    assert_eq!(a.destroy_user("ada", Some(&k3), now).await.unwrap(), 1);
+    assert!(hears(&b, &k2, now).await, "a revocation on A is heard on B");
+    assert!(!b.ended_recently(&k3, now));
+    server.restart().await;
+    let started = Instant::now();
+    while a.destroy(&k3).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "back after a restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The listener is back too (it may take its backoff to notice).
+    let mut heard = hears(&b, &k3, now).await;
+    for _ in 0..3 {
+        if heard {
+            break;
+        }
+        let k = key();
+        a.create(&k, &login).await.unwrap();
+        a.destroy(&k).await.unwrap();
+        heard = hears(&b, &k, now).await;
+    }
+    assert!(heard, "B listens again after a restart");
+}

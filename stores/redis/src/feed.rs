@@ -9,33 +9,20 @@
 //! and a cluster to every node), and resubscribes after a reconnect. Messages published while
 //! that connection was down are missed; Redis was not reachable from here then either.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use cloakroom::{now_millis, Millis, RecentlyEnded, SessionKey};
+use cloakroom::{HeardEnded, Millis, SessionKey};
 use redis::{PushInfo, PushKind, Value};
 
-/// How long an ended session is remembered: longer than any fallback ticket should live.
-const REMEMBER_MS: Millis = 60 * 60 * 1000;
-/// At most this many are remembered (about 100 bytes each); past it the oldest are evicted
-/// and tickets issued before them refused ([`RecentlyEnded`]).
-const CAPACITY: usize = 200_000;
-
 /// What this store heard about ended sessions.
+#[derive(Default)]
 pub(crate) struct EndedFeed {
-    heard: Mutex<RecentlyEnded<SessionKey>>,
+    heard: HeardEnded,
 }
 
 impl EndedFeed {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            heard: Mutex::new(RecentlyEnded::new(CAPACITY, REMEMBER_MS)),
-        })
-    }
-
-    fn heard(&self) -> std::sync::MutexGuard<'_, RecentlyEnded<SessionKey>> {
-        self.heard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        Arc::default()
     }
 
     /// The push handler: a message on the channel names one ended session.
@@ -47,19 +34,17 @@ impl EndedFeed {
         let Some(Value::BulkString(payload)) = push.data.get(1) else {
             return;
         };
-        let Some(key) = std::str::from_utf8(payload)
+        if let Some(key) = std::str::from_utf8(payload)
             .ok()
             .and_then(SessionKey::parse)
-        else {
-            return;
-        };
-        let now = now_millis();
-        self.heard().insert(key, now);
+        {
+            self.heard.heard(key);
+        }
     }
 
     /// Whether `key`'s session was heard ending within the last hour, or a ticket issued at
-    /// `issued` predates what a full list evicted (see [`RecentlyEnded::refuses`]).
+    /// `issued` predates what a full list evicted (see [`HeardEnded::refuses`]).
     pub(crate) fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
-        self.heard().refuses(key, issued, now_millis())
+        self.heard.refuses(key, issued)
     }
 }

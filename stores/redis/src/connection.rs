@@ -9,7 +9,7 @@
 
 use redis::aio::ConnectionManagerConfig;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-use redis::{ConnectionAddr, IntoConnectionInfo, ProtocolVersion, TlsMode};
+use redis::{ConnectionAddr, IntoConnectionInfo, ProtocolVersion, TlsMode, Value};
 
 use crate::config::RedisConfig;
 use crate::error::RedisError;
@@ -295,42 +295,90 @@ pub(crate) async fn connect_tracking(
     Ok(link.into())
 }
 
-/// A RESP3 connection subscribed to `channel`, every message handed to `on_push`: to the
-/// URL's address, the first cluster seed, or the primary the sentinels name now (pub/sub
-/// messages reach every node and replica, so any one will do). Resubscribes after a
-/// reconnect.
-pub(crate) async fn connect_feed(
-    config: &RedisConfig,
-    channel: &str,
-    on_push: impl Fn(redis::PushInfo) + Send + Sync + 'static,
-) -> Result<redis::aio::ConnectionManager, RedisError> {
-    let client = match Topology::parse(&config.url)? {
-        Topology::Single(url) => client_for(config, &url, Some(ProtocolVersion::RESP3))?,
-        Topology::ClusterSeeds(seeds) => {
-            let first = seeds.first().ok_or(RedisError::Topology(
-                "a cluster URL names at least one node",
-            ))?;
-            client_for(config, first, Some(ProtocolVersion::RESP3))?
+/// Where the ended-sessions feed subscribes (pub/sub messages reach every node and replica,
+/// so any one will do): the URL's address, the cluster seeds in turn, or the primary the
+/// sentinels name at each connect, so that the feed follows a failover.
+pub(crate) enum FeedSource {
+    /// One address, or the cluster seeds, tried in turn.
+    Nodes(Vec<redis::Client>),
+    /// The primary the sentinels name now.
+    Sentinel(Box<redis::sentinel::SentinelClient>),
+}
+
+impl FeedSource {
+    pub(crate) fn new(config: &RedisConfig) -> Result<Self, RedisError> {
+        let resp3 = Some(ProtocolVersion::RESP3);
+        Ok(match Topology::parse(&config.url)? {
+            Topology::Single(url) => Self::Nodes(vec![client_for(config, &url, resp3)?]),
+            Topology::ClusterSeeds(seeds) => Self::Nodes(
+                seeds
+                    .iter()
+                    .map(|seed| client_for(config, seed, resp3))
+                    .collect::<Result<_, _>>()?,
+            ),
+            sentinel @ Topology::Sentinel { .. } => {
+                Self::Sentinel(Box::new(sentinel_client(config, sentinel, resp3)?))
+            }
+        })
+    }
+
+    /// Learns every node of the cluster that `conn`'s node belongs to (nothing elsewhere),
+    /// so that when the node the feed listens to goes, a later attempt tries another: a URL
+    /// may name a single node of a cluster.
+    pub(crate) async fn learn_nodes(&mut self, conn: &mut redis::aio::MultiplexedConnection) {
+        let Self::Nodes(nodes) = self else {
+            return;
+        };
+        let Ok(Value::Array(ranges)) = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await
+        else {
+            return;
+        };
+        let seed = nodes[0].get_connection_info().clone();
+        for range in ranges {
+            let Value::Array(parts) = range else { continue };
+            for node in parts.iter().skip(2) {
+                let Value::Array(node) = node else { continue };
+                let (Some(host), Some(Value::Int(port))) = (node.first(), node.get(1)) else {
+                    continue;
+                };
+                let host = match host {
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    Value::SimpleString(s) => s.clone(),
+                    _ => continue,
+                };
+                let Ok(port) = u16::try_from(*port) else { continue };
+                let addr = match seed.addr() {
+                    ConnectionAddr::TcpTls {
+                        insecure,
+                        tls_params,
+                        ..
+                    } => ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure: *insecure,
+                        tls_params: tls_params.clone(),
+                    },
+                    _ => ConnectionAddr::Tcp(host, port),
+                };
+                let known = nodes
+                    .iter()
+                    .any(|n| n.get_connection_info().addr() == &addr);
+                if !known {
+                    if let Ok(client) = redis::Client::open(seed.clone().set_addr(addr)) {
+                        nodes.push(client);
+                    }
+                }
+            }
         }
-        sentinel @ Topology::Sentinel { .. } => {
-            let mut sentinel = sentinel_client(config, sentinel, Some(ProtocolVersion::RESP3))?;
-            sentinel
-                .async_get_client()
-                .await
-                .map_err(RedisError::Connect)?
+    }
+
+    /// The client for the `attempt`th connection.
+    pub(crate) async fn client(&mut self, attempt: usize) -> redis::RedisResult<redis::Client> {
+        match self {
+            Self::Nodes(nodes) => Ok(nodes[attempt % nodes.len()].clone()),
+            Self::Sentinel(sentinel) => sentinel.async_get_client().await,
         }
-    };
-    let manager = manager_config(config)
-        .set_automatic_resubscription()
-        .set_push_sender(move |push| {
-            on_push(push);
-            Ok::<(), std::convert::Infallible>(())
-        });
-    let mut conn = redis::aio::ConnectionManager::new_with_config(client, manager)
-        .await
-        .map_err(RedisError::Connect)?;
-    conn.subscribe(channel).await.map_err(RedisError::Connect)?;
-    Ok(conn)
+    }
 }
 
 fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {

@@ -17,7 +17,7 @@ use crate::codec::{
 use crate::config::RedisConfig;
 use crate::error::RedisError;
 use crate::fast;
-use crate::feed::EndedFeed;
+use crate::feed::{EndedFeed, FeedTask};
 use crate::keys::Keys;
 use crate::link::RedisConnection;
 use crate::scripts::{self, Lua};
@@ -42,7 +42,7 @@ pub struct RedisStore {
     durable: Option<Duration>,
     /// Sessions other instances ended lately (and its subscription, kept open).
     ended: Arc<EndedFeed>,
-    _feed: Option<redis::aio::ConnectionManager>,
+    _feed: Option<Arc<FeedTask>>,
 }
 
 /// The live-count hash's field that counts logins (`count_login` in the scripts).
@@ -79,10 +79,10 @@ impl RedisStore {
         let ended = EndedFeed::new();
         let heard = ended.clone();
         let channel = format!("{}ended", config.prefix);
-        let feed = crate::connection::connect_feed(&config, &channel, move |p| heard.on_push(&p))
-            .await
+        let feed = FeedTask::start(&config, channel, heard)
+            .map(Arc::new)
             .map_err(|e| {
-                tracing::warn!(error = %e, "cannot hear which sessions other instances end (no RESP3?); fallback tickets rely on this instance's own memory");
+                tracing::warn!(error = %e, "cannot hear which sessions other instances end; fallback tickets rely on this instance's own memory");
             })
             .ok();
         let store = Self {

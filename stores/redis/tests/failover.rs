@@ -213,6 +213,10 @@ async fn sentinel_failover_is_followed_and_durable_logins_survive_it() {
     )
     .await
     .expect("connect through the sentinels");
+    // Another instance, which must keep hearing which sessions end across the failover.
+    let other = RedisStore::connect(RedisConfig::new(&url))
+        .await
+        .expect("connect through the sentinels");
 
     // Acknowledged logins: each reached the replica before it was reported done.
     let mut logins = Vec::new();
@@ -289,6 +293,14 @@ async fn sentinel_failover_is_followed_and_durable_logins_survive_it() {
             "an acknowledged login was lost in the failover"
         );
     }
+    // The durable instance's feed followed the sentinels to the new primary: it hears a
+    // logout made on the other one (not durable: the new primary has no replica).
+    let issued = now_millis();
+    other.destroy(&logins[1]).await.unwrap();
+    wait_for("an instance to hear a logout after the failover", || async {
+        store.ended_recently(&logins[1], issued)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -217,9 +217,10 @@ pub struct ServeArgs {
     /// `terminate` to end a session used from elsewhere (otherwise it is only logged).
     #[arg(long, env = "SESSION_BINDING", value_delimiter = ',', value_parser = ["user-agent", "network", "terminate"])]
     pub binding: Vec<String>,
-    /// Most sessions one user may have at once; a login past it ends the oldest.
-    #[arg(long, env = "SESSION_MAX_PER_USER")]
-    pub max_sessions_per_user: Option<usize>,
+    /// Most sessions one user may have at once; a login past it ends the oldest (0: no
+    /// limit).
+    #[arg(long, env = "SESSION_MAX_PER_USER", default_value_t = cloakroom::DEFAULT_MAX_SESSIONS_PER_USER)]
+    pub max_sessions_per_user: usize,
     /// Answer 429 to a client that keeps sending invalid session cookies.
     #[arg(long, env = "SESSION_THROTTLE_GUESSING")]
     pub throttle_guessing: bool,

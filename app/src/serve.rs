@@ -114,9 +114,8 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
     if let Some(every) = args.renewal {
         config = config.with_renewal(every);
     }
-    if let Some(limit) = args.max_sessions_per_user {
-        config = config.with_max_sessions_per_user(limit);
-    }
+    // 0: no limit.
+    config = config.with_max_sessions_per_user(Some(args.max_sessions_per_user).filter(|&n| n > 0));
     let bound = |what: &str| args.binding.iter().any(|b| b == what);
     config = config.with_binding(
         Binding::new()

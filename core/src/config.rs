@@ -206,7 +206,7 @@ impl SessionConfig {
                 max_size: 16 * 1024,
                 max_fields: 64,
                 max_pending_creates: 256,
-                max_sessions_per_user: None,
+                max_sessions_per_user: Some(crate::DEFAULT_MAX_SESSIONS_PER_USER),
                 cache_control: true,
                 guessing: GuessingPolicy::default(),
                 binding: Binding::new(),
@@ -414,11 +414,22 @@ impl SessionConfigBuilder {
         /// refused at once with `503` ([`crate::StoreError::Overloaded`]), so that a flood of
         /// anonymous clients cannot queue in front of the users who already have a session.
         with_max_pending_creates, max_pending_creates: usize);
-    /// Most sessions one user may have at once (default: no limit). At each login past it,
-    /// the user's oldest other sessions end.
+    /// Most sessions one user may have at once (default
+    /// [`crate::DEFAULT_MAX_SESSIONS_PER_USER`]; `None`: no limit). At each login past it, the
+    /// user's oldest other sessions end, each as a normal logout for its cookie. It bounds
+    /// the per-user index too: what a login checks and a listing reads. Needs a store with
+    /// the per-user index ([`crate::SessionStore::list_user`]); without one it does nothing.
+    ///
+    /// ```
+    /// # use cloakroom::{KeyRing, SessionConfig};
+    /// let config = SessionConfig::builder(KeyRing::generate().unwrap())
+    ///     .with_max_sessions_per_user(Some(5))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
     #[must_use]
-    pub fn with_max_sessions_per_user(mut self, limit: usize) -> Self {
-        self.config.max_sessions_per_user = Some(limit.max(1));
+    pub fn with_max_sessions_per_user(mut self, limit: Option<usize>) -> Self {
+        self.config.max_sessions_per_user = limit.map(|n| n.max(1));
         self
     }
     setter!(

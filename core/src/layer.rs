@@ -87,6 +87,7 @@ impl SessionLayer {
                 creates,
                 guesses: Detector::default(),
                 ended: Ended::new(ENDED_CAPACITY, fallback_lifetime),
+                no_user_index: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }

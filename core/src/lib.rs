@@ -132,3 +132,16 @@ pub use record::{
 pub use session::{Flash, FlashLevel, Session, SessionInfo};
 pub use store::{Limit, SessionStore, StoreError, StoreStats};
 pub use ticket::FALLBACK_FIELDS_MAX_BYTES;
+
+/// The default most sessions one user may have at once
+/// ([`SessionConfigBuilder::with_max_sessions_per_user`]): more devices than a person owns,
+/// few enough that a login's check and a listing stay small.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+
+/// At most this many sessions are listed by [`Session::user_sessions`] (the current one
+/// first, then the newest), whatever the per-user limit.
+pub const USER_SESSIONS_LISTED: usize = 100;
+
+/// At most this many bytes of session data are listed by [`Session::user_sessions`]: the
+/// listing stops at the session that would pass it.
+pub const USER_SESSIONS_LISTED_BYTES: usize = 256 * 1024;

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) guesses: Detector,
     /// Sessions and users that ended here lately: their fallback tickets are refused.
     pub(crate) ended: Ended,
+    /// The store answered that it keeps no per-user index: the per-user limit stops asking.
+    pub(crate) no_user_index: std::sync::atomic::AtomicBool,
 }
 
 /// What a request's cookies name, as the layer hands it to the session.
@@ -1492,7 +1494,11 @@ impl Session {
         self.verified().await.key
     }
 
-    /// Every live session of this session's user, the current one marked.
+    /// The live sessions of this session's user, the current one marked: the current one
+    /// first, then the newest, at most [`crate::USER_SESSIONS_LISTED`] of them and
+    /// [`crate::USER_SESSIONS_LISTED_BYTES`] of their data (a user with more gets the first
+    /// that fit; [`Session::revoke_other_sessions`] still ends them all). The library's own
+    /// fields (`__`-prefixed: CSRF tokens, bindings) are never listed.
     ///
     /// # Errors
     /// A store error.
@@ -1502,12 +1508,20 @@ impl Session {
         };
         let current = self.key().await;
         let store = &self.shared.store;
-        let list = store
+        let mut list = store
             .call(store.store.list_user(&user, now_millis()))
             .await?;
-        Ok(list
-            .into_iter()
-            .map(|s| SessionInfo {
+        list.sort_by_key(|s| (Some(s.key) != current, std::cmp::Reverse(s.record.created)));
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for mut s in list.into_iter().take(crate::USER_SESSIONS_LISTED) {
+            let mut fields = std::mem::take(&mut s.record.fields);
+            fields.retain(|name, _| !name.starts_with(RESERVED_PREFIX));
+            bytes += fields.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+            if bytes > crate::USER_SESSIONS_LISTED_BYTES {
+                break;
+            }
+            out.push(SessionInfo {
                 key: s.key.to_string(),
                 created: s.record.created,
                 last_seen: s
@@ -1517,9 +1531,10 @@ impl Session {
                     .max(s.record.created),
                 expires: s.record.expires_at(),
                 current: Some(s.key) == current,
-                fields: s.record.fields,
-            })
-            .collect())
+                fields,
+            });
+        }
+        Ok(out)
     }
 
     /// Ends one other session of this session's user, named by its key (as
@@ -1698,10 +1713,20 @@ impl Session {
         let Some(limit) = self.shared.config.max_sessions_per_user else {
             return;
         };
+        let no_index = &self.shared.no_user_index;
+        if no_index.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let store = &self.shared.store;
         let now = now_millis();
         let mut sessions = match store.call(store.store.list_user(user, now)).await {
             Ok(sessions) => sessions,
+            // No per-user index: nothing to limit (the default limit is on for every store),
+            // and no need to ask again.
+            Err(StoreError::Unsupported(_)) => {
+                no_index.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not check the user's session limit");
                 return;

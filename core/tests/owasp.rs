@@ -222,6 +222,49 @@ async fn owasp_30_a_store_key_is_not_a_cookie() {
     }
 }
 
+/// OWASP 29, by default: a user has at most `DEFAULT_MAX_SESSIONS_PER_USER` sessions (a
+/// login past it ends the oldest), and a listing is bounded whatever the limit: the current
+/// session first, then the newest, never the library's own fields.
+#[tokio::test]
+async fn owasp_29_the_default_limit_and_a_bounded_listing() {
+    let limit = cloakroom::DEFAULT_MAX_SESSIONS_PER_USER;
+    for (cap, logins, live) in [(true, limit + 5, limit), (false, 150, 150)] {
+        let store = Arc::new(MemoryStore::default());
+        let config = if cap {
+            test_config()
+        } else {
+            test_config().with_max_sessions_per_user(None)
+        };
+        let base = browser(SessionLayer::new(store.clone(), config.build().unwrap()));
+        let mut first = base.clone();
+        assert_eq!(first.send("POST", "/login/alice", None).await.status, 200);
+        let mut last = base.clone();
+        for _ in 1..logins {
+            last = base.clone();
+            assert_eq!(last.send("POST", "/login/alice", None).await.status, 200);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let now = cloakroom::now_millis();
+        assert_eq!(store.list_user("alice", now).await.unwrap().len(), live);
+        let expected = if cap { "null" } else { "\"alice\"" };
+        assert_eq!(first.send("GET", "/whoami", None).await.body, expected);
+        let listed = last.send("GET", "/mine", None).await;
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&listed.body).unwrap();
+        assert_eq!(listed.len(), live.min(cloakroom::USER_SESSIONS_LISTED));
+        assert_eq!(listed[0]["current"], true, "the current one first");
+        let created: Vec<u64> = listed[1..]
+            .iter()
+            .map(|s| s["created"].as_u64().unwrap())
+            .collect();
+        assert!(created.windows(2).all(|w| w[0] >= w[1]), "then the newest");
+        assert!(listed.iter().all(|s| s["fields"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("__"))));
+    }
+}
+
 /// OWASP 29: a user's sessions can be listed (with when they were created and last seen) and
 /// revoked, and their number limited: past the limit, a login ends the oldest.
 #[tokio::test]
@@ -229,7 +272,7 @@ async fn owasp_29_concurrent_logons_are_listed_and_limited() {
     let store = Arc::new(MemoryStore::default());
     let layer = SessionLayer::new(
         store.clone(),
-        test_config().with_max_sessions_per_user(2).build().unwrap(),
+        test_config().with_max_sessions_per_user(Some(2)).build().unwrap(),
     );
     let base = browser(layer);
     let mut devices = Vec::new();

@@ -91,6 +91,12 @@ impl Keys {
         self.bucket_name(bucket(user))
     }
 
+    /// The set a long index list spills into (`spill_key` in `lua/prelude.lua`): tagged
+    /// with the bucket's name, so that it shares the bucket's cluster slot.
+    pub(crate) fn user_spill(&self, user: &str) -> String {
+        format!("{{{}}}:{user}", self.user_bucket(user))
+    }
+
     /// The index hash of bucket number `bucket`.
     pub(crate) fn bucket_name(&self, bucket: u32) -> String {
         format!("{}users:{bucket}", self.prefix)

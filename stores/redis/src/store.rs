@@ -45,6 +45,10 @@ pub struct RedisStore {
     _feed: Option<Arc<FeedTask>>,
 }
 
+/// What a user's index entry says once its list spilled into a set (`SPILLED` in the
+/// scripts).
+const INDEX_SPILLED: &str = "*";
+
 /// The live-count hash's field that counts logins (`count_login` in the scripts).
 const LOGINS_FIELD: &str = "logins";
 
@@ -991,12 +995,22 @@ impl SessionStore for RedisStore {
             Value::Nil => String::new(),
             value => text(value)?,
         };
-        let members: Vec<SessionKey> = list
-            .as_bytes()
-            .chunks(22)
-            .filter_map(|m| std::str::from_utf8(m).ok())
-            .filter_map(SessionKey::parse)
-            .collect();
+        let members: Vec<SessionKey> = if list == INDEX_SPILLED {
+            // A long list lives in a set of its own (`index_edit` in lua/prelude.lua).
+            let mut all = redis::cmd("SMEMBERS");
+            all.arg(self.keys.user_spill(user));
+            array(self.one(all).await?)?
+                .into_iter()
+                .filter_map(|m| text(m).ok())
+                .filter_map(|m| SessionKey::parse(&m))
+                .collect()
+        } else {
+            list.as_bytes()
+                .chunks(22)
+                .filter_map(|m| std::str::from_utf8(m).ok())
+                .filter_map(SessionKey::parse)
+                .collect()
+        };
         if members.is_empty() {
             return Ok(Vec::new());
         }

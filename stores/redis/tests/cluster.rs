@@ -347,3 +347,29 @@ async fn ends_are_heard_across_nodes_and_after_the_listening_node_dies() {
         }
     }
 }
+
+/// A user with more sessions than the index keeps packed (its list spills into a set in the
+/// bucket's slot) is listed and revoked on a cluster as anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_many_sessions_is_listed_and_revoked() {
+    let cluster = cluster(3, 0).await;
+    let store = connect(&cluster.url()).await;
+    let now = now_millis();
+    let mut sessions = Vec::new();
+    for i in 0..90 {
+        let k = key();
+        store.create(&k, &login(now + i, "ada")).await.unwrap();
+        sessions.push(k);
+    }
+    assert_eq!(store.list_user("ada", now + 100).await.unwrap().len(), 90);
+    store.destroy(&sessions[0]).await.unwrap();
+    assert_eq!(store.list_user("ada", now + 101).await.unwrap().len(), 89);
+    assert_eq!(
+        store
+            .destroy_user("ada", Some(&sessions[1]), now + 102)
+            .await
+            .unwrap(),
+        88
+    );
+    assert_eq!(store.list_user("ada", now + 103).await.unwrap().len(), 1);
+}

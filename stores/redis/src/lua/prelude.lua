@@ -144,6 +144,19 @@ local function index_bucket(prefix, user)
   return prefix .. 'users:' .. h
 end
 
+-- Past this many members a user's list moves out of its bucket into a set of its own, so
+-- that an edit costs the same for a user with thousands of sessions (SADD/SREM) instead of
+-- rewriting the whole list; the bucket keeps SPILLED in its place. Small lists stay packed
+-- in the bucket, the cheapest layout for the common user with a few sessions.
+local INDEX_SPILL = 64
+local SPILLED = '*'
+
+-- The set `user`'s list spills into: tagged with the bucket's name, so that on a cluster
+-- it lives in the bucket's slot (prefixes never hold braces). Matches `Keys::user_spill`.
+local function spill_key(bucket, user)
+  return '{' .. bucket .. '}:' .. user
+end
+
 -- Where `member` starts in `list` (on a member boundary), or nil.
 local function find_member(list, member)
   local from = 1
@@ -167,6 +180,23 @@ end
 -- prunes, having read the members' sessions.
 local function index_edit(bucket, user, add, drop, prune)
   local list = redis.call('HGET', bucket, user) or ''
+  if list == SPILLED then
+    local set = spill_key(bucket, user)
+    if drop then redis.call('SREM', set, drop) end
+    if add then redis.call('SADD', set, add) end
+    if prune then
+      for _, member in ipairs(redis.call('SRANDMEMBER', set, 4)) do
+        if member ~= add and redis.call('EXISTS', prune .. member) == 0 then
+          redis.call('SREM', set, member)
+        end
+      end
+    end
+    if redis.call('SCARD', set) == 0 then
+      redis.call('DEL', set)
+      redis.call('HDEL', bucket, user)
+    end
+    return
+  end
   if drop then
     local at = find_member(list, drop)
     if at then list = without(list, at) end
@@ -200,6 +230,11 @@ local function index_edit(bucket, user, add, drop, prune)
   end
   if #list == 0 then
     redis.call('HDEL', bucket, user)
+  elseif #list > INDEX_SPILL * KEY_CHARS then
+    local members = {}
+    for at = 1, #list, KEY_CHARS do members[#members + 1] = string.sub(list, at, at + KEY_CHARS - 1) end
+    redis.call('SADD', spill_key(bucket, user), unpack(members))
+    redis.call('HSET', bucket, user, SPILLED)
   else
     redis.call('HSET', bucket, user, list)
   end

@@ -30,6 +30,7 @@ use crate::{
     UserChange, UserSession,
 };
 
+pub mod history;
 pub mod throughput;
 
 /// A shared, type-erased store, as the suite passes it around.
@@ -1099,7 +1100,11 @@ pub async fn every_write_path_honours_the_limits(store: DynStore) {
             .await
             .status;
     }
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "after {grows} appends");
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "after {grows} appends"
+    );
 }
 
 /// A session without a user gets the anonymous idle timeout; logging in gives it the full one.
@@ -1277,10 +1282,16 @@ pub async fn revoke_others_spares_the_callers_renewed_session(store: DynStore) {
         .await
         .unwrap();
     assert_eq!(
-        store.destroy_user("frank", Some(&old), T0 + 3).await.unwrap(),
+        store
+            .destroy_user("frank", Some(&old), T0 + 3)
+            .await
+            .unwrap(),
         1
     );
-    assert!(load(&store, &renewed, T0 + 4).await.is_some(), "the caller's session lives");
+    assert!(
+        load(&store, &renewed, T0 + 4).await.is_some(),
+        "the caller's session lives"
+    );
     assert!(load(&store, &other, T0 + 4).await.is_none());
 }
 

@@ -313,10 +313,7 @@ async fn a_ticket_is_bound_to_the_client_like_its_session() {
     let stolen = send(Some(jar), "curl/8", "GET", "/whoami").await;
     assert_ne!(stolen.body, "\"alice\"", "another client is not");
     assert_eq!(
-        layer
-            .metrics()
-            .binding_mismatches
-            .load(Ordering::Relaxed),
+        layer.metrics().binding_mismatches.load(Ordering::Relaxed),
         1
     );
 }

@@ -272,7 +272,10 @@ async fn owasp_29_concurrent_logons_are_listed_and_limited() {
     let store = Arc::new(MemoryStore::default());
     let layer = SessionLayer::new(
         store.clone(),
-        test_config().with_max_sessions_per_user(Some(2)).build().unwrap(),
+        test_config()
+            .with_max_sessions_per_user(Some(2))
+            .build()
+            .unwrap(),
     );
     let base = browser(layer);
     let mut devices = Vec::new();

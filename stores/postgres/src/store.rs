@@ -11,8 +11,8 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use cloakroom::{
-    now_millis, Applied, Changes, Destroyed, HeardEnded, Loaded, Millis, Record, Refresh, SessionKey,
-    SessionStore, StoreError, StoreStats, UserSession, KEY_LEN,
+    now_millis, Applied, Changes, Destroyed, HeardEnded, Loaded, Millis, Record, Refresh,
+    SessionKey, SessionStore, StoreError, StoreStats, UserSession, KEY_LEN,
 };
 use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;

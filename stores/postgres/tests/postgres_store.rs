@@ -364,7 +364,10 @@ async fn other_instances_hear_which_sessions_ended() {
     server.restart().await;
     let started = Instant::now();
     while a.destroy(&k3).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "back after a restart");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "back after a restart"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The listener is back too (it may take its backoff to notice).

@@ -346,7 +346,9 @@ impl FeedSource {
                     Value::SimpleString(s) => s.clone(),
                     _ => continue,
                 };
-                let Ok(port) = u16::try_from(*port) else { continue };
+                let Ok(port) = u16::try_from(*port) else {
+                    continue;
+                };
                 let addr = match seed.addr() {
                     ConnectionAddr::TcpTls {
                         insecure,

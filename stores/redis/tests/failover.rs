@@ -297,9 +297,10 @@ async fn sentinel_failover_is_followed_and_durable_logins_survive_it() {
     // logout made on the other one (not durable: the new primary has no replica).
     let issued = now_millis();
     other.destroy(&logins[1]).await.unwrap();
-    wait_for("an instance to hear a logout after the failover", || async {
-        store.ended_recently(&logins[1], issued)
-    })
+    wait_for(
+        "an instance to hear a logout after the failover",
+        || async { store.ended_recently(&logins[1], issued) },
+    )
     .await;
 }
 

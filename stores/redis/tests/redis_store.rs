@@ -745,7 +745,11 @@ async fn a_login_costs_the_same_for_a_user_with_thousands_of_sessions() {
     let spilled = server.command(&["KEYS", "{*}:ada"]).await;
     assert!(spilled.contains("users"), "spilled into a set: {spilled}");
     store.destroy_user("ada", None, now + 4_002).await.unwrap();
-    assert!(store.list_user("ada", now + 4_003).await.unwrap().is_empty());
+    assert!(store
+        .list_user("ada", now + 4_003)
+        .await
+        .unwrap()
+        .is_empty());
     let spilled = server.command(&["KEYS", "{*}:ada"]).await;
     assert!(!spilled.contains("users"), "the set is gone: {spilled}");
 }

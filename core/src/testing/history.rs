@@ -43,13 +43,46 @@ pub struct Instance {
     pub cached: bool,
 }
 
+/// What a fault may lose, by the promise of the configuration it runs with (the table in
+/// `docs/store-contract.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Nothing acknowledged (links dropped; a restart with every write on disk).
+    Nothing,
+    /// Acknowledged field writes (a failover with durable writes: logins, logouts and
+    /// revocations survive it, counters and sets may go back to any earlier value).
+    Writes,
+    /// Anything but an end (a restart without persistence: sessions may vanish, none that
+    /// ended comes back).
+    Everything,
+}
+
+/// A fault that struck: its name (for the counts) and what it may have lost.
+#[derive(Debug, Clone, Copy)]
+pub struct Struck {
+    /// Its name.
+    pub name: &'static str,
+    /// What it may have lost.
+    pub loss: Loss,
+}
+
+impl Struck {
+    /// A fault that loses nothing acknowledged.
+    #[must_use]
+    pub fn harmless(name: &'static str) -> Self {
+        Self {
+            name,
+            loss: Loss::Nothing,
+        }
+    }
+}
+
 /// A store's own faults, struck now and then by the history.
 #[async_trait]
 pub trait Faults: Send {
     /// Strikes one fault, chosen from `pick` (any number: the store maps it to one of its
-    /// faults), and returns its name for the counts. Returns once the store answers again,
-    /// or may answer again (bounded).
-    async fn strike(&mut self, pick: u64) -> &'static str;
+    /// faults). Returns once the store answers again, or may answer again (bounded).
+    async fn strike(&mut self, pick: u64) -> Struck;
 }
 
 /// A store with no faults of its own: time passing and dropped futures only.
@@ -57,8 +90,8 @@ pub struct NoFaults;
 
 #[async_trait]
 impl Faults for NoFaults {
-    async fn strike(&mut self, _pick: u64) -> &'static str {
-        "none"
+    async fn strike(&mut self, _pick: u64) -> Struck {
+        Struck::harmless("none")
     }
 }
 
@@ -172,6 +205,8 @@ enum State {
 struct Slot {
     key: SessionKey,
     state: State,
+    /// Every value its field was ever set to (or may have been): what a lost write leaves.
+    ever: BTreeSet<String>,
     /// Earlier states and when each stopped being current (for cached reads).
     past: Vec<(Instant, State)>,
 }
@@ -181,11 +216,30 @@ impl Slot {
         Self {
             key: SessionId::random().expect("OS randomness").key(),
             state: State::Absent,
+            ever: BTreeSet::new(),
             past: Vec::new(),
         }
     }
 
+    /// What the model allows after a fault that may have lost `loss`.
+    fn lose(&mut self, loss: Loss, bound: Duration) {
+        let lost = match (&self.state, loss) {
+            (_, Loss::Nothing) => return,
+            (State::Live { max, .. }, Loss::Writes) => State::Live {
+                min: 0,
+                max: *max,
+                xs: self.ever.clone(),
+            },
+            (State::Live { .. }, Loss::Everything) => State::MaybeEnded,
+            _ => return,
+        };
+        self.set(lost, bound);
+    }
+
     fn set(&mut self, state: State, bound: Duration) {
+        if let State::Live { xs, .. } = &state {
+            self.ever.extend(xs.iter().cloned());
+        }
         let old = std::mem::replace(&mut self.state, state);
         self.past.push((Instant::now(), old));
         self.past.retain(|(until, _)| until.elapsed() < bound * 4);
@@ -295,8 +349,11 @@ pub async fn run(
         let fail = |what: &str| format!("seed {seed}, step {step}: {what}");
         match rng.below(100) {
             0..=1 => {
-                let fault = faults.strike(rng.next()).await;
-                *counts.faults.entry(fault).or_default() += 1;
+                let struck = faults.strike(rng.next()).await;
+                *counts.faults.entry(struck.name).or_default() += 1;
+                for slot in &mut slots {
+                    slot.lose(struck.loss, bound);
+                }
                 continue;
             }
             // Time passes: a stale cached read would now be past the bound.
@@ -487,6 +544,7 @@ pub async fn run(
                             Slot {
                                 key: new,
                                 state: State::Live { min, max, xs },
+                                ever: slot.ever.clone(),
                                 past: Vec::new(),
                             },
                         );

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloakroom::testing::history::{check, run, Faults, Instance};
+use cloakroom::testing::history::{check, run, Faults, Instance, Struck};
 use cloakroom::SessionStore as _;
 use cloakroom_postgres::{PostgresConfig, PostgresStore};
 use cloakroom_testkit::postgres::PostgresServer;
@@ -33,18 +33,18 @@ impl Postgres {
 
 #[async_trait]
 impl Faults for Postgres {
-    async fn strike(&mut self, pick: u64) -> &'static str {
+    async fn strike(&mut self, pick: u64) -> Struck {
         if pick % 4 == 0 {
             self.server.restart().await;
             self.answers().await;
-            "restart"
+            Struck::harmless("restart")
         } else {
             let terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
                              WHERE pid <> pg_backend_pid() AND datname = current_database()";
             if let Ok(client) = self.probe.pool().get().await {
                 let _ = client.simple_query(terminate).await;
             }
-            "connections terminated"
+            Struck::harmless("connections terminated")
         }
     }
 }

@@ -415,8 +415,10 @@ impl SessionConfigBuilder {
         /// anonymous clients cannot queue in front of the users who already have a session.
         with_max_pending_creates, max_pending_creates: usize);
     /// Most sessions one user may have at once (default
-    /// [`crate::DEFAULT_MAX_SESSIONS_PER_USER`]; `None`: no limit). At each login past it, the
-    /// user's oldest other sessions end, each as a normal logout for its cookie. It bounds
+    /// [`crate::DEFAULT_MAX_SESSIONS_PER_USER`]; `None` or `Some(0)`: no limit). At each login
+    /// past it, the user's oldest other sessions end, each as a normal logout for its cookie
+    /// (at most [`crate::USER_SESSIONS_ENDED_PER_LOGIN`] per login, so a user far over a newly
+    /// set limit is brought under it over a few logins, none of them slow). It bounds
     /// the per-user index too: what a login checks and a listing reads. Needs a store with
     /// the per-user index ([`crate::SessionStore::list_user`]); without one it does nothing.
     ///
@@ -429,7 +431,8 @@ impl SessionConfigBuilder {
     /// ```
     #[must_use]
     pub fn with_max_sessions_per_user(mut self, limit: Option<usize>) -> Self {
-        self.config.max_sessions_per_user = limit.map(|n| n.max(1));
+        // `Some(0)` means no limit too, as the app's `SESSION_MAX_PER_USER=0` does.
+        self.config.max_sessions_per_user = limit.filter(|&n| n > 0);
         self
     }
     setter!(

@@ -138,6 +138,9 @@ pub use ticket::FALLBACK_FIELDS_MAX_BYTES;
 /// few enough that a login's check and a listing stay small.
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 
+/// At most this many of a user's oldest sessions end at one login past the per-user limit.
+pub const USER_SESSIONS_ENDED_PER_LOGIN: usize = 16;
+
 /// At most this many sessions are listed by [`Session::user_sessions`] (the current one
 /// first, then the newest), whatever the per-user limit.
 pub const USER_SESSIONS_LISTED: usize = 100;

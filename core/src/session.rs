@@ -598,8 +598,11 @@ impl Session {
                 {
                     if !Self::ticket_fits_client(state, &t) {
                         bump(&metrics.binding_mismatches);
-                        tracing::warn!(session = %key.fingerprint(), "fallback ticket used from a different client than its session is bound to");
-                        return None;
+                        let terminates = self.shared.config.binding.terminates();
+                        tracing::warn!(session = %key.fingerprint(), refused = terminates, "fallback ticket used from a different client than its session is bound to");
+                        if terminates {
+                            return None;
+                        }
                     }
                     let mut record = Record::new(t.issued, t.expires, t.expires);
                     record.user = Some(t.user);
@@ -1737,7 +1740,9 @@ impl Session {
         }
         sessions.retain(|s| s.key != current);
         sessions.sort_by_key(|s| s.record.created);
-        let excess = (sessions.len() + 1).saturating_sub(limit);
+        let excess = (sessions.len() + 1)
+            .saturating_sub(limit)
+            .min(crate::USER_SESSIONS_ENDED_PER_LOGIN);
         for old in sessions.iter().take(excess) {
             if let Err(e) = store.call(store.store.destroy(&old.key)).await {
                 tracing::warn!(error = %e, "could not end a session past the user's limit");

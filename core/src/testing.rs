@@ -1090,6 +1090,26 @@ pub async fn every_write_path_honours_the_limits(store: DynStore) {
     let after = load(&store, &k, T0 + 5).await.unwrap().record.fields;
     assert_eq!(after.len(), 1);
     assert_eq!(after["a"], "1");
+    // A counter counts at its length too, in every store: one that gains a digit past the
+    // limit is refused, one that fits is not.
+    let mut nines = set(&[("n", "99")]);
+    nines.limits = limits;
+    store.apply(&k, &nines, T0 + 6).await.unwrap();
+    let size = load(&store, &k, T0 + 7).await.unwrap().record.data_size();
+    let step = |by: i64| {
+        let mut c = Changes::default();
+        c.increments.insert("n".into(), by);
+        c.limits = Some(crate::Limits {
+            max_bytes: size,
+            max_fields: 8,
+        });
+        c
+    };
+    assert!(matches!(
+        store.apply(&k, &step(1), T0 + 8).await,
+        Err(StoreError::LimitExceeded(crate::Limit::Bytes))
+    ));
+    assert!(store.apply(&k, &step(-1), T0 + 9).await.is_ok());
     // Through the layer: a list that grows with `update` stops at the limit.
     let mut grows = 0;
     let mut status = StatusCode::OK;

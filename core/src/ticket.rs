@@ -101,7 +101,9 @@ impl TicketKeys {
         );
         let mut out = nonce.to_vec();
         out.extend(sealed.ok()?);
-        Some(format!("{issued}.{}", URL_SAFE_NO_PAD.encode(out)))
+        let value = format!("{issued}.{}", URL_SAFE_NO_PAD.encode(out));
+        // One `open` would refuse (a very long user name) is not issued at all.
+        (value.len() <= MAX_VALUE_LEN).then_some(value)
     }
 
     /// The ticket in `value`, if a key of the ring sealed it and it is still valid at `now`.
@@ -278,6 +280,10 @@ mod tests {
         }
         // Two seals of one ticket differ (random nonce): nothing to correlate on the wire.
         assert_ne!(keys.seal(&t), keys.seal(&t));
+        // One too long to open is not issued at all.
+        let mut long = t;
+        long.user = "u".repeat(MAX_VALUE_LEN);
+        assert_eq!(keys.seal(&long), None);
     }
 
     #[test]

@@ -46,7 +46,8 @@ impl PostgresConfig {
     }
 
     /// The schema the tables live in (created if missing). Lower-case letters, digits and
-    /// `_`, starting with a letter, at most 63 characters.
+    /// `_`, starting with a letter, at most 57 characters (its `<schema>_ended` channel must
+    /// fit PostgreSQL's 63).
     #[must_use]
     pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
@@ -108,7 +109,8 @@ impl fmt::Debug for PostgresConfig {
 pub(crate) fn valid_schema(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_lowercase())
-        && name.len() <= 63
+        // 63 is PostgreSQL's limit; the channel `<schema>_ended` must fit it too.
+        && name.len() <= 63 - crate::sql::ENDED_CHANNEL.len()
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
@@ -151,7 +153,7 @@ mod tests {
 
     #[test]
     fn schema_names_that_need_no_quoting() {
-        for ok in ["cloakroom", "s1", "app_sessions"] {
+        for ok in ["cloakroom", "s1", "app_sessions", &"a".repeat(57)] {
             assert!(super::valid_schema(ok), "{ok}");
         }
         for bad in [
@@ -162,7 +164,8 @@ mod tests {
             "a;drop",
             "a b",
             "\"x\"",
-            &"a".repeat(64),
+            // Its `<schema>_ended` channel would pass PostgreSQL's 63 bytes.
+            &"a".repeat(58),
         ] {
             assert!(!super::valid_schema(bad), "{bad}");
         }

@@ -17,22 +17,30 @@ use tokio_postgres::AsyncMessage;
 
 /// The channel the statements in [`crate::sql`] notify.
 pub(crate) fn channel(schema: &str) -> String {
-    format!("{schema}_ended")
+    format!("{schema}{}", crate::sql::ENDED_CHANNEL)
 }
 
 /// Listens on `schema`'s channel for as long as the task runs (the store aborts it when
-/// dropped), putting every key it hears into `heard`.
+/// dropped), putting every key it hears into `heard`; `ready` fires once the first `LISTEN`
+/// is in place.
 pub(crate) async fn listen(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     schema: String,
     heard: Arc<HeardEnded>,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut ready = Some(ready);
     let mut wait = Duration::from_millis(100);
+    let mut warned = false;
     loop {
-        match listen_once(&config, tls.clone(), &schema, &heard).await {
+        match listen_once(&config, tls.clone(), &schema, &heard, &mut ready).await {
             // It was listening until the loss: start again from a short wait.
             Ok(()) => wait = Duration::from_millis(100),
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(error = %e, "cannot hear which sessions other instances end; retrying");
+            }
             Err(e) => tracing::debug!(error = %e, "session end notifications: cannot listen"),
         }
         tokio::time::sleep(wait).await;
@@ -40,12 +48,15 @@ pub(crate) async fn listen(
     }
 }
 
-/// One connection's life: `LISTEN`, then every notification until the connection ends.
+/// One connection's life: `LISTEN`, then every notification until the connection ends or
+/// stops answering (a `SELECT 1` each second a notification did not come, so a half-open
+/// connection after a failover is noticed).
 async fn listen_once(
     config: &tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     schema: &str,
     heard: &HeardEnded,
+    ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(tls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -70,12 +81,27 @@ async fn listen_once(
         driver.abort();
         return Err(e);
     }
-    while let Some(payload) = rx.recv().await {
-        if let Some(key) = parse_hex(&payload) {
-            heard.heard(key);
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(());
+    }
+    let second = Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout(second, rx.recv()).await {
+            Ok(Some(payload)) => {
+                if let Some(key) = parse_hex(&payload) {
+                    heard.heard(key);
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                let alive = tokio::time::timeout(second * 5, client.simple_query("SELECT 1")).await;
+                if !matches!(alive, Ok(Ok(_))) {
+                    break;
+                }
+            }
         }
     }
-    drop(client);
+    driver.abort();
     Ok(())
 }
 

@@ -49,6 +49,10 @@ pub(crate) fn setup(s: &str) -> String {
     )
 }
 
+/// What the schema's name is followed by in the channel that announces ended sessions
+/// (`crate::ended`); a schema name is at most 57 bytes, so the channel fits PostgreSQL's 63.
+pub(crate) const ENDED_CHANNEL: &str = "_ended";
+
 /// Every statement, with the schema filled in once at connect time.
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -71,6 +75,8 @@ pub(crate) struct Statements {
     pub(crate) update: String,
     /// $1 alias, $2 target, $3 until.
     pub(crate) alias: String,
+    /// $1 key: tells every instance the session under it ended (a cycle away from it).
+    pub(crate) notify_ended: String,
     /// $1 key → (was an alias, was a session).
     pub(crate) destroy: String,
     /// $1 key → whether an alias was deleted (the retry that sees a cycle committed meanwhile).
@@ -122,6 +128,7 @@ impl Statements {
                      absolute_deadline = $7
                  WHERE id = $1"
             ),
+            notify_ended: format!("SELECT pg_notify('{s}{ENDED_CHANNEL}', encode($1, 'hex'))"),
             alias: format!(
                 "INSERT INTO {s}.aliases (id, target, until) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE SET target = $2, until = $3"
@@ -134,7 +141,7 @@ impl Statements {
                       reaching AS (DELETE FROM {s}.aliases
                                    WHERE target = $1 AND NOT EXISTS (SELECT 1 FROM alias))
                  SELECT EXISTS (SELECT 1 FROM alias), EXISTS (SELECT 1 FROM session),
-                        (SELECT count(*) FROM (SELECT pg_notify('{s}_ended', encode($1, 'hex'))
+                        (SELECT count(*) FROM (SELECT pg_notify('{s}{ENDED_CHANNEL}', encode($1, 'hex'))
                                                FROM session) told)"
             ),
             destroy_alias: format!(
@@ -155,7 +162,7 @@ impl Statements {
                       reaching AS (DELETE FROM {s}.aliases
                                    WHERE target IN (SELECT id FROM gone))
                  SELECT count(*) FILTER (WHERE idle_deadline > $3 AND absolute_deadline > $3),
-                        (SELECT count(*) FROM (SELECT pg_notify('{s}_ended', encode(id, 'hex'))
+                        (SELECT count(*) FROM (SELECT pg_notify('{s}{ENDED_CHANNEL}', encode(id, 'hex'))
                                                FROM gone) told)
                  FROM gone"
             ),

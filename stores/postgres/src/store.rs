@@ -164,13 +164,18 @@ impl PostgresStore {
         }
         drop(client);
         let ended = Arc::new(HeardEnded::default());
+        let (ready, listening) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(crate::ended::listen(
             listen_with.0,
             listen_with.1,
             config.schema.clone(),
             ended.clone(),
+            ready,
         ))
         .abort_handle();
+        // A store returned from here hears every end from now on (bounded: a listener that
+        // cannot connect keeps trying in the background, and says so).
+        let _ = tokio::time::timeout(config.connect_timeout, listening).await;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             purge: config
                 .purge_every
@@ -270,6 +275,7 @@ impl PostgresStore {
         let taken = c.prepare_cached(&sql.taken).await.map_err(backend)?;
         let lock = c.prepare_cached(&sql.lock).await.map_err(backend)?;
         let update = c.prepare_cached(&sql.update).await.map_err(backend)?;
+        let notify = c.prepare_cached(&sql.notify_ended).await.map_err(backend)?;
         let alias = c.prepare_cached(&sql.alias).await.map_err(backend)?;
         let commit = c.prepare_cached("COMMIT").await.map_err(backend)?;
         let target = renamed.map_or(key, |(new, _)| new);
@@ -336,12 +342,20 @@ impl PostgresStore {
         // With a new key the row keeps its identity and takes the new id: see `sql` for why.
         let updated = c.execute(&update, &update_params);
         match renamed {
-            Some((_, grace_until)) if now < grace_until => {
+            Some((_, grace_until)) => {
+                // Every instance hears that the old ID ended (its fallback tickets stop),
+                // when the transaction commits.
+                let told = c.execute(&notify, &old_params);
                 let until = int(grace_until);
                 let alias_params: [Param; 3] = [&old_id, &new_id, &until];
-                let alias = c.execute(&alias, &alias_params);
-                tokio::try_join!(updated, alias, c.execute(&commit, &[]))
-                    .map_err(collision_or_backend)?;
+                if now < grace_until {
+                    let alias = c.execute(&alias, &alias_params);
+                    tokio::try_join!(updated, told, alias, c.execute(&commit, &[]))
+                        .map_err(collision_or_backend)?;
+                } else {
+                    tokio::try_join!(updated, told, c.execute(&commit, &[]))
+                        .map_err(collision_or_backend)?;
+                }
             }
             _ => {
                 tokio::try_join!(updated, c.execute(&commit, &[])).map_err(collision_or_backend)?;

@@ -361,6 +361,16 @@ async fn other_instances_hear_which_sessions_ended() {
     assert_eq!(a.destroy_user("ada", Some(&k3), now).await.unwrap(), 1);
     assert!(hears(&b, &k2, now).await, "a revocation on A is heard on B");
     assert!(!b.ended_recently(&k3, now));
+    let (k4, k5) = (key(), key());
+    a.create(&k4, &login).await.unwrap();
+    a.cycle(&k4, &k5, &Changes::default(), now, now + 30_000)
+        .await
+        .unwrap();
+    assert!(
+        hears(&b, &k4, now).await,
+        "a cycle away from an ID on A is heard on B"
+    );
+    assert!(!b.ended_recently(&k5, now));
     server.restart().await;
     let started = Instant::now();
     while a.destroy(&k3).await.is_err() {

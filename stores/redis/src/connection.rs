@@ -310,6 +310,11 @@ impl FeedSource {
         let resp3 = Some(ProtocolVersion::RESP3);
         Ok(match Topology::parse(&config.url)? {
             Topology::Single(url) => Self::Nodes(vec![client_for(config, &url, resp3)?]),
+            Topology::ClusterSeeds(seeds) if seeds.is_empty() => {
+                return Err(RedisError::Topology(
+                    "a cluster URL names at least one node",
+                ));
+            }
             Topology::ClusterSeeds(seeds) => Self::Nodes(
                 seeds
                     .iter()
@@ -365,7 +370,8 @@ impl FeedSource {
                 let known = nodes
                     .iter()
                     .any(|n| n.get_connection_info().addr() == &addr);
-                if !known {
+                // Bounded: nodes replaced over the years must not pile up without end.
+                if !known && nodes.len() < 64 {
                     if let Ok(client) = redis::Client::open(seed.clone().set_addr(addr)) {
                         nodes.push(client);
                     }

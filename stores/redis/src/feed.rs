@@ -66,17 +66,21 @@ impl Drop for FeedTask {
 }
 
 impl FeedTask {
-    /// Starts hearing `channel` into `feed`, following failovers for as long as the task lives.
-    pub(crate) fn start(
+    /// Starts hearing `channel` into `feed`, following failovers for as long as the task
+    /// lives; returns once the first subscription is in place, or after the connect timeout
+    /// (the task keeps trying, and says so).
+    pub(crate) async fn start(
         config: &RedisConfig,
         channel: String,
         feed: Arc<EndedFeed>,
     ) -> Result<Self, crate::RedisError> {
         let source = FeedSource::new(config)?;
         let timeouts = (config.connect_timeout, config.response_timeout);
-        Ok(Self(
-            tokio::spawn(follow(source, timeouts, channel, feed)).abort_handle(),
-        ))
+        let (ready, subscribed) = tokio::sync::oneshot::channel();
+        let task =
+            Self(tokio::spawn(follow(source, timeouts, channel, feed, ready)).abort_handle());
+        let _ = tokio::time::timeout(config.connect_timeout, subscribed).await;
+        Ok(task)
     }
 }
 
@@ -85,7 +89,10 @@ async fn follow(
     (connect, respond): (Duration, Duration),
     channel: String,
     feed: Arc<EndedFeed>,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut ready = Some(ready);
+    let mut warned = false;
     let mut wait = Duration::from_millis(100);
     for attempt in 0.. {
         let lost = Arc::new(Notify::new());
@@ -116,6 +123,9 @@ async fn follow(
         match subscribed {
             Ok(mut conn) => {
                 wait = Duration::from_millis(100);
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
                 source.learn_nodes(&mut conn).await;
                 // Listening until the link is lost or stops answering.
                 loop {
@@ -132,6 +142,12 @@ async fn follow(
                     }
                 }
                 tracing::debug!("ended-sessions feed: link lost, connecting again");
+            }
+            // Once at warning level (no RESP3, an ACL without pub/sub): fallback tickets
+            // then rely on this instance's own memory.
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(error = %e, "cannot hear which sessions other instances end; retrying");
             }
             Err(e) => tracing::debug!(error = %e, "ended-sessions feed: cannot subscribe"),
         }

@@ -91,10 +91,11 @@ impl Keys {
         self.bucket_name(bucket(user))
     }
 
-    /// The set a long index list spills into (`spill_key` in `lua/prelude.lua`): tagged
-    /// with the bucket's name, so that it shares the bucket's cluster slot.
+    /// The set a long index list spills into (`spill_key` in `lua/prelude.lua`): under
+    /// the prefix, tagged with the bucket's name, so that it shares the bucket's cluster slot.
     pub(crate) fn user_spill(&self, user: &str) -> String {
-        format!("{{{}}}:{user}", self.user_bucket(user))
+        let bucket = self.user_bucket(user);
+        format!("{bucket}:{{{bucket}}}:{user}")
     }
 
     /// The index hash of bucket number `bucket`.

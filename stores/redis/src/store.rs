@@ -84,6 +84,7 @@ impl RedisStore {
         let heard = ended.clone();
         let channel = format!("{}ended", config.prefix);
         let feed = FeedTask::start(&config, channel, heard)
+            .await
             .map(Arc::new)
             .map_err(|e| {
                 tracing::warn!(error = %e, "cannot hear which sessions other instances end; fallback tickets rely on this instance's own memory");

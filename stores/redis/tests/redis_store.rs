@@ -742,7 +742,7 @@ async fn a_login_costs_the_same_for_a_user_with_thousands_of_sessions() {
     assert!(listed.iter().any(|s| s.key == new));
     assert!(!listed.iter().any(|s| s.key == old));
     // The long list lives in a set of its own; it goes with the user's last session.
-    let spilled = server.command(&["KEYS", "{*}:ada"]).await;
+    let spilled = server.command(&["KEYS", "sid:users:*:{*}:ada"]).await;
     assert!(spilled.contains("users"), "spilled into a set: {spilled}");
     store.destroy_user("ada", None, now + 4_002).await.unwrap();
     assert!(store
@@ -750,6 +750,6 @@ async fn a_login_costs_the_same_for_a_user_with_thousands_of_sessions() {
         .await
         .unwrap()
         .is_empty());
-    let spilled = server.command(&["KEYS", "{*}:ada"]).await;
+    let spilled = server.command(&["KEYS", "sid:users:*:{*}:ada"]).await;
     assert!(!spilled.contains("users"), "the set is gone: {spilled}");
 }

@@ -25,12 +25,11 @@ local function small(text)
   return tonumber(text)
 end
 
--- Whether the session `key` stays within the limits once `after` (field -> new value) is
--- written, `counters` (names of counters this write creates) are added at 20 bytes each,
--- and, when `clear`, every other field goes (else those in `removed`). Values count at their
--- length, a grown one as much as a new one. Runs only when a write adds a field or grows
--- one, so the HGETALL is off the common path.
-local function within_limits(key, after, counters, clear, removed, max_fields, max_bytes, user)
+-- Whether the session `key` stays within the limits once `after` (field -> new value, sets
+-- and counters alike) is written and, when `clear`, every other field goes (else those in
+-- `removed`). Values count at their length, as every store counts them. Runs only when a
+-- write adds a field or grows one, so the HGETALL is off the common path.
+local function within_limits(key, after, clear, removed, max_fields, max_bytes, user)
   local fields, bytes = 0, #(user or '')
   if not clear then
     local flat = redis.call('HGETALL', key)
@@ -45,10 +44,6 @@ local function within_limits(key, after, counters, clear, removed, max_fields, m
   for f, v in pairs(after) do
     fields = fields + 1
     bytes = bytes + #f + #v
-  end
-  for _, f in ipairs(counters) do
-    fields = fields + 1
-    bytes = bytes + #f + 20
   end
   if max_fields and fields > max_fields then return { 'limit', 'fields' } end
   if max_bytes and bytes > max_bytes then return { 'limit', 'bytes' } end
@@ -98,9 +93,9 @@ local function apply_to(key, A, o, now, prefix)
 
   local clear = A[o + 1] == '1'
   local reply = { 'ok' }
-  -- With limits: the fields this write sets (name -> value) and whether it adds or grows
-  -- one; the counters it creates.
-  local after, grows, fresh, removed = {}, false, {}, {}
+  -- With limits: the fields this write leaves (name -> value) and whether it adds or grows
+  -- one.
+  local after, grows, removed = {}, false, {}
   for j = 9, 8 + nr do removed[A[o + j]] = true end
   if limited then
     for j = 0, ns - 1 do
@@ -130,19 +125,27 @@ local function apply_to(key, A, o, now, prefix)
           if base >= 1e15 or base <= -1e15 then return { 'nan', field } end
         end
       end
-      if limited and not sets[field] and (clear or removed[field] or not got[2 + j]) then
-        fresh[#fresh + 1] = field
-      end
       local result = base + by
       if result >= 1e15 or result <= -1e15 then return { 'nan', field } end
+      if limited then
+        -- The counter's text after this write, where it is new or longer than before.
+        local text = int(result)
+        local before = (not (clear or removed[field]) and (sets[field] or got[2 + j])) or nil
+        if not before or #text > #before then
+          after[field] = text
+          grows = true
+        elseif sets[field] then
+          after[field] = text
+        end
+      end
       reply[#reply + 1] = field
       reply[#reply + 1] = result
     end
   end
-  if #fresh > 0 or grows then
+  if grows then
     local user = m.user
     if user_op == 's' then user = A[o + 3] elseif user_op == 'c' then user = nil end
-    local over = within_limits(key, after, fresh, clear, removed, tonumber(A[o + 5]),
+    local over = within_limits(key, after, clear, removed, tonumber(A[o + 5]),
       tonumber(A[o + 6]), user)
     if over then return over end
   end

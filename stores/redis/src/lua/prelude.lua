@@ -151,10 +151,11 @@ end
 local INDEX_SPILL = 64
 local SPILLED = '*'
 
--- The set `user`'s list spills into: tagged with the bucket's name, so that on a cluster
--- it lives in the bucket's slot (prefixes never hold braces). Matches `Keys::user_spill`.
+-- The set `user`'s list spills into: under the prefix like every key, and tagged with the
+-- bucket's name, so that on a cluster it lives in the bucket's slot (prefixes never hold
+-- braces). Matches `Keys::user_spill`.
 local function spill_key(bucket, user)
-  return '{' .. bucket .. '}:' .. user
+  return bucket .. ':{' .. bucket .. '}:' .. user
 end
 
 -- Where `member` starts in `list` (on a member boundary), or nil.

@@ -29,7 +29,8 @@ use async_trait::async_trait;
 
 use crate::testing::DynStore;
 use crate::{
-    now_millis, Applied, Changes, Record, SessionId, SessionKey, SessionStore as _, StoreError,
+    now_millis, Applied, Changes, Destroyed, Millis, Record, SessionId, SessionKey,
+    SessionStore as _, StoreError,
 };
 
 /// How long a dropped operation may still take effect on the store's side.
@@ -108,6 +109,10 @@ pub struct Counts {
     pub dropped: u64,
     /// Waits past the stale-read bound.
     pub waits: u64,
+    /// Reads that found a live session and were held to its modelled contents.
+    pub live_reads: u64,
+    /// Reads and writes of ended sessions held to staying ended.
+    pub grave_checks: u64,
     /// Faults struck, by name.
     pub faults: BTreeMap<&'static str, u64>,
 }
@@ -150,6 +155,8 @@ where
         total.errors += counts.errors;
         total.dropped += counts.dropped;
         total.waits += counts.waits;
+        total.live_reads += counts.live_reads;
+        total.grave_checks += counts.grave_checks;
         for (fault, n) in counts.faults {
             *total.faults.entry(fault).or_default() += n;
         }
@@ -196,12 +203,37 @@ enum State {
     },
     /// Ended by an acknowledged logout, revocation or cycle.
     Ended,
-    /// An end of unknown fate: live as before, or ended.
-    MaybeEnded,
+    /// An end (or a loss) of unknown fate: gone, or still as it was (a `Live` state).
+    MaybeEnded(Box<State>),
     /// Its creation or cycle had an unknown fate: no longer used.
     Retired,
 }
 
+impl State {
+    /// Whether a read answering `seen` fits this state.
+    fn fits(&self, seen: Option<&Record>) -> bool {
+        match (self, seen) {
+            (Self::Live { min, max, xs }, Some(r)) => {
+                let n: i64 = r.fields.get("n").and_then(|t| t.parse().ok()).unwrap_or(-1);
+                let x = r.fields.get("x").cloned().unwrap_or_default();
+                (*min..=*max).contains(&n) && xs.contains(&x)
+            }
+            (Self::MaybeEnded(_) | Self::Absent | Self::Ended, None) => true,
+            (Self::MaybeEnded(was), seen) => was.fits(seen),
+            _ => false,
+        }
+    }
+
+    /// The state a session in this state had if an answer shows it still there.
+    fn still_there(self) -> Self {
+        match self {
+            Self::MaybeEnded(was) => *was,
+            other => other,
+        }
+    }
+}
+
+/// A session in play.
 struct Slot {
     key: SessionKey,
     state: State,
@@ -209,6 +241,8 @@ struct Slot {
     ever: BTreeSet<String>,
     /// Earlier states and when each stopped being current (for cached reads).
     past: Vec<(Instant, State)>,
+    /// The ID a renewal moved it from, readable (never writable) until the given time.
+    alias: Option<(SessionKey, Millis)>,
 }
 
 impl Slot {
@@ -218,6 +252,7 @@ impl Slot {
             state: State::Absent,
             ever: BTreeSet::new(),
             past: Vec::new(),
+            alias: None,
         }
     }
 
@@ -230,7 +265,9 @@ impl Slot {
                 max: *max,
                 xs: self.ever.clone(),
             },
-            (State::Live { .. }, Loss::Everything) => State::MaybeEnded,
+            (State::Live { .. }, Loss::Everything) => {
+                State::MaybeEnded(Box::new(self.state.clone()))
+            }
             _ => return,
         };
         self.set(lost, bound);
@@ -248,24 +285,26 @@ impl Slot {
     /// Whether `seen` (a read's answer) is allowed now; `cached` allows states that ended
     /// less than `bound` ago.
     fn allows(&self, seen: Option<&Record>, cached: bool, bound: Duration) -> bool {
-        let fits = |state: &State| match (state, seen) {
-            (State::Live { min, max, xs }, Some(r)) => {
-                let n: i64 = r.fields.get("n").and_then(|t| t.parse().ok()).unwrap_or(-1);
-                let x = r.fields.get("x").cloned().unwrap_or_default();
-                (*min..=*max).contains(&n) && xs.contains(&x)
-            }
-            (State::MaybeEnded, _) => true,
-            (State::Absent | State::Ended, None) => true,
-            _ => false,
-        };
-        fits(&self.state)
+        self.state.fits(seen)
             || (cached
                 && self
                     .past
                     .iter()
-                    .any(|(until, s)| until.elapsed() < bound && fits(s)))
+                    .any(|(until, s)| until.elapsed() < bound && s.fits(seen)))
     }
 }
+
+/// A session that ended (acknowledged), kept to check that it stays ended.
+struct Grave {
+    key: SessionKey,
+    since: Instant,
+}
+
+/// At most this many graves are kept, the oldest leaving first.
+const GRAVES: usize = 16;
+
+/// How long a renewal's old ID stays readable in the history.
+const GRACE_MS: Millis = 2_000;
 
 const USER: &str = "ada";
 
@@ -324,10 +363,12 @@ fn note<T>(counts: &mut Counts, result: &Option<Result<T, StoreError>>) {
 /// One history of `ops` operations from `seed` over `instances`, with `faults` struck about
 /// once in fifty operations and waits past `bound` (the stale-read bound of the cached
 /// instances; any value for strict ones) about once in thirty. Four sessions of one user are
-/// in play at a time.
+/// in play at a time; an ended one is kept among the graves (checked to stay ended) and a
+/// fresh one takes its place.
 ///
 /// # Panics
 /// When an answer breaks the model, naming the seed and the step.
+#[allow(clippy::too_many_lines)] // one match over the operations reads best in one place
 pub async fn run(
     instances: &[Instance],
     faults: &mut dyn Faults,
@@ -338,11 +379,18 @@ pub async fn run(
     assert!(!instances.is_empty(), "a history needs an instance");
     let mut rng = Rng::new(seed);
     let mut slots: Vec<Slot> = (0..4).map(|_| Slot::fresh()).collect();
+    let mut graves: Vec<Grave> = Vec::new();
     let mut counts = Counts::default();
     let user_index = !matches!(
         instances[0].store.list_user(USER, now_millis()).await,
         Err(StoreError::Unsupported(_))
     );
+    let cached_ones: Vec<usize> = (0..instances.len())
+        .filter(|&i| instances[i].cached)
+        .collect();
+    let strict_ones: Vec<usize> = (0..instances.len())
+        .filter(|&i| !instances[i].cached)
+        .collect();
     let count = instances.len() as u64;
     for step in 0..ops {
         counts.ops += 1;
@@ -362,13 +410,37 @@ pub async fn run(
                 counts.waits += 1;
                 continue;
             }
+            // A grave: it stays ended, read or written on any instance.
+            5..=7 if !graves.is_empty() => {
+                let grave = &graves[rng.below(graves.len() as u64) as usize];
+                let i = rng.below(count) as usize;
+                let (store, cached) = (&instances[i].store, instances[i].cached);
+                let now = now_millis();
+                if rng.below(2) == 0 {
+                    if let Ok(Some(found)) = store.load(&grave.key, now, None).await {
+                        assert!(
+                            cached && grave.since.elapsed() < bound,
+                            "{}",
+                            fail(&format!("instance {i} read an ended session: {found:?}"))
+                        );
+                    }
+                } else {
+                    let mut one = Changes::default();
+                    one.increments.insert("n".into(), 1);
+                    let applied = store.apply(&grave.key, &one, now).await;
+                    assert!(
+                        !matches!(applied, Ok(Applied::Done { .. })),
+                        "{}",
+                        fail("a write reached an ended session")
+                    );
+                }
+                counts.grave_checks += 1;
+                continue;
+            }
             _ => {}
         }
         // Half reads; then increments, sets, compare-and-sets, logouts, logins, revocations.
         let op = rng.below(16);
-        let cached_ones: Vec<usize> = (0..instances.len())
-            .filter(|&i| instances[i].cached)
-            .collect();
         // Reads go to a cached instance half the time: that is where staleness would show.
         let i = if op < 8 && !cached_ones.is_empty() && rng.below(2) == 0 {
             cached_ones[rng.below(cached_ones.len() as u64) as usize]
@@ -379,8 +451,24 @@ pub async fn run(
         let s = rng.below(slots.len() as u64) as usize;
         let now = now_millis();
         let key = slots[s].key;
+        // A renewal's old ID, well inside its grace window: reads and revocations may use it.
+        let alias = slots[s]
+            .alias
+            .filter(|&(_, until)| now + 500 < until)
+            .map(|(k, _)| k);
         match (op, slots[s].state.clone()) {
             (_, State::Retired) => slots[s] = Slot::fresh(),
+            (_, State::Ended) => {
+                let ended = std::mem::replace(&mut slots[s], Slot::fresh());
+                if graves.len() == GRAVES {
+                    graves.remove(0);
+                }
+                let since = ended.past.last().map_or_else(Instant::now, |(at, _)| *at);
+                graves.push(Grave {
+                    key: ended.key,
+                    since,
+                });
+            }
             (_, State::Absent) => {
                 let created =
                     maybe_drop(&mut rng, &mut counts, store.create(&key, &record(now))).await;
@@ -390,8 +478,16 @@ pub async fn run(
                     _ => slots[s].set(State::Retired, bound),
                 }
             }
-            (0..=7, _) => {
-                let read = maybe_drop(&mut rng, &mut counts, store.load(&key, now, None)).await;
+            (0..=7, state) => {
+                // Through the old ID now and then (strict instances: the alias is read where
+                // it is filed).
+                let via_alias = alias.filter(|_| !cached && rng.below(3) == 0);
+                let read = maybe_drop(
+                    &mut rng,
+                    &mut counts,
+                    store.load(&via_alias.unwrap_or(key), now, None),
+                )
+                .await;
                 note(&mut counts, &read);
                 if let Some(Ok(loaded)) = &read {
                     let seen = loaded.as_ref().map(|l| &l.record);
@@ -400,22 +496,44 @@ pub async fn run(
                         slot.allows(seen, cached, bound),
                         "{}",
                         fail(&format!(
-                            "instance {i} read {seen:?}, model {:?}",
+                            "instance {i} read {seen:?}{}, model {:?}",
+                            if via_alias.is_some() {
+                                " through the old ID"
+                            } else {
+                                ""
+                            },
                             slot.state
                         ))
                     );
-                    if seen.is_none() && slot.state == State::MaybeEnded {
-                        slot.set(State::Ended, bound);
+                    if let Some(loaded) = loaded {
+                        assert_eq!(loaded.key, key, "{}", fail("a read answered another key"));
+                        counts.live_reads += 1;
+                    }
+                    match (seen, state) {
+                        (None, State::MaybeEnded(_)) => slot.set(State::Ended, bound),
+                        (Some(_), State::MaybeEnded(was)) if !cached => slot.set(*was, bound),
+                        _ => {}
                     }
                 }
             }
             (8 | 9, state) => {
                 let mut one = Changes::default();
                 one.increments.insert("n".into(), 1);
+                // Through the old ID now and then: never written through.
+                if let Some(old) = alias.filter(|_| rng.below(4) == 0) {
+                    let applied = store.apply(&old, &one, now).await;
+                    assert!(
+                        !matches!(applied, Ok(Applied::Done { .. })),
+                        "{}",
+                        fail("a write went through a renewal's old ID")
+                    );
+                    counts.answered += 1;
+                    continue;
+                }
                 let applied = maybe_drop(&mut rng, &mut counts, store.apply(&key, &one, now)).await;
                 note(&mut counts, &applied);
                 let slot = &mut slots[s];
-                match (applied, state) {
+                match (applied, state.clone().still_there()) {
                     (Some(Ok(Applied::Done { counters, .. })), State::Live { min, max, xs }) => {
                         let n = counters["n"];
                         assert!(
@@ -425,7 +543,7 @@ pub async fn run(
                         );
                         slot.set(State::Live { min: n, max: n, xs }, bound);
                     }
-                    (result, state) => settle_write(slot, result, state, bound, &fail, None),
+                    (result, _) => settle_write(slot, result, state, bound, &fail, None),
                 }
             }
             (10, state) => {
@@ -439,7 +557,7 @@ pub async fn run(
             (11, state) => {
                 // A compare-and-set from the value the model knows (or a guess among the
                 // possible ones): `Session::update`.
-                let State::Live { xs, .. } = &state else {
+                let State::Live { xs, .. } = state.clone().still_there() else {
                     continue;
                 };
                 // A third of the time a value it no longer holds: a request that read
@@ -464,13 +582,13 @@ pub async fn run(
                 match applied {
                     Some(Err(StoreError::Conflict(_))) => {
                         assert!(
-                            !must_take,
+                            !must_take || matches!(state, State::MaybeEnded(_)),
                             "{}",
                             fail(&format!(
                                 "compare-and-set from {guess} refused, model {xs:?}"
                             ))
                         );
-                        if let State::Live { min, max, mut xs } = state {
+                        if let State::Live { min, max, mut xs } = state.still_there() {
                             xs.remove(&guess);
                             slot.set(State::Live { min, max, xs }, bound);
                         }
@@ -481,7 +599,7 @@ pub async fn run(
                             "{}",
                             fail(&format!("compare-and-set from {guess} took, model {xs:?}"))
                         );
-                        if let State::Live { min, max, .. } = state {
+                        if let State::Live { min, max, .. } = state.still_there() {
                             slot.set(live(min, max, &x), bound);
                         }
                     }
@@ -493,17 +611,24 @@ pub async fn run(
                 note(&mut counts, &destroyed);
                 let slot = &mut slots[s];
                 match (destroyed, state) {
+                    (Some(Ok(Destroyed::Alias)), _) => {
+                        panic!("{}", fail("a session's own ID was taken for an alias"))
+                    }
                     (Some(Ok(_)), _) => slot.set(State::Ended, bound),
-                    (_, State::Live { .. }) => slot.set(State::MaybeEnded, bound),
+                    (_, live @ State::Live { .. }) => {
+                        slot.set(State::MaybeEnded(Box::new(live)), bound);
+                    }
                     _ => {}
                 }
             }
             (13, State::Live { .. }) if user_index => {
-                // "Log out my other devices" from this session.
+                // "Log out my other devices" from this session, now and then through the ID
+                // a renewal just replaced (the session it reaches is the caller's).
+                let keep = alias.filter(|_| rng.below(2) == 0).unwrap_or(key);
                 let revoked = maybe_drop(
                     &mut rng,
                     &mut counts,
-                    store.destroy_user(USER, Some(&key), now),
+                    store.destroy_user(USER, Some(&keep), now),
                 )
                 .await;
                 note(&mut counts, &revoked);
@@ -512,16 +637,22 @@ pub async fn run(
                         continue;
                     }
                     match (&revoked, &other.state) {
-                        (Some(Ok(_)), State::Live { .. } | State::MaybeEnded) => {
+                        (Some(Ok(_)), State::Live { .. } | State::MaybeEnded(_)) => {
                             other.set(State::Ended, bound);
                         }
-                        (_, State::Live { .. }) => other.set(State::MaybeEnded, bound),
+                        (_, live @ State::Live { .. }) => {
+                            let maybe = State::MaybeEnded(Box::new(live.clone()));
+                            other.set(maybe, bound);
+                        }
                         _ => {}
                     }
                 }
             }
             (_, state) => {
-                // A login: the session moves to a new ID, the old one ends at once.
+                // A login (no old ID left) or, half the time, a renewal (the old ID reads for
+                // a grace window): the session moves to a new ID.
+                let renewal = rng.below(2) == 0;
+                let grace_until = if renewal { now + GRACE_MS } else { now };
                 let new = loop {
                     let new = SessionId::random().expect("OS randomness").key();
                     if store.can_cycle_to(&key, &new) {
@@ -531,50 +662,55 @@ pub async fn run(
                 let cycled = maybe_drop(
                     &mut rng,
                     &mut counts,
-                    store.cycle(&key, &new, &Changes::default(), now, now),
+                    store.cycle(&key, &new, &Changes::default(), now, grace_until),
                 )
                 .await;
                 note(&mut counts, &cycled);
-                match (cycled, state) {
-                    (Some(Ok(Applied::Done { .. })), State::Live { min, max, xs }) => {
+                match (cycled, state.clone().still_there()) {
+                    (Some(Ok(Applied::Done { key: moved, .. })), State::Live { min, max, xs }) => {
+                        assert_eq!(moved, new, "{}", fail("a cycle moved elsewhere"));
                         let slot = &mut slots[s];
                         slot.set(State::Ended, bound);
-                        let ended = std::mem::replace(
+                        let old = std::mem::replace(
                             slot,
                             Slot {
                                 key: new,
                                 state: State::Live { min, max, xs },
                                 ever: slot.ever.clone(),
                                 past: Vec::new(),
+                                alias: renewal.then_some((key, grace_until)),
                             },
                         );
-                        // The old ID is checked as any ended session: it takes the place of
-                        // a slot not in use.
-                        let other = (s + 1) % slots.len();
-                        if matches!(slots[other].state, State::Absent | State::Retired) {
-                            slots[other] = ended;
+                        // After a login the old ID reaches nothing: a grave at once.
+                        if !renewal {
+                            if graves.len() == GRAVES {
+                                graves.remove(0);
+                            }
+                            graves.push(Grave {
+                                key: old.key,
+                                since: Instant::now(),
+                            });
                         }
                     }
                     (Some(Ok(Applied::Done { .. })), State::Ended) => {
                         panic!("{}", fail("an ended session was cycled"))
                     }
-                    (Some(Ok(Applied::Gone)), State::Live { .. }) => {
+                    (Some(Ok(Applied::Gone)), State::Live { .. })
+                        if !matches!(state, State::MaybeEnded(_)) =>
+                    {
                         panic!("{}", fail("a live session was gone"))
                     }
-                    (Some(Ok(_)), State::MaybeEnded) => slots[s].set(State::Retired, bound),
-                    (_, State::Live { .. } | State::MaybeEnded) => {
-                        slots[s].set(State::Retired, bound);
-                    }
+                    (Some(Ok(Applied::Gone)), _) => slots[s].set(State::Ended, bound),
+                    (_, State::Live { .. }) => slots[s].set(State::Retired, bound),
                     _ => {}
                 }
             }
         }
     }
     // Finally, every live session reads back as the model says, on a strict instance.
-    let strict = instances
-        .iter()
-        .find(|i| !i.cached)
-        .unwrap_or(&instances[0]);
+    let strict = strict_ones
+        .first()
+        .map_or(&instances[0], |&i| &instances[i]);
     tokio::time::sleep(bound).await;
     for slot in &slots {
         if let State::Live { .. } = slot.state {
@@ -608,34 +744,40 @@ fn settle_write(
     fail: &dyn Fn(&str) -> String,
     x: Option<String>,
 ) {
-    match (result, state) {
+    let maybe = matches!(state, State::MaybeEnded(_));
+    match (result, state.still_there()) {
         (Some(Ok(Applied::Done { .. })), State::Live { min, max, .. }) => {
-            // A set that took.
+            // A set that took (an increment's success is checked by its caller).
             let x = x.expect("only a set reaches here with a success");
             slot.set(live(min, max, &x), bound);
         }
         (Some(Ok(Applied::Done { .. })), State::Ended) => {
             panic!("{}", fail("a write reached an ended session"))
         }
-        (Some(Ok(Applied::Gone)), State::Live { .. }) => {
+        (Some(Ok(Applied::Gone)), State::Live { .. }) if !maybe => {
             panic!("{}", fail("a live session was gone"))
         }
-        (Some(Ok(Applied::Gone)), State::MaybeEnded) => slot.set(State::Ended, bound),
+        (Some(Ok(Applied::Gone)), _) => slot.set(State::Ended, bound),
+        (Some(Ok(Applied::Aliased)), _) => {
+            panic!("{}", fail("a session's own ID was taken for an alias"))
+        }
         (Some(Err(_)) | None, State::Live { min, max, mut xs }) => {
             // Unknown fate: an increment may have counted, a set may have landed.
-            match x {
+            let after = match x {
                 Some(x) => {
                     xs.insert(x);
-                    slot.set(State::Live { min, max, xs }, bound);
+                    State::Live { min, max, xs }
                 }
-                None => slot.set(
-                    State::Live {
-                        min,
-                        max: max + 1,
-                        xs,
-                    },
-                    bound,
-                ),
+                None => State::Live {
+                    min,
+                    max: max + 1,
+                    xs,
+                },
+            };
+            if maybe {
+                slot.set(State::MaybeEnded(Box::new(after)), bound);
+            } else {
+                slot.set(after, bound);
             }
         }
         _ => {}

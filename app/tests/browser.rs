@@ -32,6 +32,14 @@ async fn a_visit_in_a_real_browser() {
         browser.screenshot(&shot("1-logged-out")).await?;
 
         browser.navigate_by("a.button").await?;
+        // The login form: "Remember me" sits right beside its checkbox.
+        let [bx, _, bw, _] = browser.rect("#remember").await?;
+        let [lx, _, lw, _] = browser.rect("label.check").await?;
+        assert!(
+            bw <= 24.0 && lx + lw - (bx + bw) <= 160.0,
+            "checkbox {bx}+{bw}, label {lx}+{lw}"
+        );
+        browser.screenshot(&shot("1b-login-form")).await?;
         browser.type_into("#username", "alice").await?;
         browser.navigate_by("form button").await?;
         assert_eq!(browser.url().await?, format!("{base}/"));

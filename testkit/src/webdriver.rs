@@ -190,6 +190,18 @@ impl Browser {
         Ok(reply["value"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// Where the element matching `css` is drawn: x, y, width, height in CSS pixels.
+    ///
+    /// # Errors
+    /// WebDriver errors.
+    pub async fn rect(&self, css: &str) -> Result<[f64; 4]> {
+        let id = self.find(css).await?;
+        let reply = get(self.port, &self.path(&format!("/element/{id}/rect"))).await?;
+        let v = &reply["value"];
+        let n = |k: &str| v[k].as_f64().ok_or_else(|| format!("no {k} in {reply}"));
+        Ok([n("x")?, n("y")?, n("width")?, n("height")?])
+    }
+
     /// The current URL.
     ///
     /// # Errors

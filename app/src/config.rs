@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
 use cloakroom::{FailurePolicy, SameSite};
 
 /// Cloakroom: server-side sessions, and a reference app that shows them off.
@@ -104,17 +105,17 @@ pub struct StoreArgs {
     pub key_prefix: String,
     /// Redis only: keep session records in process, invalidated by Redis (CLIENT TRACKING):
     /// repeat reads cost no round trip; a logout elsewhere arrives one push later.
-    #[arg(long, env = "SESSION_READ_CACHE")]
+    #[arg(long, env = "SESSION_READ_CACHE", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub read_cache: bool,
     /// Redis only: logins, logouts and revocations wait until one replica has them
-    /// (`WAIT 1`, at most this many milliseconds; 0 = off), so they survive a failover.
+    /// (`WAIT 1`, at most this long, e.g. `500ms`; `0s` = off), so they survive a failover.
     #[arg(
         long,
         env = "SESSION_DURABLE_WRITES",
-        default_value_t = 0,
-        value_name = "MS"
+        default_value = "0s",
+        value_parser = parse_duration
     )]
-    pub durable_writes: u64,
+    pub durable_writes: Duration,
 }
 
 impl StoreArgs {
@@ -199,7 +200,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_COOKIE_NAME")]
     pub cookie_name: Option<String>,
     /// Send the cookie without Max-Age, so the browser forgets it when it closes.
-    #[arg(long, env = "SESSION_BROWSER_SESSION")]
+    #[arg(long, env = "SESSION_BROWSER_SESSION", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub browser_session: bool,
     /// Another origin allowed to send unsafe (POST, DELETE) requests, e.g.
     /// `https://admin.example.com`; repeat the flag or separate with commas.
@@ -222,14 +223,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_MAX_PER_USER", default_value_t = cloakroom::DEFAULT_MAX_SESSIONS_PER_USER)]
     pub max_sessions_per_user: usize,
     /// Answer 429 to a client that keeps sending invalid session cookies.
-    #[arg(long, env = "SESSION_THROTTLE_GUESSING")]
+    #[arg(long, env = "SESSION_THROTTLE_GUESSING", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub throttle_guessing: bool,
     /// SameSite attribute: lax, strict or none.
     #[arg(long, env = "SESSION_SAME_SITE", default_value = "lax")]
     pub same_site: SameSite,
     /// Development only: send the cookie without `Secure`. Never needed on localhost or
     /// 127.0.0.1 (browsers keep Secure cookies there), nor behind a TLS-terminating proxy.
-    #[arg(long, env = "SESSION_INSECURE_COOKIE")]
+    #[arg(long, env = "SESSION_INSECURE_COOKIE", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub insecure_cookie: bool,
     /// Bound on each store call, e.g. `500ms`.
     #[arg(long, env = "SESSION_STORE_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
@@ -303,18 +304,17 @@ impl ServeArgs {
     }
 }
 
-/// Parses `500ms`, `30s`, `15m`, `24h`, `7d` (a bare number is seconds).
+/// Parses `500ms`, `30s`, `15m`, `24h`, `7d`, `1h 30m`. A bare number is refused: one
+/// setting read it as seconds and another as milliseconds, so every duration names its unit.
 ///
 /// # Errors
 /// A message naming the accepted forms.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    // A bare number is seconds, as before; everything else is humantime's grammar.
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| format!("duration {text:?} is too large"));
+        return Err(format!(
+            "duration {text:?} has no unit: write e.g. {text}ms or {text}s (units: ms, s, m, h, d)"
+        ));
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("invalid duration {text:?} ({e}): use e.g. 500ms, 30s, 15m, 24h, 7d"))
@@ -529,11 +529,39 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        for bare in ["45", "500", "0"] {
+            let refused = parse_duration(bare).unwrap_err();
+            assert!(
+                refused.contains("no unit") && refused.contains("ms"),
+                "{refused}"
+            );
+        }
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5_400)));
         assert!(parse_duration("1 fortnight").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    /// Booleans as users write them, from a flag or the environment (the same parser).
+    #[test]
+    fn booleans() {
+        let read_cache = |args: &[&str]| ServeArgs::parse_args(args).map(|a| a.store.read_cache);
+        assert_eq!(read_cache(&[]).unwrap(), false);
+        assert_eq!(read_cache(&["--read-cache"]).unwrap(), true);
+        for yes in ["1", "true", "yes", "on", "TRUE"] {
+            assert_eq!(read_cache(&["--read-cache", yes]).unwrap(), true, "{yes}");
+        }
+        for no in ["0", "false", "no", "off"] {
+            assert_eq!(read_cache(&["--read-cache", no]).unwrap(), false, "{no}");
+        }
+        let refused = read_cache(&["--read-cache", "maybe"])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("maybe"), "{refused}");
+        let args = ServeArgs::parse_args(["--insecure-cookie=yes", "--browser-session", "1"]);
+        let args = args.unwrap();
+        assert!(args.insecure_cookie && args.browser_session && !args.throttle_guessing);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub async fn open(url: &str, args: &StoreArgs) -> Result<Backend, BackendError> 
         .with_ca_certificate(ca)
         .with_prefix(args.key_prefix.clone())
         .with_read_cache(args.read_cache.then_some(READ_CACHE_ENTRIES))
-        .with_durable_writes(Some(std::time::Duration::from_millis(args.durable_writes)));
+        .with_durable_writes(Some(args.durable_writes));
     let store = RedisStore::connect(config)
         .await
         .map_err(|source| BackendError::Redis {

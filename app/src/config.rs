@@ -547,13 +547,13 @@ mod tests {
     #[test]
     fn booleans() {
         let read_cache = |args: &[&str]| ServeArgs::parse_args(args).map(|a| a.store.read_cache);
-        assert_eq!(read_cache(&[]).unwrap(), false);
-        assert_eq!(read_cache(&["--read-cache"]).unwrap(), true);
+        assert!(!read_cache(&[]).unwrap());
+        assert!(read_cache(&["--read-cache"]).unwrap());
         for yes in ["1", "true", "yes", "on", "TRUE"] {
-            assert_eq!(read_cache(&["--read-cache", yes]).unwrap(), true, "{yes}");
+            assert!(read_cache(&["--read-cache", yes]).unwrap(), "{yes}");
         }
         for no in ["0", "false", "no", "off"] {
-            assert_eq!(read_cache(&["--read-cache", no]).unwrap(), false, "{no}");
+            assert!(!read_cache(&["--read-cache", no]).unwrap(), "{no}");
         }
         let refused = read_cache(&["--read-cache", "maybe"])
             .unwrap_err()

@@ -74,6 +74,13 @@ pub enum Command {
     },
     /// Print a fresh random secret for SESSION_SECRET.
     Secret,
+    /// Exit 0 if this instance's `/healthz` answers (the container's health probe: the image
+    /// has no curl). Stays healthy while the store is down; readiness is `/readyz`.
+    Healthcheck {
+        /// The port the instance listens on.
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+    },
 }
 
 /// Where sessions live.
@@ -87,6 +94,10 @@ pub struct StoreArgs {
     /// [env: SESSION_STORE, DB, REDIS_URL, or DATABASE_URL when it names PostgreSQL]
     #[arg(long)]
     pub store: Option<String>,
+    /// The data folder: the embedded store when no other store is given, and the
+    /// development secret. One setting moves both (e.g. `/data` in the image).
+    #[arg(long, env = "CLOAKROOM_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
     /// Redis password, used when the URL carries none.
     #[arg(long, env = "REDIS_AUTH", hide_env_values = true)]
     pub redis_password: Option<String>,
@@ -131,10 +142,13 @@ impl StoreArgs {
     }
 
     /// The store setting: the flag, else `SESSION_STORE`, `DB`, `REDIS_URL`, `DATABASE_URL`
-    /// (when it names PostgreSQL), else the default.
+    /// (when it names PostgreSQL), else the embedded store in the data folder.
     #[must_use]
     pub fn resolve(&self) -> String {
-        self.given().unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned())
+        self.given().unwrap_or_else(|| {
+            // `file:` so that any folder name reads as a folder (one named `memory` too).
+            format!("file:{}", self.data_dir.display())
+        })
     }
 }
 
@@ -168,9 +182,6 @@ pub struct ServeArgs {
     /// Store options.
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Folder for local state (the development secret) when the store is not a folder.
-    #[arg(long, env = "CLOAKROOM_DATA", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
     /// Production mode: refuse to start without SESSION_SECRET. Also CLOAKROOM_ENV=production.
     #[arg(long)]
     pub production: bool,

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod healthcheck;
 pub mod identity;
 pub mod ops_cli;
 pub mod postgres_backend;

@@ -20,6 +20,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Healthcheck { port }) = &cli.command {
+        return match runtime.block_on(cloakroom_app::healthcheck::probe(*port)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Check(store)) = &cli.command {
         return match runtime.block_on(ops_cli::check(store)) {
             Ok((text, ready)) => {
@@ -68,8 +77,8 @@ fn main() -> std::process::ExitCode {
             }) => ops_cli::sizing(&store, sessions, avg_bytes)
                 .await
                 .map_err(Into::into),
-            // Handled above: its exit code says whether the set-up is ready.
-            Some(Command::Check(_)) => Ok(String::new()),
+            // Handled above: their exit codes say whether the set-up is ready or healthy.
+            Some(Command::Check(_) | Command::Healthcheck { .. }) => Ok(String::new()),
             Some(Command::List { store, user }) => {
                 ops_cli::list(&store, &user).await.map_err(Into::into)
             }

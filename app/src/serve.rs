@@ -59,7 +59,7 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
     let data_dir = backend
         .data_dir
         .clone()
-        .unwrap_or_else(|| args.data_dir.clone());
+        .unwrap_or_else(|| args.store.data_dir.clone());
     let (keys, source) = secret::resolve(session_secret, production, &data_dir)?;
     match &source {
         SecretSource::Environment => {

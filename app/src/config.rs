@@ -14,6 +14,16 @@ pub struct Cli {
     /// What to do; without one, `serve`.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Log lines as text (colour only on a terminal) or one JSON object per line (Cloud
+    /// Logging, Loki, ELK).
+    #[arg(
+        long,
+        global = true,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::logs::LogFormat,
 }
 
 /// The subcommands.

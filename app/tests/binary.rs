@@ -263,3 +263,59 @@ async fn operator_commands_work_while_the_app_holds_the_embedded_store() {
     );
     assert!(text.contains(" free; "), "{text}");
 }
+
+/// `LOG_FORMAT=json`: every line the binary writes is one JSON object with the fields
+/// Cloud Logging and Loki index, start-up and shutdown included; a session appears only as
+/// its fingerprint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_json_on_every_line() {
+    let dir = temp_dir("json-logs").display().to_string();
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+    cmd.args(["serve", "--port", &port_text, "--store", &dir])
+        .env("SESSION_SECRET", common::SECRET)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .env_remove("CLOAKROOM_ENV")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    wait_healthy(port, Duration::from_secs(15)).await.unwrap();
+    let login = request(
+        port,
+        "POST",
+        "/api/login",
+        &[("content-type", "application/json")],
+        Some(r#"{"username":"alice"}"#),
+    )
+    .await
+    .unwrap();
+    let cookie = login.cookie().expect("a session cookie");
+    stop(&mut child).await;
+    let out = child.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 3, "{text}");
+    for line in &lines {
+        for field in ["timestamp", "severity", "message", "target"] {
+            assert!(line.get(field).is_some(), "{field} missing: {line}");
+        }
+    }
+    let login_line = lines
+        .iter()
+        .find(|l| l["message"] == "login")
+        .unwrap_or_else(|| panic!("the login is logged at debug: {text}"));
+    assert_eq!(login_line["severity"], "DEBUG");
+    let fingerprint = login_line["session"].as_str().expect("a fingerprint");
+    assert_eq!(fingerprint.len(), 8, "{fingerprint}");
+    let value = cookie.split_once('=').unwrap().1;
+    let id = value.split('.').next().unwrap();
+    assert!(!text.contains(id), "the session ID never reaches the log");
+    assert!(!text.contains('\u{1b}'), "no colour codes in a pipe");
+}

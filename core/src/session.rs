@@ -97,7 +97,7 @@ impl Shared {
             return (chosen, false);
         }
         bump(&self.store.metrics.rejected_cookies);
-        tracing::info!(
+        tracing::debug!(
             count = rejected,
             "session cookie refused: bad signature or malformed"
         );
@@ -530,7 +530,7 @@ impl Session {
                 self.check_binding(state, loaded.key);
             }
             Ok(None) => {
-                tracing::info!(session = %key.fingerprint(), "session expired or unknown: cookie cleared");
+                tracing::debug!(session = %key.fingerprint(), "session expired or unknown: cookie cleared");
                 bump(&store.metrics.expired_seen);
                 self.ended_here(key, now);
                 state.forget();
@@ -1106,7 +1106,7 @@ impl Session {
             bump(&store.metrics.creates);
             match store.call(store.store.create(&key, &record)).await {
                 Ok(()) => {
-                    tracing::info!(session = %key.fingerprint(), "session created");
+                    tracing::debug!(session = %key.fingerprint(), "session created");
                     state.id = Some(id);
                     state.key = Some(key);
                     state.record = Some(record);
@@ -1575,7 +1575,7 @@ impl Session {
         }
         let ended = store.call(store.store.destroy(&target)).await?;
         self.ended_here(target, now);
-        tracing::info!(session = %target.fingerprint(), by = %current.map(|k| k.fingerprint()).unwrap_or_default(), "session ended by its user from another session");
+        tracing::debug!(session = %target.fingerprint(), by = %current.map(|k| k.fingerprint()).unwrap_or_default(), "session ended by its user from another session");
         Ok(ended == Destroyed::Session)
     }
 
@@ -1639,11 +1639,11 @@ impl Session {
                 Ok(Destroyed::Alias) => {
                     // Only the old ID died; the session it named lives on, so this logout did
                     // not happen: say so, and the client retries with its current cookie.
-                    tracing::info!(session = %key.fingerprint(), "logout through a replaced ID refused");
+                    tracing::debug!(session = %key.fingerprint(), "logout through a replaced ID refused");
                     return Err(SessionError::Superseded);
                 }
                 Ok(_) => {
-                    tracing::info!(session = %key.fingerprint(), "session destroyed (logout)");
+                    tracing::debug!(session = %key.fingerprint(), "session destroyed (logout)");
                     self.ended_here(key, now_millis());
                 }
                 Err(e) => {
@@ -1671,7 +1671,7 @@ impl Session {
                     self.create(&mut state, record).await?;
                     outcome = &store.metrics.requests_created;
                     if changes.user.is_some() {
-                        tracing::info!(session = %state.key.map(|k| k.fingerprint()).unwrap_or_default(), "login");
+                        tracing::debug!(session = %state.key.map(|k| k.fingerprint()).unwrap_or_default(), "login");
                     }
                 }
                 (Existence::Absent, _, _) | (_, None, _) => {}
@@ -1736,7 +1736,7 @@ impl Session {
             }
         };
         if sessions.len() > 1 {
-            tracing::info!(session = %current.fingerprint(), sessions = sessions.len(), "concurrent logons");
+            tracing::debug!(session = %current.fingerprint(), sessions = sessions.len(), "concurrent logons");
         }
         sessions.retain(|s| s.key != current);
         sessions.sort_by_key(|s| s.record.created);
@@ -1748,7 +1748,7 @@ impl Session {
                 tracing::warn!(error = %e, "could not end a session past the user's limit");
                 return;
             }
-            tracing::info!(session = %old.key.fingerprint(), "session ended: the user's session limit");
+            tracing::debug!(session = %old.key.fingerprint(), "session ended: the user's session limit");
             self.ended_here(old.key, now);
         }
     }
@@ -1770,7 +1770,7 @@ impl Session {
             Applied::Gone => {
                 // The session ended (e.g. logged out) while we ran: never recreate it.
                 bump(&store.metrics.writes_to_ended_sessions);
-                tracing::info!(session = %key.fingerprint(), "dropped a write to an ended session");
+                tracing::debug!(session = %key.fingerprint(), "dropped a write to an ended session");
                 state.forget();
                 state.lifecycle = Lifecycle::Purged;
                 Ok(())
@@ -1809,7 +1809,7 @@ impl Session {
                         (Cycle::Privilege, Some(_)) => "login: session ID cycled",
                         (Cycle::Privilege, None) => "privilege change: session ID cycled",
                     };
-                    tracing::info!(old = %old.fingerprint(), new = %key.fingerprint(), "{event}");
+                    tracing::debug!(old = %old.fingerprint(), new = %key.fingerprint(), "{event}");
                     // Tickets of the old ID stop here; this response carries a new one.
                     self.ended_here(old, now);
                     state.id = Some(id);

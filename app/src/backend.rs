@@ -42,7 +42,14 @@ pub enum BackendError {
     /// The todo table could not be set up.
     #[error("cannot set up the todo lists: {0}")]
     Todos(String),
+    /// The store did not answer the first try in time (it is tried again in the background).
+    #[error("the session store did not answer within {0:?}")]
+    NoAnswer(std::time::Duration),
 }
+
+/// How long the start waits for the store before it serves and goes on trying in the
+/// background.
+const FIRST_TRY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// An open backend.
 pub struct Backend {
@@ -56,7 +63,29 @@ pub struct Backend {
     pub description: String,
     /// The Redis store itself, for the operator commands' server figures.
     pub redis: Option<cloakroom_redis::RedisStore>,
+    /// A store still being connected in the background ([`crate::late`]).
+    pub late: Option<Arc<crate::late::Late>>,
     embedded: Option<EmbeddedStore>,
+}
+
+impl BackendError {
+    /// Whether this is the network's doing (the server unreachable, refusing us, or its
+    /// set-up failing), which a later try may not meet; not a mistake in the configuration.
+    #[must_use]
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Redis {
+                source: cloakroom_redis::RedisError::Connect(_),
+                ..
+            } | Self::Postgres {
+                source: cloakroom_postgres::PostgresError::Connect(_)
+                    | cloakroom_postgres::PostgresError::Setup(_),
+                ..
+            } | Self::Todos(_)
+                | Self::NoAnswer(_)
+        )
+    }
 }
 
 impl Backend {
@@ -72,6 +101,7 @@ impl Backend {
                 data_dir: None,
                 description: "memory (nothing survives a restart)".into(),
                 redis: None,
+                late: None,
                 embedded: None,
             }),
             StoreSpec::Embedded(dir) => {
@@ -82,6 +112,7 @@ impl Backend {
                     data_dir: Some(dir.clone()),
                     description: format!("embedded store in {}", store.path().display()),
                     redis: None,
+                    late: None,
                     embedded: Some(store),
                 })
             }
@@ -103,8 +134,44 @@ impl Backend {
             data_dir: None,
             description,
             redis: None,
+            late: None,
             embedded: None,
         }
+    }
+
+    /// Opens the backend for serving: a Redis or PostgreSQL store that cannot be reached yet
+    /// is connected in the background ([`crate::late`]) while the app serves; what is wrong
+    /// at boot whatever the network does (a malformed URL, a missing CA file) still stops it.
+    ///
+    /// # Errors
+    /// [`BackendError`] for what no later try can fix.
+    pub async fn open_serving(spec: &StoreSpec, args: &StoreArgs) -> Result<Self, BackendError> {
+        if !matches!(spec, StoreSpec::Redis(_) | StoreSpec::Postgres(_)) {
+            return Self::open(spec, args).await;
+        }
+        let tried = tokio::time::timeout(FIRST_TRY, Self::open(spec, args)).await;
+        let first = match tried.unwrap_or(Err(BackendError::NoAnswer(FIRST_TRY))) {
+            Err(e) if e.is_unreachable() => e,
+            opened => return opened,
+        };
+        tracing::warn!(error = %first, "the session store is unreachable: serving, and connecting in the background");
+        let what = match spec {
+            StoreSpec::Redis(url) => format!("Redis at {}", crate::config::redact(url)),
+            StoreSpec::Postgres(url) => format!("PostgreSQL at {}", crate::config::redact(url)),
+            _ => "the session store".to_owned(),
+        };
+        let (spec, args) = (spec.clone(), args.clone());
+        let late = crate::late::Late::start(what.clone(), &first, move || {
+            let (spec, args) = (spec.clone(), args.clone());
+            async move { Self::open(&spec, &args).await }
+        });
+        let mut backend = Self::from_parts(
+            Arc::new(crate::late::LateSessions(late.clone())),
+            Arc::new(crate::late::LateTodos(late.clone())),
+            format!("{what} (connecting in the background)"),
+        );
+        backend.late = Some(late);
+        Ok(backend)
     }
 
     /// The embedded store, when that is the backend.

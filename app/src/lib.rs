@@ -11,6 +11,7 @@ pub mod backend;
 pub mod config;
 pub mod healthcheck;
 pub mod identity;
+pub mod late;
 pub mod logs;
 pub mod ops_cli;
 pub mod postgres_backend;

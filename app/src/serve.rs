@@ -55,7 +55,7 @@ pub struct App {
 pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App, StartError> {
     let spec: StoreSpec = args.store.resolve().parse()?;
     let production = args.is_production();
-    let backend = Backend::open(&spec, &args.store).await?;
+    let backend = Backend::open_serving(&spec, &args.store).await?;
     let data_dir = backend
         .data_dir
         .clone()
@@ -132,6 +132,7 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
             hsts: production,
         },
         redis: backend.redis.clone(),
+        late: backend.late.clone(),
     });
     Ok(App {
         router,

@@ -10,7 +10,10 @@ use tokio::process::Command;
 
 mod common;
 
-use common::instances::{answers_503_fast, call, login, recovers, share_one_session, start as app};
+use common::instances::{
+    answers_503_fast, call, connects_when_its_store_arrives, login, recovers,
+    serves_without_its_store, share_one_session, start as app,
+};
 
 async fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
@@ -134,4 +137,18 @@ async fn an_outage_answers_503_fast_and_recovers_without_a_restart() {
         "the committed increment survived: {}",
         visits.body
     );
+}
+
+/// PostgreSQL not up yet when the app starts: the app serves, says it is not ready, and on
+/// its own creates the schema and the todo table and serves sessions once it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_before_postgres_and_connects_when_it_arrives() {
+    let Some(mut db) = PostgresServer::start().await else {
+        return;
+    };
+    db.kill().await;
+    let (_app, port) = app("DATABASE_URL", &db.url(), &["--store-timeout", "1s"]).await;
+    serves_without_its_store(port, Duration::from_secs(3)).await;
+    db.restart().await;
+    connects_when_its_store_arrives(port, Duration::from_secs(30)).await;
 }

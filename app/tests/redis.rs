@@ -8,7 +8,10 @@ use tokio::process::Command;
 
 mod common;
 
-use common::instances::{answers_503_fast, call, login, recovers, share_one_session, start as app};
+use common::instances::{
+    answers_503_fast, call, connects_when_its_store_arrives, login, recovers,
+    serves_without_its_store, share_one_session, start as app,
+};
 
 async fn server(persist: bool) -> Option<RedisServer> {
     RedisServer::start_with(Options {
@@ -277,4 +280,19 @@ async fn operator_commands_report_redis_and_check_readiness() {
     let text = String::from_utf8_lossy(&evicting.stdout).into_owned();
     assert_eq!(evicting.status.code(), Some(1), "{text}");
     assert!(text.contains("FAIL eviction policy allkeys-lru"), "{text}");
+}
+
+/// Redis not up yet when the app starts (start order is not guaranteed on Cloud Run or
+/// Kubernetes): the app serves, says it is not ready, and connects on its own once Redis
+/// arrives, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_before_redis_and_connects_when_it_arrives() {
+    let Some(mut redis) = server(false).await else {
+        return;
+    };
+    redis.kill().await;
+    let (_app, port) = app("REDIS_URL", &redis.url(), &["--store-timeout", "300ms"]).await;
+    serves_without_its_store(port, Duration::from_secs(2)).await;
+    redis.restart().await;
+    connects_when_its_store_arrives(port, Duration::from_secs(20)).await;
 }

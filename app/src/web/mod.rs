@@ -38,6 +38,18 @@ pub struct AppState {
     pub security: Security,
     /// The Redis store, when sessions live there (for the read cache's figures).
     pub redis: Option<cloakroom_redis::RedisStore>,
+    /// The store being connected in the background, if it was unreachable at start.
+    pub late: Option<Arc<crate::late::Late>>,
+}
+
+impl AppState {
+    /// The Redis store, when sessions live there and it is connected.
+    #[must_use]
+    pub fn redis(&self) -> Option<cloakroom_redis::RedisStore> {
+        self.redis
+            .clone()
+            .or_else(|| self.late.as_ref().and_then(|l| l.redis()))
+    }
 }
 
 pub use headers::Security;

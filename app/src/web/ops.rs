@@ -17,6 +17,14 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /readyz`: the session store answers (through the timeout and circuit breaker).
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if let Some(pending) = state.late.as_ref().and_then(|l| l.pending()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({ "status": "starting", "pending": pending })),
+        )
+            .into_response();
+    }
     match state.sessions.ready().await {
         Ok(stats) => Json(json!({ "status": "ready", "sessions": stats.sessions })).into_response(),
         Err(e) => {
@@ -40,7 +48,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(stats) = layer.ready().await {
         gauges = gauges.with_live_sessions(stats.sessions);
     }
-    if let Some((hits, misses)) = state.redis.as_ref().and_then(|r| r.read_cache_counts()) {
+    if let Some((hits, misses)) = state.redis().and_then(|r| r.read_cache_counts()) {
         gauges = gauges.with_cache(hits, misses);
     }
     (

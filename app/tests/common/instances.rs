@@ -96,3 +96,54 @@ pub async fn recovers(port: u16, cookie: &str, within: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An app started while its store is down: it serves (`/healthz` 200), `/readyz` says 503
+/// and what is pending, a login answers 503 within `limit`. Returns once that is checked.
+pub async fn serves_without_its_store(port: u16, limit: Duration) {
+    assert_eq!(call(port, "GET", "/healthz", None, None).await.status, 200);
+    let ready = call(port, "GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(ready.json()["status"], "starting", "{}", ready.body);
+    let pending = ready.json()["pending"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(pending.starts_with("connecting to "), "{pending}");
+    assert!(
+        !pending.contains("secret"),
+        "no password in /readyz: {pending}"
+    );
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let body = Some(r#"{"username":"carol"}"#);
+        let refused = call(port, "POST", "/api/login", None, body).await;
+        assert_eq!(refused.status, 503, "{}", refused.body);
+        assert!(
+            started.elapsed() < limit,
+            "503 at once: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// Polls `/readyz` until the app has connected to the store that came up (fails after
+/// `within`), then logs in and keeps a todo: the whole set-up ran.
+pub async fn connects_when_its_store_arrives(port: u16, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let ready = call(port, "GET", "/readyz", None, None).await;
+        if ready.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never connected: {}",
+            ready.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cookie = login(port, "carol").await;
+    let todo = Some(r#"{"title":"late"}"#);
+    let added = call(port, "POST", "/api/todos", Some(&cookie), todo).await;
+    assert_eq!(added.status, 201, "{}", added.body);
+}

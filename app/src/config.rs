@@ -216,8 +216,8 @@ pub struct ServeArgs {
     /// logout never leaves a working old ID).
     #[arg(long, env = "SESSION_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub grace: Duration,
-    /// Session cookie name. Default `__Host-sid` in production (Secure, host-only, Path=/:
-    /// a sibling subdomain cannot plant or overwrite it), `sid` in development.
+    /// Session cookie name. Default `__Host-sid` (Secure, host-only, Path=/: a sibling
+    /// subdomain cannot plant or overwrite it), `sid` with `--insecure-cookie`.
     #[arg(long, env = "SESSION_COOKIE_NAME")]
     pub cookie_name: Option<String>,
     /// Send the cookie without Max-Age, so the browser forgets it when it closes.
@@ -274,16 +274,11 @@ impl ServeArgs {
             || std::env::var("CLOAKROOM_ENV").is_ok_and(|v| v.eq_ignore_ascii_case("production"))
     }
 
-    /// The cookie name: the flag, else `__Host-sid` in production, `sid` in development.
+    /// The cookie name: the flag, else the library's default (`__Host-sid`, or `sid` with
+    /// `--insecure-cookie`), in development as in production.
     #[must_use]
-    pub fn cookie_name(&self) -> String {
-        self.cookie_name.clone().unwrap_or_else(|| {
-            if self.is_production() && !self.insecure_cookie {
-                "__Host-sid".to_owned()
-            } else {
-                "sid".to_owned()
-            }
-        })
+    pub fn cookie_name(&self) -> Option<String> {
+        self.cookie_name.clone()
     }
 
     /// The listen address.

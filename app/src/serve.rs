@@ -88,7 +88,6 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
         );
     }
     let mut config = SessionConfig::builder(keys)
-        .with_cookie_name(args.cookie_name())
         .with_same_site(args.same_site)
         .with_secure(secure)
         .with_browser_session(args.browser_session)
@@ -113,6 +112,9 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
         );
     if let Some(every) = args.renewal {
         config = config.with_renewal(every);
+    }
+    if let Some(name) = args.cookie_name() {
+        config = config.with_cookie_name(name);
     }
     // 0: no limit.
     config = config.with_max_sessions_per_user(Some(args.max_sessions_per_user).filter(|&n| n > 0));

@@ -6,6 +6,9 @@
 
 mod common;
 
+/// The app's session cookie (the library's default name).
+const NAME: &str = cloakroom::DEFAULT_COOKIE_NAME;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -37,12 +40,12 @@ async fn forged_cookies_reach_nothing() {
     let id_part = &value[..22];
     for forged in [
         // The real ID with a made-up signature, a truncated one, no signature at all.
-        format!("sid={id_part}{}", "A".repeat(value.len() - 22)),
-        format!("sid={}", &value[..value.len() - 4]),
-        format!("sid={id_part}"),
+        format!("{NAME}={id_part}{}", "A".repeat(value.len() - 22)),
+        format!("{NAME}={}", &value[..value.len() - 4]),
+        format!("{NAME}={id_part}"),
         // Signed with another secret (a leaked staging key, say).
         format!(
-            "sid={}",
+            "{NAME}={}",
             cloakroom::KeyRing::from_comma_separated("another-secret-another-secret-1234")
                 .unwrap()
                 .sign(&cloakroom::SessionId::random().unwrap())
@@ -62,8 +65,8 @@ async fn planted_cookies_neither_win_nor_lock_out() {
     let (b, good) = logged_in("alice").await;
     let (_, attackers) = logged_in("mallory").await;
     for cookie in [
-        format!("sid=planted; {good}"),
-        format!("{good}; sid=planted"),
+        format!("{NAME}=planted; {good}"),
+        format!("{good}; {NAME}=planted"),
         format!("{good}; {attackers}"),
     ] {
         let reply = b
@@ -121,7 +124,7 @@ async fn fixated_ids_are_worthless_after_login() {
     let via_url = attacker
         .send_raw(
             "GET",
-            &format!("/api/profile?sid={}", value.split_once('=').unwrap().1),
+            &format!("/api/profile?{NAME}={}", value.split_once('=').unwrap().1),
             None,
             None,
         )
@@ -138,7 +141,7 @@ async fn guessed_cookies_are_counted_and_throttled() {
     let guess = |i: u32, peer: &str| {
         let mut request = axum::http::Request::builder()
             .uri("/api/profile")
-            .header("cookie", format!("sid=guess{i:060}"))
+            .header("cookie", format!("{NAME}=guess{i:060}"))
             .body(Body::empty())
             .unwrap();
         request.extensions_mut().insert(axum::extract::ConnectInfo(

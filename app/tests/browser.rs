@@ -48,7 +48,9 @@ async fn a_visit_in_a_real_browser() {
         assert_eq!(browser.text("#visits").await?, "1");
         let cookies = browser.cookies().await?;
         assert!(
-            cookies.iter().any(|(n, _)| n == "sid"),
+            cookies
+                .iter()
+                .any(|(n, _)| n == cloakroom::DEFAULT_COOKIE_NAME),
             "the session cookie is set: {cookies:?}"
         );
         browser.screenshot(&shot("2-logged-in")).await?;

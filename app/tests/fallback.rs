@@ -60,7 +60,7 @@ async fn redis_killed_under_a_logged_in_browser_keeps_the_user_logged_in_read_on
         assert_eq!(browser.text("#user").await?, "alice");
         let cookies = browser.cookies().await?;
         assert!(
-            cookies.iter().any(|(n, _)| n == "sid-fb"),
+            cookies.iter().any(|(n, _)| n == "__Host-sid-fb"),
             "the login left a fallback ticket beside the session cookie: {cookies:?}"
         );
         let jar = cookies
@@ -158,7 +158,7 @@ async fn a_logout_on_another_instance_is_honoured_during_the_outage() {
         .map(|(_, v)| v.split(';').next().unwrap_or_default().to_owned())
         .collect::<Vec<_>>()
         .join("; ");
-    assert!(jar.contains("sid-fb="), "{jar}");
+    assert!(jar.contains("__Host-sid-fb="), "{jar}");
     // Ada's other device, still holding a copy, and the logout on the second instance.
     let logout = call(b, "POST", "/api/logout", &jar, None).await;
     assert!(logout.status < 300, "{}", logout.body);

@@ -433,13 +433,13 @@ async fn forged_and_garbage_cookies_are_anonymous() {
     b.send("POST", "/api/login", Some(json!({"username": "alice"})))
         .await;
     let good = b.cookie.clone().unwrap();
-    let value = good.split_once('=').unwrap().1;
+    let (name, value) = good.split_once('=').unwrap();
     // One character changed; it must differ from the original (1 in 64 cookies ends in 'x').
     let last = if value.ends_with('x') { 'y' } else { 'x' };
     for cookie in [
-        format!("sid={}{last}", &value[..value.len() - 1]),
-        "sid=garbage".to_owned(),
-        format!("sid={}", "A".repeat(4096)),
+        format!("{name}={}{last}", &value[..value.len() - 1]),
+        format!("{name}=garbage"),
+        format!("{name}={}", "A".repeat(4096)),
     ] {
         let reply = b
             .send_raw("GET", "/api/profile", None, Some(cookie.clone()))
@@ -449,7 +449,7 @@ async fn forged_and_garbage_cookies_are_anonymous() {
         assert_eq!(page.status, 200);
     }
     // A forged or duplicated cookie beside the real one neither wins nor locks the user out.
-    for cookie in [format!("sid=garbage; {good}"), format!("{good}; {good}")] {
+    for cookie in [format!("{name}=garbage; {good}"), format!("{good}; {good}")] {
         let reply = b
             .send_raw("GET", "/api/profile", None, Some(cookie.clone()))
             .await;

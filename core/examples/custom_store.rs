@@ -106,10 +106,7 @@ pub fn app() -> (Router, Arc<Counting<MemoryStore>>) {
         }
     };
     let keys = KeyRing::generate().expect("OS randomness");
-    let config = SessionConfig::builder(keys)
-        .with_secure(false)
-        .build()
-        .expect("valid config");
+    let config = SessionConfig::builder(keys).build().expect("valid config");
     let router = Router::new()
         .route("/", get(page))
         .layer(SessionLayer::from_arc(store.clone(), config));

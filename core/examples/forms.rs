@@ -88,10 +88,7 @@ async fn done(session: Session) -> Result<Html<String>, SessionError> {
 /// The app (a function, so the example's test drives the same router).
 pub fn app() -> Router {
     let keys = KeyRing::generate().expect("OS randomness");
-    let config = SessionConfig::builder(keys)
-        .with_secure(false)
-        .build()
-        .expect("valid config");
+    let config = SessionConfig::builder(keys).build().expect("valid config");
     Router::new()
         .route("/", get(step_one).post(save_one))
         .route("/plan", get(step_two).post(save_two))

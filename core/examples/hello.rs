@@ -15,11 +15,9 @@ pub fn app() -> Router {
     // A fresh key each start: sessions do not outlive the process here. Use
     // KeyRing::from_comma_separated(&std::env::var("SESSION_SECRET")?) in real apps.
     let keys = KeyRing::generate().expect("OS randomness");
-    // `with_secure(false)`: plain http on localhost for the demo (the default is Secure).
-    let config = SessionConfig::builder(keys)
-        .with_secure(false)
-        .build()
-        .expect("valid config");
+    // The defaults are the production ones (a Secure `__Host-sid` cookie): browsers keep
+    // Secure cookies from http://localhost too, so the demo needs no exception.
+    let config = SessionConfig::builder(keys).build().expect("valid config");
     Router::new()
         .route("/", get(visits))
         .layer(SessionLayer::new(MemoryStore::default(), config))

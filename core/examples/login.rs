@@ -82,10 +82,7 @@ async fn logout(session: Session, Form(form): Form<CsrfForm>) -> Result<Response
 /// The app (a function, so the example's test drives the same router).
 pub fn app() -> Router {
     let keys = KeyRing::generate().expect("OS randomness");
-    let config = SessionConfig::builder(keys)
-        .with_secure(false)
-        .build()
-        .expect("valid config");
+    let config = SessionConfig::builder(keys).build().expect("valid config");
     Router::new()
         .route("/", get(home))
         .route("/login", post(login))

@@ -184,10 +184,7 @@ async fn visits(session: Session) -> Result<String, SessionError> {
 /// The app: one counter, sessions in the minimal store.
 pub fn app() -> Router {
     let keys = KeyRing::generate().expect("OS randomness");
-    let config = SessionConfig::builder(keys)
-        .with_secure(false)
-        .build()
-        .expect("valid config");
+    let config = SessionConfig::builder(keys).build().expect("valid config");
     Router::new()
         .route("/", get(visits))
         .layer(SessionLayer::new(MinimalStore::default(), config))

@@ -155,6 +155,9 @@ fn attribute_ok(value: &str) -> bool {
         .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
 }
 
+/// The default cookie name, when `Secure`, `Path=/` and no `Domain` allow it.
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-sid";
+
 /// Builder for [`SessionConfig`]; every option has a safe default.
 ///
 /// ```
@@ -176,10 +179,14 @@ fn attribute_ok(value: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct SessionConfigBuilder {
     config: SessionConfig,
+    /// Whether the cookie was named ([`SessionConfigBuilder::with_cookie_name`]); if not,
+    /// [`SessionConfigBuilder::build`] picks the strongest name the other settings allow.
+    named: bool,
 }
 
 impl SessionConfig {
-    /// Starts a configuration signed by `keys`, with the defaults: cookie `sid`, `HttpOnly`,
+    /// Starts a configuration signed by `keys`, with the defaults: cookie `__Host-sid`
+    /// (`__Secure-sid` with a `Domain` or another `Path`, `sid` without `Secure`), `HttpOnly`,
     /// `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`, no `Max-Age` (a browser-session
     /// cookie), 24 h idle timeout, 7 days absolute lifetime,
     /// 1 h idle timeout for sessions without a user, refresh at most every tenth of the idle
@@ -190,7 +197,7 @@ impl SessionConfig {
     pub fn builder(keys: KeyRing) -> SessionConfigBuilder {
         SessionConfigBuilder {
             config: SessionConfig {
-                cookie_name: "sid".into(),
+                cookie_name: DEFAULT_COOKIE_NAME.into(),
                 secure: true,
                 same_site: SameSite::Lax,
                 path: "/".into(),
@@ -224,6 +231,7 @@ impl SessionConfig {
                 },
                 keys,
             },
+            named: false,
         }
     }
 
@@ -338,10 +346,13 @@ impl SessionConfigBuilder {
         self.config.fallback.base = base;
         self
     }
-    /// The cookie name (default `sid`). `__Host-` and `__Secure-` prefixes are validated.
+    /// The cookie name (default `__Host-sid`: a sibling subdomain can neither set nor
+    /// overwrite it; `__Secure-sid` when a `Domain` or another `Path` rules `__Host-` out,
+    /// `sid` without `Secure`). `__Host-` and `__Secure-` prefixes are validated.
     #[must_use]
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
         self.config.cookie_name = name.into();
+        self.named = true;
         self
     }
     /// The cookie `Domain` (default none: host-only).
@@ -469,7 +480,15 @@ impl SessionConfigBuilder {
     /// [`ConfigError`] for an invalid cookie name, a cookie prefix whose rules are not met,
     /// a zero duration, or an idle timeout longer than the absolute lifetime.
     pub fn build(self) -> Result<SessionConfig, ConfigError> {
-        let c = self.config;
+        let mut c = self.config;
+        if !self.named {
+            c.cookie_name = match (c.secure, c.path == "/" && c.domain.is_none()) {
+                (true, true) => DEFAULT_COOKIE_NAME,
+                (true, false) => "__Secure-sid",
+                (false, _) => "sid",
+            }
+            .into();
+        }
         let name_ok = !c.cookie_name.is_empty()
             && c.cookie_name
                 .bytes()

@@ -114,7 +114,9 @@ pub use axum_core;
 pub use getrandom::Error as RandomnessError;
 
 pub use binding::Binding;
-pub use config::{ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder};
+pub use config::{
+    ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder, DEFAULT_COOKIE_NAME,
+};
 pub use csrf::{CsrfLayer, CsrfService};
 pub use ended::{HeardEnded, RecentlyEnded, FLOOR_MARGIN_MS};
 pub use error::SessionError;

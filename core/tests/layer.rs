@@ -34,7 +34,10 @@ async fn new_session_cookie_has_safe_defaults() {
         !cookie.contains("Max-Age") && !cookie.contains("Expires"),
         "non-persistent by default (OWASP): {cookie}"
     );
-    assert!(cookie.starts_with("sid="));
+    assert!(
+        cookie.starts_with("__Host-sid="),
+        "the strongest name by default: {cookie}"
+    );
     assert_eq!(reply.headers["cache-control"], "no-store");
     assert_eq!(reply.headers["vary"], "Cookie");
 }

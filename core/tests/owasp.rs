@@ -32,6 +32,14 @@ fn owasp_03_default_cookie_name_is_neutral() {
     ] {
         assert_ne!(name, revealing);
     }
+    // And the strongest one the settings allow: `__Host-` by default, `__Secure-` with a
+    // Domain, plain without Secure (development over plain HTTP only).
+    assert_eq!(config.cookie_name(), "__Host-sid");
+    let named = |b: cloakroom::SessionConfigBuilder| b.build().unwrap().cookie_name().to_owned();
+    let builder = || SessionConfig::builder(KeyRing::generate().unwrap());
+    assert_eq!(named(builder().with_domain("example.com")), "__Secure-sid");
+    assert_eq!(named(builder().with_secure(false)), "sid");
+    assert_eq!(named(builder().with_cookie_name("app")), "app");
     assert!(!name.contains("cloak"));
     let renamed = SessionConfig::builder(KeyRing::generate().unwrap())
         .with_cookie_name("__Host-id")

@@ -34,10 +34,7 @@ async fn everywhere(session: Session) -> Result<String, SessionError> {
 
 /// The app over `store` (a function, so a test can drive the same router).
 pub fn app(store: RedisStore, keys: KeyRing) -> Router {
-    let config = SessionConfig::builder(keys)
-        .with_secure(false) // plain http on localhost for the demo; keep the default in production
-        .build()
-        .expect("valid config");
+    let config = SessionConfig::builder(keys).build().expect("valid config");
     Router::new()
         .route("/", get(visits))
         .route("/login/{user}", post(login))

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::PostgresError;
@@ -11,9 +13,9 @@ use crate::error::PostgresError;
 pub(crate) fn connector(ca_pem: Option<&[u8]>) -> Result<MakeRustlsConnect, PostgresError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(mut pem) = ca_pem {
+    if let Some(pem) = ca_pem {
         let mut found = false;
-        for cert in rustls_pemfile::certs(&mut pem) {
+        for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| PostgresError::Certificate(e.to_string()))?;
             roots
                 .add(cert)

@@ -163,7 +163,10 @@ impl Backend {
         let (spec, args) = (spec.clone(), args.clone());
         let late = crate::late::Late::start(what.clone(), &first, move || {
             let (spec, args) = (spec.clone(), args.clone());
-            async move { Self::open(&spec, &args).await }
+            // Boxed: the store's whole set-up is a deep future type.
+            let open: crate::late::Opening =
+                Box::pin(async move { Self::open(&spec, &args).await });
+            open
         });
         let mut backend = Self::from_parts(
             Arc::new(crate::late::LateSessions(late.clone())),

@@ -20,6 +20,10 @@ use cloakroom::{
 use crate::backend::{Backend, BackendError};
 use crate::todos::{Todo, TodoError, TodoStore};
 
+/// One try at opening the backend.
+pub type Opening =
+    std::pin::Pin<Box<dyn Future<Output = Result<Backend, BackendError>> + Send + 'static>>;
+
 /// What the background task has connected, once it has.
 struct Connected {
     sessions: Arc<dyn SessionStore>,
@@ -51,10 +55,9 @@ impl Late {
     }
 
     /// Starts connecting with `open` in the background; `first` is why the first try failed.
-    pub fn start<F, Fut>(what: String, first: &BackendError, open: F) -> Arc<Self>
+    pub fn start<F>(what: String, first: &BackendError, open: F) -> Arc<Self>
     where
-        F: Fn() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Backend, BackendError>> + Send,
+        F: Fn() -> Opening + Send + 'static,
     {
         let late = Arc::new(Self {
             connected: OnceLock::new(),

@@ -1,4 +1,7 @@
 //! The `cloakroom` binary: the reference app (`serve`, the default) and operator commands.
+// Clippy's layout queries over `main`'s future (every command's, the store set-ups included)
+// pass the default depth of 128.
+#![recursion_limit = "256"]
 
 use clap::Parser;
 use cloakroom_app::config::{Cli, Command, ServeArgs};

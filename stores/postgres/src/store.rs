@@ -40,7 +40,7 @@ struct Inner {
     purge: Option<tokio::task::AbortHandle>,
     /// What the listener heard other instances end.
     ended: Arc<HeardEnded>,
-    listener: tokio::task::AbortHandle,
+    listener: Option<tokio::task::AbortHandle>,
 }
 
 impl Drop for Inner {
@@ -48,7 +48,9 @@ impl Drop for Inner {
         if let Some(purge) = &self.purge {
             purge.abort();
         }
-        self.listener.abort();
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
     }
 }
 
@@ -140,6 +142,47 @@ impl PostgresStore {
             .create_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| PostgresError::Connect(Box::new(e)))?;
+        Self::start(pool, config, Some(listen_with)).await
+    }
+
+    /// A store on the app's own connection pool: every statement goes through `pool`, and
+    /// `config` gives the schema, timeouts and purge (its pool size is the pool's business).
+    /// The one extra connection that `LISTEN`s for other instances' logouts is opened from
+    /// `config`'s URL when it has one (a pool does not reveal its settings); with an empty
+    /// URL this instance honours only the logouts it made itself during an outage.
+    ///
+    /// # Errors
+    /// [`PostgresError`] if the schema name or the URL is malformed, the pool cannot give a
+    /// connection, or the tables cannot be set up.
+    pub async fn from_pool(pool: Pool, config: PostgresConfig) -> Result<Self, PostgresError> {
+        if !valid_schema(&config.schema) {
+            return Err(PostgresError::Schema(config.schema));
+        }
+        let listen_with = if config.url.is_empty() {
+            tracing::warn!(
+                "PostgresStore::from_pool without a URL: other instances' logouts are not heard"
+            );
+            None
+        } else {
+            let mut pg: tokio_postgres::Config = libpq_ssl_modes(&config.url)
+                .parse()
+                .map_err(PostgresError::Url)?;
+            pg.connect_timeout(config.connect_timeout);
+            let tls = crate::tls::connector(config.ca_certificate.as_deref())?;
+            Some((pg, tls))
+        };
+        Self::start(pool, config, listen_with).await
+    }
+
+    /// Sets up the schema through `pool`, then starts the purge and the listener.
+    async fn start(
+        pool: Pool,
+        config: PostgresConfig,
+        listen_with: Option<(
+            tokio_postgres::Config,
+            tokio_postgres_rustls::MakeRustlsConnect,
+        )>,
+    ) -> Result<Self, PostgresError> {
         let client = pool
             .get()
             .await
@@ -164,18 +207,26 @@ impl PostgresStore {
         }
         drop(client);
         let ended = Arc::new(HeardEnded::default());
-        let (ready, listening) = tokio::sync::oneshot::channel();
-        let listener = tokio::spawn(crate::ended::listen(
-            listen_with.0,
-            listen_with.1,
-            config.schema.clone(),
-            ended.clone(),
-            ready,
-        ))
-        .abort_handle();
-        // A store returned from here hears every end from now on (bounded: a listener that
-        // cannot connect keeps trying in the background, and says so).
-        let _ = tokio::time::timeout(config.connect_timeout, listening).await;
+        let listener = listen_with.map(|(pg, tls)| {
+            let (ready, listening) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(crate::ended::listen(
+                pg,
+                tls,
+                config.schema.clone(),
+                ended.clone(),
+                ready,
+            ));
+            (task.abort_handle(), listening)
+        });
+        let listener = match listener {
+            Some((task, listening)) => {
+                // A store returned from here hears every end from now on (bounded: a
+                // listener that cannot connect keeps trying in the background, and says so).
+                let _ = tokio::time::timeout(config.connect_timeout, listening).await;
+                Some(task)
+            }
+            None => None,
+        };
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             purge: config
                 .purge_every

@@ -393,3 +393,34 @@ async fn other_instances_hear_which_sessions_ended() {
     }
     assert!(heard, "B listens again after a restart");
 }
+
+/// A store on the app's own pool: it sets up its tables through the pool and serves from
+/// it; given the URL too, it hears other instances' logouts; without, it still serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_built_from_an_existing_pool() {
+    use cloakroom_postgres::deadpool_postgres;
+    let server = server().await;
+    let pg: cloakroom_postgres::tokio_postgres::Config = server.url().parse().unwrap();
+    let manager = deadpool_postgres::Manager::new(pg, cloakroom_postgres::tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(4)
+        .build()
+        .unwrap();
+    let listening = PostgresStore::from_pool(pool.clone(), PostgresConfig::new(server.url()))
+        .await
+        .expect("a store on the app's pool");
+    let deaf = PostgresStore::from_pool(pool, PostgresConfig::new(""))
+        .await
+        .expect("a store on the app's pool, without a URL");
+    let (k, now) = (key(), now_millis());
+    let mut login = fresh(now);
+    login.user = Some("ada".into());
+    deaf.create(&k, &login).await.unwrap();
+    assert!(listening.load(&k, now, None).await.unwrap().is_some());
+    deaf.destroy(&k).await.unwrap();
+    assert!(
+        hears(&listening, &k, now).await,
+        "the URL's listener hears the logout"
+    );
+    assert!(listening.load(&k, now, None).await.unwrap().is_none());
+}

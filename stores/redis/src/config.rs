@@ -25,6 +25,9 @@ pub struct RedisConfig {
     pub(crate) response_timeout: Duration,
     pub(crate) read_cache: Option<usize>,
     pub(crate) durable_writes: Option<Duration>,
+    /// The address, credentials and TLS settings of a client the app handed over
+    /// ([`RedisConfig::from_client`]), used in place of parsing `url`.
+    pub(crate) client: Option<redis::ConnectionInfo>,
 }
 
 /// The default key prefix.
@@ -44,7 +47,36 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(1),
             read_cache: None,
             durable_writes: None,
+            client: None,
         }
+    }
+
+    /// Settings for the server an existing `redis::Client` reaches (a standalone server, a
+    /// managed endpoint or one node of a cluster), with its address, credentials, database
+    /// and TLS settings, and the same defaults as [`RedisConfig::new`]. The store opens its
+    /// own connections from them (its main link, which follows a failover, the read cache's
+    /// tracking link and the ended-sessions feed), so an app that already has a client
+    /// need not spell the URL twice. Sentinel and cluster-seed lists still take a URL.
+    ///
+    /// ```
+    /// use cloakroom_redis::RedisConfig;
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/2").unwrap();
+    /// let config = RedisConfig::from_client(&client).with_prefix("app:sid:");
+    /// assert_eq!(config.prefix(), "app:sid:");
+    /// ```
+    #[must_use]
+    pub fn from_client(client: &redis::Client) -> Self {
+        let info = client.get_connection_info().clone();
+        let url = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}"),
+            redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                format!("rediss://{host}:{port}")
+            }
+            other => format!("redis+unix://{other}"),
+        };
+        let mut config = Self::new(url);
+        config.client = Some(info);
+        config
     }
 
     /// Make logins, logouts and revocations wait until one replica has them (`WAIT 1`),

@@ -115,7 +115,11 @@ fn client_for(
     url: &str,
     protocol: Option<ProtocolVersion>,
 ) -> Result<redis::Client, RedisError> {
-    let mut info = url.into_connection_info().map_err(RedisError::Url)?;
+    let mut info = match &config.client {
+        // The app's own client: its settings, not a URL made up from its address.
+        Some(info) if url == config.url => info.clone(),
+        _ => url.into_connection_info().map_err(RedisError::Url)?,
+    };
     let mut settings = info.redis_settings().clone();
     if settings.password().is_none() {
         if let Some(password) = &config.password {
@@ -188,7 +192,10 @@ async fn connect_cluster(
 ) -> Result<RedisConnection, RedisError> {
     let infos = seeds
         .iter()
-        .map(|s| s.as_str().into_connection_info().map_err(RedisError::Url))
+        .map(|s| match &config.client {
+            Some(info) if *s == config.url => Ok(info.clone()),
+            _ => s.as_str().into_connection_info().map_err(RedisError::Url),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let first = infos.first().ok_or(RedisError::Topology(
         "a cluster URL names at least one node",

@@ -753,3 +753,46 @@ async fn a_login_costs_the_same_for_a_user_with_thousands_of_sessions() {
     let spilled = server.command(&["KEYS", "sid:users:*:{*}:ada"]).await;
     assert!(!spilled.contains("users"), "the set is gone: {spilled}");
 }
+
+/// A store built from the app's own `redis::Client` keeps its credentials and database, and
+/// opens its own links from it: the read cache's tracking and the ended-sessions feed work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_built_from_an_existing_client() {
+    let server = server(Options {
+        password: Some("s3cret-pw".into()),
+        ..Options::default()
+    })
+    .await;
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}/3", server.port);
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let from_client = |cache: Option<usize>| {
+        RedisStore::connect(RedisConfig::from_client(&client).with_read_cache(cache))
+    };
+    let (a, b) = (
+        from_client(None).await.unwrap(),
+        from_client(Some(100)).await.unwrap(),
+    );
+    let (k, now) = (key(), now_millis());
+    let mut login = fresh(now);
+    login.user = Some("ada".into());
+    a.create(&k, &login).await.unwrap();
+    assert!(b.load(&k, now, None).await.unwrap().is_some());
+    assert!(b.load(&k, now, None).await.unwrap().is_some(), "cached");
+    // In the client's database (3), behind its password.
+    let mut db3 = client.get_multiplexed_async_connection().await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(a.key_name(&k))
+        .query_async(&mut db3)
+        .await
+        .unwrap();
+    assert!(exists, "the session lives in the client's database");
+    a.destroy(&k).await.unwrap();
+    let started = Instant::now();
+    while b.load(&k, now_millis(), None).await.unwrap().is_some() || !b.ended_recently(&k, now) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cache and the feed hear the logout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -21,9 +21,7 @@ impl LoadBalancer {
     /// # Panics
     /// In CI when `haproxy` is missing, or if it does not start.
     pub async fn start(backends: &[u16]) -> Option<Self> {
-        let program = crate::require("haproxy", "haproxy")?;
         let port = crate::free_port();
-        let dir = crate::temp_dir("haproxy");
         let servers: String = backends
             .iter()
             .enumerate()
@@ -37,6 +35,17 @@ impl LoadBalancer {
              backend apps\n  balance roundrobin\n  option httpchk GET /healthz\n\
              \x20 default-server inter 200ms fall 1 rise 2\n{servers}"
         );
+        Self::with_config(&config, port).await
+    }
+
+    /// Starts HAProxy with the configuration `config`, whose frontend binds `127.0.0.1:port`;
+    /// `None` outside CI when it is not installed.
+    ///
+    /// # Panics
+    /// In CI when `haproxy` is missing, or if it does not start.
+    pub async fn with_config(config: &str, port: u16) -> Option<Self> {
+        let program = crate::require("haproxy", "haproxy")?;
+        let dir = crate::temp_dir("haproxy");
         let file = dir.join("haproxy.cfg");
         std::fs::write(&file, config).expect("write haproxy.cfg");
         let child = Command::new(program)

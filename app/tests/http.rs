@@ -626,6 +626,18 @@ async fn metrics_parse_as_prometheus_text() {
             "the dashboard queries {name}, /metrics has no {sample}"
         );
     }
+    // Store-wide gauges are the max over instances (each reports the shared store's total),
+    // and every query follows the dashboard's job and instance variables.
+    assert!(dashboard.contains("max(cloakroom_live_sessions{"));
+    assert!(!dashboard.contains("sum(cloakroom_live_sessions"));
+    let queries = dashboard.matches("\"expr\"").count();
+    let filtered = dashboard
+        .matches("{job=~\\\"$job\\\",instance=~\\\"$instance\\\"}")
+        .count();
+    assert!(
+        filtered >= queries,
+        "every query is filtered by $job and $instance: {filtered} of {queries}"
+    );
     for family in ["cloakroom_loads", "cloakroom_store_latency_seconds"] {
         assert!(
             body.contains(&format!("# HELP {family} "))

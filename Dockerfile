@@ -19,7 +19,8 @@ COPY --from=build /usr/local/bin/cloakroom /usr/local/bin/cloakroom
 USER 10001
 ENV HOST=0.0.0.0 PORT=8080 CLOAKROOM_ENV=production CLOAKROOM_DATA=/data
 VOLUME /data
-EXPOSE 8080
+# 8080: the app; 9090: /metrics, for the scraper only (never on the public port).
+EXPOSE 8080 9090
 # The binary probes its own /healthz (no curl here); healthy while the store is down.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s CMD ["cloakroom", "healthcheck"]
 # `docker run IMAGE` serves; `docker run IMAGE secret` prints a secret; any other command too.

@@ -177,6 +177,9 @@ fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The metrics port in production when `METRICS_PORT` is not set.
+pub const DEFAULT_METRICS_PORT: u16 = 9090;
+
 /// The data folder used when nothing else is configured.
 pub const DEFAULT_DATA_DIR: &str = "./cloakroom-data";
 
@@ -189,6 +192,10 @@ pub struct ServeArgs {
     /// Address to listen on. Defaults to 127.0.0.1, or 0.0.0.0 on Cloud Run (K_SERVICE set).
     #[arg(long, env = "HOST")]
     pub host: Option<std::net::IpAddr>,
+    /// Serve `/metrics` on this port, on its own listener (default 9090 in production, where
+    /// `/metrics` is never on the public port; in development on the app's port unless set).
+    #[arg(long, env = "METRICS_PORT")]
+    pub metrics_port: Option<u16>,
     /// Store options.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -279,6 +286,13 @@ impl ServeArgs {
     #[must_use]
     pub fn cookie_name(&self) -> Option<String> {
         self.cookie_name.clone()
+    }
+
+    /// Where `/metrics` is served: its own port, or `None` for the app's port.
+    #[must_use]
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+            .or_else(|| self.is_production().then_some(DEFAULT_METRICS_PORT))
     }
 
     /// The listen address.

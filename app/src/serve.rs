@@ -42,6 +42,8 @@ pub enum StartError {
 pub struct App {
     /// The router.
     pub router: axum::Router,
+    /// `/metrics` on its own port, when it is not on the app's.
+    pub metrics: Option<(u16, axum::Router)>,
     /// The backend (closed on shutdown).
     pub backend: Backend,
     /// The session layer.
@@ -126,7 +128,7 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
             .with_terminate(bound("terminate")),
     );
     let sessions = SessionLayer::from_arc(backend.sessions.clone(), config.build()?);
-    let router = web::router(AppState {
+    let state = AppState {
         sessions: sessions.clone(),
         todos: Arc::new(GuardedTodos::new(backend.todos.clone(), sessions.clone())),
         security: web::Security {
@@ -135,9 +137,16 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
         },
         redis: backend.redis.clone(),
         late: backend.late.clone(),
-    });
+        store_check: Arc::default(),
+        public_metrics: args.metrics_port().is_none(),
+    };
+    let metrics = args
+        .metrics_port()
+        .map(|port| (port, web::metrics_only(state.clone())));
+    let router = web::router(state);
     Ok(App {
         router,
+        metrics,
         backend,
         sessions,
     })
@@ -168,6 +177,16 @@ pub async fn run(args: ServeArgs) -> Result<(), StartError> {
         production = args.is_production(),
         "cloakroom listening on http://{local}"
     );
+    if let Some((port, router)) = app.metrics.clone() {
+        let addr = SocketAddr::new(args.listen_host(), port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+    }
     // The peer address lets the layer count invalid cookies per client.
     let service = app
         .router

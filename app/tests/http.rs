@@ -707,3 +707,36 @@ async fn remember_me_keeps_a_login_for_its_own_lifetime() {
     let profile = b.send("GET", "/api/profile", None).await;
     assert_eq!(json(&profile)["user_id"], "ada");
 }
+
+/// In production `/metrics` is not on the public port: it has its own listener
+/// (`METRICS_PORT`, default 9090); in development it stays on the app's port.
+#[tokio::test]
+async fn production_serves_metrics_on_their_own_port_only() {
+    let app = app_with(&["--production"]).await;
+    let mut public = Browser::new(app.router.clone());
+    assert_eq!(public.send("GET", "/metrics", None).await.status, 404);
+    let (port, metrics) = app.metrics.clone().expect("a metrics listener");
+    assert_eq!(port, cloakroom_app::config::DEFAULT_METRICS_PORT);
+    let mut scraper = Browser::new(metrics);
+    let scrape = scraper.send("GET", "/metrics", None).await;
+    assert_eq!(scrape.status, 200);
+    assert!(
+        scrape.body.contains("cloakroom_loads_total"),
+        "{}",
+        scrape.body
+    );
+    assert_eq!(
+        scraper.send("GET", "/api/profile", None).await.status,
+        404,
+        "only /metrics there"
+    );
+    let dev = app_with(&[]).await;
+    assert!(dev.metrics.is_none());
+    assert_eq!(
+        Browser::new(dev.router)
+            .send("GET", "/metrics", None)
+            .await
+            .status,
+        200
+    );
+}

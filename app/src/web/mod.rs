@@ -40,6 +40,10 @@ pub struct AppState {
     pub redis: Option<cloakroom_redis::RedisStore>,
     /// The store being connected in the background, if it was unreachable at start.
     pub late: Option<Arc<crate::late::Late>>,
+    /// The readiness check `/readyz` and `/metrics` share (one store call a second at most).
+    pub store_check: Arc<ops::StoreCheck>,
+    /// Whether `/metrics` is on the app's own port (development without `METRICS_PORT`).
+    pub public_metrics: bool,
 }
 
 impl AppState {
@@ -83,7 +87,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/todos/{id}", axum::routing::delete(api::delete_todo))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .merge(if state.public_metrics {
+            metrics_router()
+        } else {
+            Router::new()
+        })
         .route("/static/style.css", get(ops::stylesheet))
         .fallback(ops::not_found)
         .layer(middleware::from_fn(access_log))
@@ -96,6 +104,17 @@ pub fn router(state: AppState) -> Router {
             headers::security_headers,
         ))
         .with_state(state)
+}
+
+/// `/metrics` alone, for its own listener (`METRICS_PORT`).
+fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(ops::metrics))
+}
+
+/// The metrics listener's service: `/metrics` and nothing else (not the public port's
+/// pages, not its session layer).
+pub fn metrics_only(state: AppState) -> Router {
+    metrics_router().with_state(state)
 }
 
 /// One log line per request, with a fingerprint of the session key, never the ID.

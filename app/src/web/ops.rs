@@ -1,18 +1,47 @@
 //! Operational endpoints: liveness, readiness, metrics, and the stylesheet.
 
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use cloakroom::Gauges;
+use cloakroom::{Gauges, StoreStats};
 
 use super::{AppError, AppState};
 
 /// `GET /healthz`: the process answers. Never touches the store.
 pub async fn healthz() -> &'static str {
     "ok"
+}
+
+/// The store's answer to a readiness check, shared by `/readyz` and `/metrics` and asked at
+/// most once a second, however often probes and scrapes come: a flood of them costs the
+/// store one cheap call per second.
+#[derive(Default)]
+pub struct StoreCheck {
+    last: tokio::sync::Mutex<Option<(Instant, Result<StoreStats, String>)>>,
+}
+
+impl StoreCheck {
+    /// How long one answer is reused.
+    pub const INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The last answer if it is recent, else a fresh one (through the timeout and breaker).
+    pub async fn get(&self, layer: &cloakroom::SessionLayer) -> Result<StoreStats, String> {
+        // Held across the call: concurrent probes wait for the one store call in flight.
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < Self::INTERVAL {
+                return answer.clone();
+            }
+        }
+        let answer = layer.ready().await.map_err(|e| e.to_string());
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
 }
 
 /// `GET /readyz`: the session store answers (through the timeout and circuit breaker).
@@ -25,7 +54,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    match state.sessions.ready().await {
+    match state.store_check.get(&state.sessions).await {
         Ok(stats) => Json(json!({ "status": "ready", "sessions": stats.sessions })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
@@ -45,7 +74,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let layer = &state.sessions;
     let mut gauges = Gauges::new().with_breaker_open(layer.breaker_open());
     // Through the timeout and the breaker: a scrape during an outage answers at once.
-    if let Ok(stats) = layer.ready().await {
+    if let Ok(stats) = state.store_check.get(layer).await {
         gauges = gauges.with_live_sessions(stats.sessions);
     }
     if let Some((hits, misses)) = state.redis().and_then(|r| r.read_cache_counts()) {
@@ -76,4 +105,36 @@ pub async fn stylesheet() -> Response {
 /// Anything else.
 pub async fn not_found() -> AppError {
     AppError::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cloakroom::testing::{test_config, CountingStore};
+    use cloakroom::{MemoryStore, SessionLayer};
+
+    use super::StoreCheck;
+
+    /// A flood of probes and scrapes costs the store one call per interval.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn probes_share_one_store_call_per_interval() {
+        let store = Arc::new(CountingStore::new(Arc::new(MemoryStore::default())));
+        let layer = SessionLayer::from_arc(store.clone(), test_config().build().unwrap());
+        let check = Arc::new(StoreCheck::default());
+        let probes: Vec<_> = (0..200)
+            .map(|_| {
+                let (check, layer) = (check.clone(), layer.clone());
+                tokio::spawn(async move { check.get(&layer).await })
+            })
+            .collect();
+        for probe in probes {
+            assert!(probe.await.unwrap().is_ok());
+        }
+        let (calls, _) = store.take();
+        assert_eq!(calls, 1, "200 probes within the interval, one store call");
+        tokio::time::sleep(StoreCheck::INTERVAL).await;
+        check.get(&layer).await.unwrap();
+        assert_eq!(store.take().0, 1, "a new interval, a new call");
+    }
 }

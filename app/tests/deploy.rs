@@ -162,3 +162,40 @@ async fn the_compose_topology_runs_behind_its_haproxy_config() {
         assert_eq!(profile.status, 200, "{}", profile.body);
     }
 }
+
+/// The alert rules in `deploy/alerts.yaml` are valid (`promtool check rules`), and every
+/// metric they watch is one the app exports.
+#[tokio::test]
+async fn alert_rules_pass_promtool_and_watch_real_metrics() {
+    let Some(promtool) = cloakroom_testkit::require("promtool", "prometheus") else {
+        return;
+    };
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/alerts.yaml");
+    let checked = std::process::Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("run promtool");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let app = common::app_with(&[]).await;
+    let scrape = cloakroom::testing::Browser::new(app.router)
+        .send("GET", "/metrics", None)
+        .await
+        .body;
+    let text = deploy("alerts.yaml");
+    for name in text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("cloakroom_"))
+    {
+        let sample = name.trim_end_matches("_bucket");
+        assert!(
+            scrape.contains(sample),
+            "an alert watches {name}, not in /metrics"
+        );
+    }
+}

@@ -11,6 +11,36 @@
 //! only, and handlers find the session in the request's extensions
 //! (`request.extensions().get::<Session>()`).
 //!
+//! ## Quick start
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use cloakroom::{KeyRing, MemoryStore, Session, SessionConfig, SessionError, SessionLayer};
+//! use tower::ServiceExt as _;
+//!
+//! async fn visits(session: Session) -> Result<String, SessionError> {
+//!     let n = session.increment("visits", 1).await?;
+//!     Ok(format!("you have been here {n} times"))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // In an app: KeyRing::from_comma_separated(&std::env::var("SESSION_SECRET")?)?
+//! let keys = KeyRing::generate()?;
+//! // The defaults are the production ones: a Secure, HttpOnly `__Host-sid` cookie.
+//! let config = SessionConfig::builder(keys).build()?;
+//! // MemoryStore for one process; cloakroom-embedded, -redis or -postgres to keep sessions.
+//! let app = Router::new()
+//!     .route("/", get(visits))
+//!     .layer(SessionLayer::new(MemoryStore::default(), config));
+//! // Serve it with `axum::serve(listener, app)`; here, one request through it:
+//! let request = http::Request::get("/").body(axum::body::Body::empty())?;
+//! let reply = app.oneshot(request).await?;
+//! let cookie = reply.headers()["set-cookie"].to_str()?;
+//! assert!(cookie.starts_with("__Host-sid=") && cookie.contains("Secure"));
+//! # Ok(()) }
+//! ```
+//!
 //! ## Guarantees
 //!
 //! - **No lost updates.** A request writes only the fields it changed, and increments are

@@ -283,16 +283,7 @@ async fn json_logs_are_json_on_every_line() {
         .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     wait_healthy(port, Duration::from_secs(15)).await.unwrap();
-    let login = request(
-        port,
-        "POST",
-        "/api/login",
-        &[("content-type", "application/json")],
-        Some(r#"{"username":"alice"}"#),
-    )
-    .await
-    .unwrap();
-    let cookie = login.cookie().expect("a session cookie");
+    let cookie = common::instances::login(port, "alice").await;
     stop(&mut child).await;
     let out = child.wait_with_output().await.unwrap();
     let text = String::from_utf8_lossy(&out.stderr);

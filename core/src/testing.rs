@@ -33,6 +33,24 @@ use crate::{
 pub mod history;
 pub mod throughput;
 
+/// Waits (bounded by `within`) until `store` has heard that `key`'s session ended
+/// ([`SessionStore::ended_recently`] for a ticket issued at `issued`); whether it did.
+pub async fn heard_within(
+    store: &dyn SessionStore,
+    key: &SessionKey,
+    issued: Millis,
+    within: Duration,
+) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if store.ended_recently(key, issued) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// A shared, type-erased store, as the suite passes it around.
 pub type DynStore = Arc<dyn SessionStore>;
 

@@ -175,6 +175,22 @@ impl RedisServer {
         }
     }
 
+    /// Waits (bounded: 30 s) until this replica's link to its primary is up.
+    ///
+    /// # Panics
+    /// If it does not come up in time.
+    pub async fn wait_synced(&self) {
+        let started = std::time::Instant::now();
+        while !self
+            .command(&["INFO", "replication"])
+            .await
+            .contains("master_link_status:up")
+        {
+            assert!(started.elapsed() < Duration::from_secs(30), "replica sync");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts it again on the same port (empty unless started with `persist`).
     pub async fn restart(&mut self) {
         self.kill().await;

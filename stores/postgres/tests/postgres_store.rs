@@ -331,14 +331,7 @@ async fn tls_is_verified_against_the_given_ca() {
 
 /// Waits (bounded) until `store` has heard that `key` ended.
 async fn hears(store: &PostgresStore, key: &SessionKey, issued: u64) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        if store.ended_recently(key, issued) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    cloakroom::testing::heard_within(store, key, issued, Duration::from_secs(5)).await
 }
 
 /// A logout or revocation on one instance is heard by the others (`NOTIFY`), so their

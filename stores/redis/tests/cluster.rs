@@ -287,14 +287,7 @@ async fn a_slot_migration_under_load_loses_nothing() {
 
 /// Waits (bounded) until `store` has heard that `key` ended.
 async fn hears(store: &RedisStore, key: &SessionKey, issued: u64) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if store.ended_recently(key, issued) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    cloakroom::testing::heard_within(store, key, issued, Duration::from_secs(30)).await
 }
 
 /// Every instance hears which sessions end wherever their keys live, and keeps hearing when

@@ -189,15 +189,7 @@ async fn a_managed_failover_moves_the_read_cache_with_the_main_link() {
         ..Options::default()
     })
     .await;
-    let started = Instant::now();
-    while !replica
-        .command(&["INFO", "replication"])
-        .await
-        .contains("master_link_status:up")
-    {
-        assert!(started.elapsed() < Duration::from_secs(30), "replica sync");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    replica.wait_synced().await;
     let endpoint = Endpoint::start(primary.port).await;
     let url = format!("redis://127.0.0.1:{}/0", endpoint.port);
     let (a, b) = (strict(&url).await, cached(&url).await);

@@ -22,13 +22,7 @@ async fn replica_of(primary: &RedisServer) -> RedisServer {
         ..Options::default()
     })
     .await;
-    wait_for("the replica to sync", || async {
-        replica
-            .command(&["INFO", "replication"])
-            .await
-            .contains("master_link_status:up")
-    })
-    .await;
+    replica.wait_synced().await;
     // WAIT counts a replica once the primary has it online and has heard its offset.
     wait_for("the primary to count the replica", || async {
         primary

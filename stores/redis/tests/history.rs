@@ -143,18 +143,6 @@ struct Managed {
     detached: bool,
 }
 
-async fn synced(replica: &RedisServer) {
-    let started = Instant::now();
-    while !replica
-        .command(&["INFO", "replication"])
-        .await
-        .contains("master_link_status:up")
-    {
-        assert!(started.elapsed() < Duration::from_secs(30), "replica sync");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[async_trait]
 impl Faults for Managed {
     async fn strike(&mut self, pick: u64) -> Struck {
@@ -171,7 +159,7 @@ impl Faults for Managed {
                 .await;
             self.endpoint.repoint(self.replica.port);
             std::mem::swap(&mut self.primary, &mut self.replica);
-            synced(&self.replica).await;
+            self.replica.wait_synced().await;
             answers(&self.probe).await;
             Struck {
                 name: "failover",
@@ -198,7 +186,7 @@ async fn managed_failovers_with_durable_writes_match_the_model() {
         })
         .await
         .expect("redis-server");
-        synced(&replica).await;
+        replica.wait_synced().await;
         let endpoint = Endpoint::start(primary.port).await;
         let url = format!("redis://127.0.0.1:{}/0", endpoint.port);
         let durable = || {

@@ -128,7 +128,7 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
             .with_terminate(bound("terminate")),
     );
     let sessions = SessionLayer::from_arc(backend.sessions.clone(), config.build()?);
-    let state = AppState {
+    let mut state = AppState {
         sessions: sessions.clone(),
         todos: Arc::new(GuardedTodos::new(backend.todos.clone(), sessions.clone())),
         security: web::Security {
@@ -139,7 +139,9 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
         late: backend.late.clone(),
         store_check: Arc::default(),
         public_metrics: args.metrics_port().is_none(),
+        metrics: Arc::default(),
     };
+    state.metrics = Arc::new(web::ops::registry(&state));
     let metrics = args
         .metrics_port()
         .map(|port| (port, web::metrics_only(state.clone())));

@@ -504,7 +504,9 @@ async fn operational_endpoints() {
     b.send("POST", "/api/visits", None).await;
     let metrics = b.send("GET", "/metrics", None).await;
     assert!(
-        metrics.body.contains("cloakroom_creates_total 1"),
+        metrics
+            .body
+            .contains("cloakroom_session_operations_total{operation=\"create\"} 1"),
         "{}",
         metrics.body
     );
@@ -588,14 +590,22 @@ async fn metrics_parse_as_prometheus_text() {
     };
     // OpenMetrics names a counter family without `_total` and its sample with it; this parser
     // then calls the sample untyped.
-    let counter = |name: &str| match value(name, None) {
+    let counter = |name: &str, label| match value(name, label) {
         Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)) => v,
-        other => panic!("{name}: {other:?}\n{body}"),
+        other => panic!("{name} {label:?}: {other:?}\n{body}"),
     };
-    assert!(counter("cloakroom_requests_created_total") >= 1.0);
-    assert!(counter("cloakroom_requests_loaded_total") >= 1.0);
-    assert!(counter("cloakroom_requests_destroyed_total") >= 1.0);
-    assert!(counter("cloakroom_requests_none_total") >= 1.0);
+    // Dimensions are labels, not names.
+    for outcome in ["created", "loaded", "destroyed", "none"] {
+        let n = counter("cloakroom_requests_total", Some(("session", outcome)));
+        assert!(n >= 1.0, "{outcome}: {n}");
+    }
+    assert!(counter("cloakroom_requests_total", Some(("session", "cycled"))) >= 0.0);
+    assert_eq!(counter("cloakroom_logins_total", None), 1.0);
+    assert_eq!(
+        counter("cloakroom_store_failures_total", Some(("kind", "timeout"))),
+        0.0
+    );
+    assert!(!body.contains("cloakroom_requests_created"), "{body}");
     match value(
         "cloakroom_store_latency_seconds",
         Some(("operation", "load")),
@@ -632,13 +642,17 @@ async fn metrics_parse_as_prometheus_text() {
     assert!(!dashboard.contains("sum(cloakroom_live_sessions"));
     let queries = dashboard.matches("\"expr\"").count();
     let filtered = dashboard
-        .matches("{job=~\\\"$job\\\",instance=~\\\"$instance\\\"}")
+        .matches("{job=~\\\"$job\\\",instance=~\\\"$instance\\\"")
         .count();
     assert!(
         filtered >= queries,
         "every query is filtered by $job and $instance: {filtered} of {queries}"
     );
-    for family in ["cloakroom_loads", "cloakroom_store_latency_seconds"] {
+    for family in [
+        "cloakroom_requests",
+        "cloakroom_session_operations",
+        "cloakroom_store_latency_seconds",
+    ] {
         assert!(
             body.contains(&format!("# HELP {family} "))
                 && body.contains(&format!("# TYPE {family} ")),
@@ -721,7 +735,7 @@ async fn production_serves_metrics_on_their_own_port_only() {
     let scrape = scraper.send("GET", "/metrics", None).await;
     assert_eq!(scrape.status, 200);
     assert!(
-        scrape.body.contains("cloakroom_loads_total"),
+        scrape.body.contains("cloakroom_session_operations_total"),
         "{}",
         scrape.body
     );

@@ -104,6 +104,41 @@ impl SessionLayer {
         self.shared.store.is_open()
     }
 
+    /// Registers the layer's metrics, the breaker state among them, into an app's
+    /// `registry` (names prefixed `cloakroom_`; see [`SessionMetrics::register`]). Nothing
+    /// reaches the store at a scrape.
+    ///
+    /// ```
+    /// use cloakroom::{KeyRing, MemoryStore, SessionConfig, SessionLayer};
+    /// use cloakroom::prometheus_client::registry::Registry;
+    ///
+    /// let config = SessionConfig::builder(KeyRing::generate()?).build()?;
+    /// let layer = SessionLayer::new(MemoryStore::default(), config);
+    /// let mut registry = Registry::default();
+    /// layer.register_metrics(&mut registry);
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    /// assert!(text.contains("cloakroom_breaker_open 0"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.register_metrics_with(registry, crate::Gauges::new);
+    }
+
+    /// As [`SessionLayer::register_metrics`], with the point-in-time figures `gauges` knows at
+    /// each scrape (live sessions, the read cache's hits): keep it cheap, it runs in the
+    /// scrape.
+    pub fn register_metrics_with(
+        &self,
+        registry: &mut prometheus_client::registry::Registry,
+        gauges: impl Fn() -> crate::Gauges + Send + Sync + 'static,
+    ) {
+        let shared = self.shared.clone();
+        self.metrics().register(registry, move || {
+            gauges().with_breaker_open(shared.store.is_open())
+        });
+    }
+
     /// The configuration.
     #[must_use]
     pub fn config(&self) -> &SessionConfig {

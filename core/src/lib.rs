@@ -142,6 +142,8 @@ pub use axum_core;
 /// The error of the OS randomness source ([`SessionId::random`], [`KeyRing::generate`],
 /// [`generate_secret`]), re-exported so that callers need not depend on `getrandom`.
 pub use getrandom::Error as RandomnessError;
+/// The metrics crate [`SessionLayer::register_metrics`] registers into, at the version it uses.
+pub use prometheus_client;
 
 pub use binding::Binding;
 pub use config::{

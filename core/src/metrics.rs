@@ -1,92 +1,79 @@
-//! Metrics for operators: what the layer did and what went wrong, how long the store took,
-//! rendered in the Prometheus text format by `prometheus-client` (HELP and TYPE lines, one
-//! histogram per store operation).
+//! Metrics for operators: what the layer did and what went wrong, how long the store took.
+//! They register into an app's `prometheus-client` registry ([`SessionMetrics::register`]),
+//! every dimension a label: `cloakroom_requests_total{session="created"}`, one latency
+//! histogram per store operation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-macro_rules! counters {
-    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
-        /// What a [`crate::SessionLayer`] did and what went wrong: monotonic counters (cheap
-        /// to update: relaxed atomics) and a latency histogram per store operation.
-        #[derive(Debug, Default)]
-        pub struct SessionMetrics {
-            $($(#[doc = $doc])* pub $name: AtomicU64,)*
-            /// Time each store operation took, as the layer saw it.
-            pub store_latency: StoreLatency,
-        }
-
-        /// Every counter: Prometheus name (without `cloakroom_` and `_total`), help, value.
-        fn counter_values(m: &SessionMetrics) -> Vec<(&'static str, &'static str, u64)> {
-            vec![$((
-                stringify!($name),
-                concat!($($doc, " "),*),
-                m.$name.load(Ordering::Relaxed),
-            ),)*]
-        }
-    };
-}
-
-counters! {
+/// What a [`crate::SessionLayer`] did and what went wrong: monotonic counters (cheap to
+/// update: relaxed atomics) and a latency histogram per store operation.
+#[derive(Debug, Default)]
+pub struct SessionMetrics {
     /// Sessions loaded from the store.
-    loads,
+    pub loads: AtomicU64,
     /// Sessions created.
-    creates,
+    pub creates: AtomicU64,
     /// New sessions refused because too many were being created at once (a flood).
-    creates_refused,
+    pub creates_refused: AtomicU64,
     /// Conditional writes applied.
-    applies,
+    pub applies: AtomicU64,
     /// Session IDs cycled.
-    cycles,
+    pub cycles: AtomicU64,
     /// Sessions destroyed.
-    destroys,
+    pub destroys: AtomicU64,
     /// Idle deadlines slid forward.
-    refreshes,
+    pub refreshes: AtomicU64,
     /// Cookies refused: forged, malformed, or signed by an unknown key.
-    rejected_cookies,
+    pub rejected_cookies: AtomicU64,
     /// Validly signed cookies whose session had expired or was unknown to the store.
-    expired_seen,
+    pub expired_seen: AtomicU64,
     /// Requests refused with `429` because their client kept sending invalid cookies.
-    guessing_throttled,
+    pub guessing_throttled: AtomicU64,
     /// Unsafe cross-site requests refused by the CSRF guard.
-    csrf_rejections,
+    pub csrf_rejections: AtomicU64,
     /// Requests whose client properties differed from those the session is bound to.
-    binding_mismatches,
+    pub binding_mismatches: AtomicU64,
     /// Writes refused because the session had ended (a would-be resurrection).
-    writes_to_ended_sessions,
+    pub writes_to_ended_sessions: AtomicU64,
     /// Store calls that failed.
-    store_errors,
+    pub store_errors: AtomicU64,
     /// Store calls that timed out.
-    store_timeouts,
+    pub store_timeouts: AtomicU64,
     /// Store calls not attempted because the circuit breaker was open.
-    circuit_rejections,
+    pub circuit_rejections: AtomicU64,
     /// Requests served a read-only session from a fallback ticket while the store was down.
-    degraded_requests,
+    pub degraded_requests: AtomicU64,
     /// Fallback tickets issued (or re-issued) while the store answered.
-    tickets_issued,
+    pub tickets_issued: AtomicU64,
     /// Fallback tickets refused: past their lifetime.
-    tickets_refused_expired,
+    pub tickets_refused_expired: AtomicU64,
     /// Fallback tickets refused: not sealed by a key of the ring (tampered, forged, retired).
-    tickets_refused_forged,
+    pub tickets_refused_forged: AtomicU64,
     /// Fallback tickets refused: for another session, or one that ended.
-    tickets_refused_stale,
+    pub tickets_refused_stale: AtomicU64,
     /// Requests that did not use a session (or had none).
-    requests_none,
+    pub requests_none: AtomicU64,
     /// Requests that used an existing session.
-    requests_loaded,
+    pub requests_loaded: AtomicU64,
     /// Requests that created a session.
-    requests_created,
+    pub requests_created: AtomicU64,
     /// Requests that gave their session a new ID (login, privilege change, renewal).
-    requests_cycled,
+    pub requests_cycled: AtomicU64,
     /// Requests that ended their session (logout).
-    requests_destroyed,
+    pub requests_destroyed: AtomicU64,
     /// Logins: a session given a user.
-    logins,
+    pub logins: AtomicU64,
+    /// Time each store operation took, as the layer saw it.
+    pub store_latency: StoreLatency,
 }
 
 /// The store operations timed, in the order of [`StoreLatency`]'s histograms.
@@ -205,84 +192,153 @@ impl Gauges {
 /// One operation's histogram at scrape time: name, sum in seconds, count, cumulative buckets.
 type HistogramSnapshot = (&'static str, f64, u64, Vec<(f64, u64)>);
 
-/// A snapshot of the metrics, encoded at scrape time.
-#[derive(Debug)]
-struct Snapshot {
-    counters: Vec<(&'static str, &'static str, u64)>,
-    latency: Vec<HistogramSnapshot>,
-    gauges: Gauges,
+/// One labelled counter family: its name (without `cloakroom_` and `_total`), help, label
+/// key, and each label value's counter.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    values: Values,
 }
 
-impl Collector for Snapshot {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for (name, help, value) in &self.counters {
-            let metric = prometheus_client::metrics::counter::ConstCounter::new(*value);
-            let e = encoder.encode_descriptor(name, help.trim(), None, metric.metric_type())?;
-            metric.encode(e)?;
+/// A family's value: one, or one per value of its label.
+enum Values {
+    One(u64),
+    Labelled(&'static str, Vec<(&'static str, u64)>),
+}
+
+impl Family {
+    fn single(name: &'static str, help: &'static str, counter: &AtomicU64) -> Self {
+        Self {
+            name,
+            help,
+            values: Values::One(counter.load(Ordering::Relaxed)),
         }
-        let mut e = encoder.encode_descriptor(
-            "store_latency_seconds",
-            "Time each store operation took, as the session layer saw it.",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (op, sum, count, buckets) in &self.latency {
-            let labels = [("operation", *op)];
-            e.encode_family(&labels)?
-                .encode_histogram::<Vec<(String, String)>>(*sum, *count, buckets, None)?;
+    }
+
+    fn labelled(
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        members: &[(&'static str, &AtomicU64)],
+    ) -> Self {
+        let members = members
+            .iter()
+            .map(|(value, c)| (*value, c.load(Ordering::Relaxed)))
+            .collect();
+        Self {
+            name,
+            help,
+            values: Values::Labelled(label, members),
         }
-        let mut gauge = |name: &str, help: &str, value: i64| {
-            let metric = prometheus_client::metrics::gauge::ConstGauge::new(value);
-            let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
-            metric.encode(e)
-        };
-        if let Some(open) = self.gauges.breaker_open {
-            gauge(
-                "breaker_open",
-                "1 while the circuit breaker is open (store calls fail at once).",
-                i64::from(open),
-            )?;
-        }
-        if let Some(n) = self.gauges.live_sessions {
-            gauge(
-                "live_sessions",
-                "Live sessions in the store.",
-                i64::try_from(n).unwrap_or(i64::MAX),
-            )?;
-        }
-        if let Some((hits, misses)) = self.gauges.cache {
-            for (name, help, v) in [
-                (
-                    "read_cache_hits",
-                    "Session reads served from the read cache.",
-                    hits,
-                ),
-                (
-                    "read_cache_misses",
-                    "Session reads the read cache sent to the store.",
-                    misses,
-                ),
-            ] {
-                let metric = prometheus_client::metrics::counter::ConstCounter::new(v);
-                let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
-                metric.encode(e)?;
-            }
-        }
-        Ok(())
     }
 }
 
 impl SessionMetrics {
-    /// Every metric in the Prometheus text exposition format (names prefixed `cloakroom_`).
-    #[must_use]
-    pub fn render_prometheus(&self) -> String {
-        self.render_prometheus_with(Gauges::default())
+    /// Every counter as a family: one dimension (what a request did to its session, why a
+    /// ticket was refused, how a store call failed) is a label, never a name.
+    fn families(&self) -> Vec<Family> {
+        let m = self;
+        vec![
+            Family::labelled(
+                "requests",
+                "Requests by what they did to their session.",
+                "session",
+                &[
+                    ("none", &m.requests_none),
+                    ("loaded", &m.requests_loaded),
+                    ("created", &m.requests_created),
+                    ("cycled", &m.requests_cycled),
+                    ("destroyed", &m.requests_destroyed),
+                ],
+            ),
+            Family::labelled(
+                "session_operations",
+                "Session operations the layer completed in the store.",
+                "operation",
+                &[
+                    ("load", &m.loads),
+                    ("create", &m.creates),
+                    ("apply", &m.applies),
+                    ("cycle", &m.cycles),
+                    ("destroy", &m.destroys),
+                    ("refresh", &m.refreshes),
+                ],
+            ),
+            Family::single("logins", "Logins: a session given a user.", &m.logins),
+            Family::labelled(
+                "store_failures",
+                "Store calls that failed, timed out, or were not attempted because the circuit \
+                 breaker was open.",
+                "kind",
+                &[
+                    ("error", &m.store_errors),
+                    ("timeout", &m.store_timeouts),
+                    ("circuit_open", &m.circuit_rejections),
+                ],
+            ),
+            Family::single(
+                "creates_refused",
+                "New sessions refused because too many were being created at once (a flood).",
+                &m.creates_refused,
+            ),
+            Family::single(
+                "rejected_cookies",
+                "Cookies refused: forged, malformed, or signed by an unknown key.",
+                &m.rejected_cookies,
+            ),
+            Family::single(
+                "expired_seen",
+                "Validly signed cookies whose session had expired or was unknown to the store.",
+                &m.expired_seen,
+            ),
+            Family::single(
+                "guessing_throttled",
+                "Requests refused with 429 because their client kept sending invalid cookies.",
+                &m.guessing_throttled,
+            ),
+            Family::single(
+                "csrf_rejections",
+                "Unsafe cross-site requests refused by the CSRF guard.",
+                &m.csrf_rejections,
+            ),
+            Family::single(
+                "binding_mismatches",
+                "Requests whose client properties differed from those the session is bound to.",
+                &m.binding_mismatches,
+            ),
+            Family::single(
+                "writes_to_ended_sessions",
+                "Writes refused because the session had ended (a would-be resurrection).",
+                &m.writes_to_ended_sessions,
+            ),
+            Family::single(
+                "degraded_requests",
+                "Requests served a read-only session from a fallback ticket while the store was \
+                 down.",
+                &m.degraded_requests,
+            ),
+            Family::single(
+                "tickets_issued",
+                "Fallback tickets issued (or re-issued) while the store answered.",
+                &m.tickets_issued,
+            ),
+            Family::labelled(
+                "tickets_refused",
+                "Fallback tickets refused: past their lifetime, not sealed by a key of the \
+                 ring, or for another session or one that ended.",
+                "reason",
+                &[
+                    ("expired", &m.tickets_refused_expired),
+                    ("forged", &m.tickets_refused_forged),
+                    ("stale", &m.tickets_refused_stale),
+                ],
+            ),
+        ]
     }
 
-    /// As [`SessionMetrics::render_prometheus`], with point-in-time `gauges`.
-    #[must_use]
-    pub fn render_prometheus_with(&self, gauges: Gauges) -> String {
-        let latency = STORE_OPERATIONS
+    /// Each operation's histogram now.
+    fn latency(&self) -> Vec<HistogramSnapshot> {
+        STORE_OPERATIONS
             .iter()
             .zip(&self.store_latency.ops)
             .map(|(op, h)| {
@@ -299,16 +355,129 @@ impl SessionMetrics {
                 let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
                 (*op, sum, h.count.load(Ordering::Relaxed), buckets)
             })
-            .collect();
-        let mut registry = Registry::with_prefix("cloakroom");
-        registry.register_collector(Box::new(Snapshot {
-            counters: counter_values(self),
-            latency,
-            gauges,
-        }));
+            .collect()
+    }
+
+    /// Registers every metric into `registry` under the prefix `cloakroom`, so that an app
+    /// exposes them beside its own (one exposition, one `# EOF`). The values are read at each
+    /// scrape; `gauges` is asked then for the point-in-time figures it knows.
+    /// [`crate::SessionLayer::register_metrics`] adds the breaker state for you.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cloakroom::prometheus_client::{metrics::counter::Counter, registry::Registry};
+    /// use cloakroom::{Gauges, SessionMetrics};
+    ///
+    /// let mut registry = Registry::default();
+    /// let orders: Counter = Counter::default();
+    /// registry.register("orders", "Orders placed.", orders.clone());
+    /// let metrics = Arc::new(SessionMetrics::default());
+    /// metrics.clone().register(&mut registry, Gauges::new);
+    ///
+    /// let mut text = String::new();
+    /// cloakroom::prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    /// assert!(text.contains("orders_total 0"));
+    /// assert!(text.contains("cloakroom_requests_total{session=\"created\"} 0"));
+    /// assert_eq!(text.matches("# EOF").count(), 1);
+    /// ```
+    pub fn register(
+        self: Arc<Self>,
+        registry: &mut Registry,
+        gauges: impl Fn() -> Gauges + Send + Sync + 'static,
+    ) {
+        registry
+            .sub_registry_with_prefix("cloakroom")
+            .register_collector(Box::new(Scrape {
+                metrics: self,
+                gauges: Box::new(gauges),
+            }));
+    }
+
+    /// Every metric in the Prometheus text exposition format (names prefixed `cloakroom_`),
+    /// on its own; [`SessionMetrics::register`] puts them in an app's registry instead.
+    #[must_use]
+    pub fn render_prometheus(self: &Arc<Self>) -> String {
+        self.render_prometheus_with(Gauges::default())
+    }
+
+    /// As [`SessionMetrics::render_prometheus`], with point-in-time `gauges`.
+    #[must_use]
+    pub fn render_prometheus_with(self: &Arc<Self>, gauges: Gauges) -> String {
+        let mut registry = Registry::default();
+        self.clone().register(&mut registry, move || gauges);
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+}
+
+/// The collector [`SessionMetrics::register`] files: it reads the counters at each scrape.
+struct Scrape {
+    metrics: Arc<SessionMetrics>,
+    gauges: Box<dyn Fn() -> Gauges + Send + Sync>,
+}
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scrape").finish_non_exhaustive()
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in self.metrics.families() {
+            let mut e =
+                encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
+            match family.values {
+                Values::One(n) => ConstCounter::new(n).encode(e)?,
+                Values::Labelled(key, members) => {
+                    for (value, n) in members {
+                        ConstCounter::new(n).encode(e.encode_family(&[(key, value)])?)?;
+                    }
+                }
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "store_latency_seconds",
+            "Time each store operation took, as the session layer saw it.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (op, sum, count, buckets) in self.metrics.latency() {
+            e.encode_family(&[("operation", op)])?
+                .encode_histogram::<Vec<(String, String)>>(sum, count, &buckets, None)?;
+        }
+        let gauges = (self.gauges)();
+        let mut gauge = |name: &str, help: &str, value: i64| {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        };
+        if let Some(open) = gauges.breaker_open {
+            gauge(
+                "breaker_open",
+                "1 while the circuit breaker is open (store calls fail at once).",
+                i64::from(open),
+            )?;
+        }
+        if let Some(n) = gauges.live_sessions {
+            gauge(
+                "live_sessions",
+                "Live sessions in the store.",
+                i64::try_from(n).unwrap_or(i64::MAX),
+            )?;
+        }
+        if let Some((hits, misses)) = gauges.cache {
+            let mut e = encoder.encode_descriptor(
+                "read_cache_requests",
+                "Session reads the read cache served (hit) or sent to the store (miss).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, n) in [("hit", hits), ("miss", misses)] {
+                ConstCounter::new(n).encode(e.encode_family(&[("result", result)])?)?;
+            }
+        }
+        Ok(())
     }
 }
 

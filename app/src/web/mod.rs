@@ -42,6 +42,8 @@ pub struct AppState {
     pub late: Option<Arc<crate::late::Late>>,
     /// The readiness check `/readyz` and `/metrics` share (one store call a second at most).
     pub store_check: Arc<ops::StoreCheck>,
+    /// What `/metrics` shows (built by [`ops::registry`]; an app adds its own metrics here).
+    pub metrics: Arc<cloakroom::prometheus_client::registry::Registry>,
     /// Whether `/metrics` is on the app's own port (development without `METRICS_PORT`).
     pub public_metrics: bool,
 }

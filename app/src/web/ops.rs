@@ -1,5 +1,6 @@
 //! Operational endpoints: liveness, readiness, metrics, and the stylesheet.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -8,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use cloakroom::prometheus_client::{self, registry::Registry};
 use cloakroom::{Gauges, StoreStats};
 
 use super::{AppError, AppState};
@@ -23,6 +25,8 @@ pub async fn healthz() -> &'static str {
 #[derive(Default)]
 pub struct StoreCheck {
     last: tokio::sync::Mutex<Option<(Instant, Result<StoreStats, String>)>>,
+    /// The live sessions of the last answer, for a scrape to read without waiting.
+    sessions: std::sync::Mutex<Option<u64>>,
 }
 
 impl StoreCheck {
@@ -39,8 +43,21 @@ impl StoreCheck {
             }
         }
         let answer = layer.ready().await.map_err(|e| e.to_string());
+        *self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            answer.as_ref().ok().map(|stats| stats.sessions);
         *last = Some((Instant::now(), answer.clone()));
         answer
+    }
+
+    /// The live sessions the last answer counted, if it was an answer.
+    pub fn sessions(&self) -> Option<u64> {
+        *self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -68,24 +85,47 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`: the session layer's counters, store latency histograms, breaker state,
-/// live sessions and read-cache figures, in the Prometheus text format.
+/// The app's metrics registry: the session layer's metrics with the breaker state, live
+/// sessions from the shared store check, and the read cache's figures when there is one.
+pub fn registry(state: &AppState) -> Registry {
+    let mut registry = Registry::default();
+    let check = state.store_check.clone();
+    // Not the state itself: it will hold this registry.
+    let redis = AppState {
+        metrics: Arc::default(),
+        ..state.clone()
+    };
+    state
+        .sessions
+        .register_metrics_with(&mut registry, move || {
+            let mut gauges = Gauges::new();
+            if let Some(n) = check.sessions() {
+                gauges = gauges.with_live_sessions(n);
+            }
+            if let Some((hits, misses)) = redis.redis().and_then(|r| r.read_cache_counts()) {
+                gauges = gauges.with_cache(hits, misses);
+            }
+            gauges
+        });
+    registry
+}
+
+/// `GET /metrics`: the app's registry ([`registry`]) in the OpenMetrics text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let layer = &state.sessions;
-    let mut gauges = Gauges::new().with_breaker_open(layer.breaker_open());
-    // Through the timeout and the breaker: a scrape during an outage answers at once.
-    if let Ok(stats) = state.store_check.get(layer).await {
-        gauges = gauges.with_live_sessions(stats.sessions);
-    }
-    if let Some((hits, misses)) = state.redis().and_then(|r| r.read_cache_counts()) {
-        gauges = gauges.with_cache(hits, misses);
+    // Refreshes the live-session count at most once a second, through the timeout and the
+    // breaker: a scrape during an outage answers at once, without it.
+    let _ = state.store_check.get(&state.sessions).await;
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.metrics) {
+        tracing::error!(error = %e, "cannot encode the metrics");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        layer.metrics().render_prometheus_with(gauges),
+        text,
     )
         .into_response()
 }

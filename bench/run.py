@@ -24,14 +24,23 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS = ["cloakroom", "cloakroom-cached", "tower-sessions", "actix-session", "express-session",
-           "baseline", "cloakroom-memory", "cloakroom-fallback"]
+           "baseline", "actix-baseline", "express-baseline", "cloakroom-memory",
+           "cloakroom-fallback"]
+# Each session library's own framework with no sessions: its session cost per request is its
+# app CPU above that baseline's, plus what Redis spends.
+FRAMEWORK = {"cloakroom": "baseline", "cloakroom-cached": "baseline",
+             "cloakroom-memory": "baseline", "cloakroom-fallback": "baseline",
+             "tower-sessions": "baseline", "actix-session": "actix-baseline",
+             "express-session": "express-baseline"}
+BASELINES = {"baseline", "actix-baseline", "express-baseline"}
 EXPRESS = os.path.join(HERE, "servers", "express-session")
 # name -> (binary, extra environment). cloakroom-memory is the same server on the in-process
 # store: the layer's own cost, without Redis.
 BINARIES = {"cloakroom-memory": ("cloakroom", {"STORE": "memory"}),
             "cloakroom-cached": ("cloakroom", {"READ_CACHE": "1"}),
             # The fallback failure policy: a ticket cookie beside the session cookie.
-            "cloakroom-fallback": ("cloakroom", {"FALLBACK": "1"})}
+            "cloakroom-fallback": ("cloakroom", {"FALLBACK": "1"}),
+            "express-baseline": ("express-session", {"NO_SESSIONS": "1"})}
 # Commands the Cloakroom scripts run inside one EVALSHA (counted by INFO commandstats too).
 INSIDE_SCRIPTS = {"hgetall", "hmget", "hget", "hset", "hdel", "hincrby", "hkeys", "pexpire",
                   "del", "exists", "zremrangebyscore", "zadd", "zrem", "zcard", "pttl",
@@ -260,7 +269,7 @@ def main():
         if not shutil.which(tool):
             raise SystemExit(f"{tool} missing: apt-get install {tool}")
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=HERE, check=True)
-    if "express-session" in opts.only:
+    if "express" in opts.only:
         if not shutil.which("npm"):
             raise SystemExit("node and npm missing (needed for express-session): apt-get install nodejs npm")
         if not os.path.isdir(os.path.join(EXPRESS, "node_modules")):
@@ -294,7 +303,7 @@ def measure(name, redis, opts, first):
     binary, extra = BINARIES.get(name, (name, {}))
     env = dict(os.environ, PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
                RUST_LOG="error", **extra)
-    if name == "express-session":
+    if binary == "express-session":
         command = ["node", os.path.join(EXPRESS, "server.js")]
     else:
         command = [os.path.join(HERE, "target/release", f"bench-{binary}")]
@@ -306,7 +315,7 @@ def measure(name, redis, opts, first):
         if opts.prefill:
             prefill(redis, opts.prefill)
         r = {}
-        cookie = login(port, need_cookie=name != "baseline")
+        cookie = login(port, need_cookie=name not in BASELINES)
         wrk(port, "GET", "/api/profile", cookie, 2, opts.connections)  # warm-up
         for label, method, path in ROUTES:
             before = redis.commandstats()
@@ -317,7 +326,7 @@ def measure(name, redis, opts, first):
             top, every, diff = per_request(before, redis.commandstats(), total)
             r[label] = dict(all=[rps], errors=errors, round_trips=top, commands=every, diff=diff,
                             app_us=[cpu[0]], redis_us=[cpu[1]])
-        if first and name not in ("baseline", "cloakroom-memory", "cloakroom-cached"):
+        if first and name not in BASELINES | {"cloakroom-memory", "cloakroom-cached"}:
             r["kept"], r["ok"] = concurrent_increments(port)
             r["bytes"], r["keys"] = memory_per_session(redis, port, opts.sessions)
             r["outage"] = outage_stall(redis, port)
@@ -325,6 +334,27 @@ def measure(name, redis, opts, first):
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+def session_cost(results):
+    """Each library's session cost per request: app µs above its own framework's no-session
+    baseline (measured in the same run), plus redis-server µs."""
+    rows = [n for n in results if FRAMEWORK.get(n) in results]
+    if not rows:
+        return
+    print("\nSession cost per request: app µs above the library's own framework with no "
+          "sessions (axum: `baseline`, actix-web: `actix-baseline`, Express: "
+          "`express-baseline`), plus redis-server µs (medians):\n")
+    print("| library | framework baseline | read: app + Redis µs | write: app + Redis µs |")
+    print("| --- | --- | --- | --- |")
+    for name in rows:
+        base = results[FRAMEWORK[name]]
+        cells = []
+        for label in ("read", "write"):
+            app = results[name][label]["app"] - base[label]["app"]
+            red = results[name][label]["redis"]
+            cells.append(f"{app:.1f} + {red:.1f} = {app + red:.1f}")
+        print(f"| {name} | {FRAMEWORK[name]} | {cells[0]} | {cells[1]} |")
 
 
 def report(results, opts):
@@ -357,6 +387,7 @@ def report(results, opts):
         rd, wr = r["read"], r["write"]
         print(f"| {name} | {rd['app']:.1f} | {rd['redis']:.1f} | {wr['app']:.1f} "
               f"| {wr['redis']:.1f} |")
+    session_cost(results)
     if "cloakroom-cached" in results and peers:
         cc = results["cloakroom-cached"]
         best_read = max(results[p]["read"]["rps"] for p in peers)

@@ -1,5 +1,6 @@
 // express-session + connect-redis (node-redis), the same three routes as the Rust servers.
-// One process per core (cluster), as Node apps are deployed.
+// One process per core (cluster), as Node apps are deployed. With NO_SESSIONS=1 it is
+// Express's own upper bound: the same handlers over a fresh plain object, no Redis.
 const cluster = require("node:cluster");
 const workers = Number(process.env.WORKERS || 2);
 
@@ -11,19 +12,28 @@ if (cluster.isPrimary) {
   const RedisStore = require("connect-redis").default;
   const { createClient } = require("redis");
 
-  const client = createClient({ url: process.env.REDIS_URL });
-  client.on("error", () => {});
-  client.connect().then(() => {
+  const bare = process.env.NO_SESSIONS === "1";
+  const client = bare ? null : createClient({ url: process.env.REDIS_URL });
+  const ready = bare ? Promise.resolve() : client.connect();
+  if (client) client.on("error", () => {});
+  ready.then(() => {
     const app = express();
-    app.use(
-      session({
-        store: new RedisStore({ client }),
-        secret: "bench-secret-bench-secret-bench-secret-0001",
-        resave: false,
-        saveUninitialized: false,
-        cookie: { secure: false, maxAge: 24 * 3600 * 1000 },
-      })
-    );
+    if (bare) {
+      app.use((req, res, next) => {
+        req.session = { user: "alice", login_time: 1763000000000, regenerate: (cb) => cb() };
+        next();
+      });
+    } else {
+      app.use(
+        session({
+          store: new RedisStore({ client }),
+          secret: "bench-secret-bench-secret-bench-secret-0001",
+          resave: false,
+          saveUninitialized: false,
+          cookie: { secure: false, maxAge: 24 * 3600 * 1000 },
+        })
+      );
+    }
     app.post("/api/login", (req, res, next) => {
       req.session.regenerate((err) => {
         if (err) return next(err);

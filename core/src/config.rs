@@ -134,14 +134,12 @@ pub(crate) struct Fallback {
     pub(crate) fields: Vec<String>,
     pub(crate) base: FailurePolicy,
     pub(crate) keys: crate::ticket::TicketKeys,
+    /// The ticket cookie's name: the session cookie's with `-fb`, so prefixes (`__Host-`)
+    /// carry over. Set by [`SessionConfigBuilder::build`].
+    pub(crate) cookie_name: String,
 }
 
 impl Fallback {
-    /// The ticket cookie's name: the session cookie's, so prefixes (`__Host-`) carry over.
-    pub(crate) fn cookie_name(session_cookie: &str) -> String {
-        format!("{session_cookie}-fb")
-    }
-
     /// A ticket is re-issued when the one presented is older than this.
     pub(crate) fn refresh_interval(&self) -> Duration {
         self.lifetime / 5
@@ -228,6 +226,7 @@ impl SessionConfig {
                     fields: Vec::new(),
                     base: FailurePolicy::FailClosed,
                     keys: crate::ticket::TicketKeys::new(&keys),
+                    cookie_name: String::new(),
                 },
                 keys,
             },
@@ -489,6 +488,7 @@ impl SessionConfigBuilder {
             }
             .into();
         }
+        c.fallback.cookie_name = format!("{}-fb", c.cookie_name);
         let name_ok = !c.cookie_name.is_empty()
             && c.cookie_name
                 .bytes()
@@ -557,7 +557,7 @@ impl SessionConfigBuilder {
         if c.fallback
             .fields
             .iter()
-            .any(|f| f.is_empty() || f.starts_with(crate::session::RESERVED_PREFIX))
+            .any(|f| f.is_empty() || f.starts_with(crate::names::RESERVED_PREFIX))
         {
             return Err(ConfigError::Fallback(
                 "fallback fields are session keys: not empty, not starting with `__`",

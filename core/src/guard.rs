@@ -1,13 +1,20 @@
 //! Every store call goes through here: a timeout, a circuit breaker, and the error counters.
+//! [`Guarded`] is itself a [`SessionStore`] wrapping the app's (timed) store, so the session
+//! calls `store.load(…)` and gets the guard with it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+
+use crate::id::SessionKey;
 use crate::metrics::{bump, SessionMetrics};
-use crate::record::now_millis;
-use crate::store::{SessionStore, StoreError};
+use crate::record::{
+    now_millis, Applied, Changes, Destroyed, Loaded, Millis, Record, Refresh, UserSession,
+};
+use crate::store::{SessionStore, StoreError, StoreStats};
 
 /// Opens after `threshold` consecutive outages; while open, calls fail at once instead of
 /// each waiting for the timeout. After `cooldown` one probe goes through: success closes it.
@@ -72,7 +79,7 @@ impl Breaker {
 
 /// A store behind a timeout and a breaker.
 pub(crate) struct Guarded {
-    pub(crate) store: Arc<dyn SessionStore>,
+    store: Arc<dyn SessionStore>,
     pub(crate) metrics: Arc<SessionMetrics>,
     timeout: Duration,
     breaker: Breaker,
@@ -130,11 +137,79 @@ impl Guarded {
         result
     }
 
+    /// The store inside, timed but not guarded (for operator tools).
+    pub(crate) fn inner(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
     /// Whether the breaker currently refuses calls (for readiness probes).
     pub(crate) fn is_open(&self) -> bool {
         self.breaker.threshold > 0
             && self.breaker.failures.load(Ordering::Acquire) >= self.breaker.threshold
             && now_millis() < self.breaker.open_until.load(Ordering::Acquire)
+    }
+}
+
+#[async_trait]
+impl SessionStore for Guarded {
+    async fn load(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<Refresh>,
+    ) -> Result<Option<Loaded>, StoreError> {
+        self.call(self.store.load(key, now, refresh)).await
+    }
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<(), StoreError> {
+        self.call(self.store.create(key, record)).await
+    }
+    async fn apply(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+    ) -> Result<Applied, StoreError> {
+        self.call(self.store.apply(key, changes, now)).await
+    }
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+        grace_until: Millis,
+    ) -> Result<Applied, StoreError> {
+        self.call(self.store.cycle(old, new, changes, now, grace_until))
+            .await
+    }
+    async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
+        self.call(self.store.destroy(key)).await
+    }
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
+        self.call(self.store.list_user(user, now)).await
+    }
+    async fn destroy_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        self.call(self.store.destroy_user(user, keep, now)).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.call(self.store.stats()).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(self.store.ping()).await
+    }
+    fn cached(&self, key: &SessionKey) -> Option<Record> {
+        self.store.cached(key)
+    }
+    fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
+        self.store.can_cycle_to(old, new)
+    }
+    fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
+        self.store.ended_recently(key, issued)
     }
 }
 

@@ -129,6 +129,7 @@ mod layer;
 mod memory;
 mod metrics;
 mod record;
+pub mod names;
 mod session;
 mod store;
 #[cfg(feature = "test-suite")]

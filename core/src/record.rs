@@ -293,12 +293,7 @@ impl Refresh {
     }
 }
 
-/// The reserved field in which a session with its own expiry keeps its idle timeout, its
-/// refresh interval and whether its cookie persists: a JSON array `[idle ms, every ms,
-/// persistent]`. A field, not a column, so that every store keeps it without a change of
-/// layout; [`Refresh::window`] reads it, so every store slides such a session by its own
-/// timeout.
-pub const EXPIRY_FIELD: &str = "__expiry";
+pub use crate::names::EXPIRY_FIELD;
 
 /// A session's own expiry, as [`EXPIRY_FIELD`] holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

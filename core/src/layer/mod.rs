@@ -1,4 +1,5 @@
-//! The tower `Layer` and `Service` that give every request a [`Session`] and commit it.
+//! The tower `Layer` and `Service` that give every request a [`Session`] and commit it;
+//! `shared` holds what the layer shares with its sessions.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,19 +13,22 @@ use tower_service::Service;
 use tracing::Instrument as _;
 
 use crate::config::SessionConfig;
-use crate::config::{FailurePolicy, Fallback};
 use crate::cookie;
 use crate::error::{error_response, wants_html, ErrorMarker};
 use crate::guard::Guarded;
 use crate::guessing::Detector;
 use crate::metrics::SessionMetrics;
-use crate::session::{Committed, CookieOut, Presented, Session, Shared, TicketOut};
-use crate::ticket::Ended;
+use crate::session::state::{Committed, CookieOut, TicketOut};
+use crate::session::Session;
+use crate::store::{SessionStore, StoreError, StoreStats};
+use crate::ticket::{Ended, TicketCookie};
+
+mod shared;
+pub(crate) use shared::{Presented, Shared};
 
 /// Sessions and users remembered as ended, for refusing their fallback tickets (about 100
 /// bytes each); past this, the oldest are evicted and tickets issued before them refused.
 const ENDED_CAPACITY: usize = 100_000;
-use crate::store::{SessionStore, StoreError, StoreStats};
 
 /// Adds sessions to an axum/tower service. Clone it freely: clones share the store, the
 /// configuration and the metrics.
@@ -148,7 +152,7 @@ impl SessionLayer {
     /// The store, unguarded (for operator tools).
     #[must_use]
     pub fn store(&self) -> Arc<dyn SessionStore> {
-        self.shared.store.store.clone()
+        self.shared.store.inner().clone()
     }
 
     /// Runs `call` (a call to data the app keeps beside its sessions, in the same backend)
@@ -173,7 +177,7 @@ impl SessionLayer {
             return Err(StoreError::CircuitOpen);
         }
         let store = &self.shared.store;
-        store.call(store.store.stats()).await
+        store.stats().await
     }
 
     /// The session a request would get, without running a service (for tests and tools).
@@ -181,9 +185,12 @@ impl SessionLayer {
     pub fn session_for(&self, headers: &http::HeaderMap) -> Session {
         match self.arrive(headers, None) {
             Arrival::Session(session) => session,
-            Arrival::Throttled => {
-                Session::new(self.shared.clone(), Presented::Nothing, None, Vec::new())
-            }
+            Arrival::Throttled => Session::new(
+                self.shared.clone(),
+                Presented::Nothing,
+                None,
+                TicketCookie::default(),
+            ),
         }
     }
 
@@ -206,13 +213,8 @@ impl SessionLayer {
         } else {
             Presented::Unverified(found, client)
         };
-        // Kept unparsed (a reference count each): the ticket is read only if needed.
-        let tickets = if config.failure_policy == FailurePolicy::Fallback {
-            headers.get_all(header::COOKIE).iter().cloned().collect()
-        } else {
-            Vec::new()
-        };
-        Arrival::Session(Session::new(self.shared.clone(), presented, bound, tickets))
+        let ticket = TicketCookie::from_request(headers, config);
+        Arrival::Session(Session::new(self.shared.clone(), presented, bound, ticket))
     }
 }
 
@@ -336,29 +338,19 @@ async fn finish(
         ticket,
         cookie: action,
         value,
+        max_age,
         touched,
     } = committed;
+    let config = &shared.config;
     let cookie = match (action, value) {
-        (CookieOut::Set, Some(value)) => {
-            let max_age = session.cookie_max_age().await;
-            Some(cookie::set(&shared.config, &value, max_age))
-        }
-        (CookieOut::Remove, _) => Some(cookie::removal(&shared.config)),
+        (CookieOut::Set, Some(value)) => Some(cookie::set(config, &value, max_age)),
+        (CookieOut::Remove, _) => Some(cookie::removal(config)),
         _ => None,
     };
-    let config = &shared.config;
     let ticket = match ticket {
         TicketOut::Keep => None,
-        TicketOut::Set(value) => Some(cookie::set_named(
-            config,
-            &Fallback::cookie_name(&config.cookie_name),
-            &value,
-            Some(config.fallback.lifetime),
-        )),
-        TicketOut::Remove => Some(cookie::removal_named(
-            config,
-            &Fallback::cookie_name(&config.cookie_name),
-        )),
+        TicketOut::Set(value) => Some(TicketCookie::issue(config, &value)),
+        TicketOut::Remove => Some(TicketCookie::remove(config)),
     };
     let headers = response.headers_mut();
     if let Some(cookie) = &cookie {

@@ -128,8 +128,8 @@ mod keyring;
 mod layer;
 mod memory;
 mod metrics;
-mod record;
 pub mod names;
+mod record;
 mod session;
 mod store;
 #[cfg(feature = "test-suite")]
@@ -165,7 +165,7 @@ pub use record::{
     UserSession, COUNTER_LIMIT, EXPIRY_FIELD,
 };
 pub use session::{Flash, FlashLevel, Session, SessionInfo};
-pub use store::{Limit, SessionStore, StoreError, StoreStats};
+pub use store::{sessions_to_end, Limit, SessionStore, StoreError, StoreStats};
 pub use ticket::FALLBACK_FIELDS_MAX_BYTES;
 
 /// The default most sessions one user may have at once

@@ -261,13 +261,8 @@ impl SessionStore for MemoryStore {
         now: Millis,
     ) -> Result<u64, StoreError> {
         let listed = self.list_user(user, now).await?;
-        // Listed first, resolved second: a renewal of `keep` that the listing saw is spared.
         let spared = keep.and_then(|k| self.state().resolve(k, now));
-        let keys: Vec<SessionKey> = listed
-            .into_iter()
-            .map(|s| s.key)
-            .filter(|k| Some(k) != keep && Some(*k) != spared)
-            .collect();
+        let keys = crate::store::sessions_to_end(listed, keep, spared);
         for key in &keys {
             let _ = self.destroy(key).await?;
         }

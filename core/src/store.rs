@@ -99,6 +99,23 @@ pub struct StoreStats {
     pub bytes: Option<u64>,
 }
 
+/// The sessions a [`SessionStore::destroy_user`] built on [`SessionStore::list_user`] ends:
+/// every listed one but `keep` and `spared`, the session `keep` reaches when a renewal made
+/// it an alias. List first and resolve `keep` second: a renewal of `keep` that the listing saw
+/// is the caller's own session; one after it is not in the listing.
+#[must_use]
+pub fn sessions_to_end(
+    listed: Vec<UserSession>,
+    keep: Option<&SessionKey>,
+    spared: Option<SessionKey>,
+) -> Vec<SessionKey> {
+    listed
+        .into_iter()
+        .map(|s| s.key)
+        .filter(|k| Some(k) != keep && Some(*k) != spared)
+        .collect()
+}
+
 /// A session store. Every method is one logical, atomic operation.
 ///
 /// `now` is always passed in, so that deadlines are judged by one clock (the app's) and the

@@ -2,11 +2,9 @@
 //! outages and restarts, transactions dropped mid-way, the expiry purge, shared databases.
 
 use std::future::Future as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use cloakroom::testing::{DynStore, Hook};
+use cloakroom::testing::Kept;
 use cloakroom::{
     now_millis, Applied, Changes, Record, SessionId, SessionKey, SessionStore, StoreError,
 };
@@ -14,20 +12,7 @@ use cloakroom_postgres::{PostgresConfig, PostgresError, PostgresStore};
 use cloakroom_testkit::postgres::PostgresServer;
 
 /// A store on its own fresh server, which lives as long as the store.
-struct OnPostgres {
-    store: DynStore,
-    _server: PostgresServer,
-}
-
-#[async_trait]
-impl Hook for OnPostgres {
-    fn inner(&self) -> &DynStore {
-        &self.store
-    }
-    async fn before(&self, _op: &'static str) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+type OnPostgres = Kept<PostgresStore, PostgresServer>;
 
 async fn server() -> PostgresServer {
     PostgresServer::start()
@@ -43,10 +28,7 @@ async fn connect(server: &PostgresServer) -> PostgresStore {
 
 async fn make_store() -> OnPostgres {
     let server = server().await;
-    OnPostgres {
-        store: Arc::new(connect(&server).await),
-        _server: server,
-    }
+    Kept::new(connect(&server).await, server)
 }
 
 cloakroom::store_suite!(make_store);

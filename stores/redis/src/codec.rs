@@ -9,9 +9,11 @@ use redis::Value;
 /// `created|idle|absolute|version`, then `|user` when there is one (last, so a user may
 /// contain `|`); the two deadlines are offsets from `created`. The scripts read and write the same format (`meta` and `packed` in
 /// `lua/prelude.lua`).
-const META: &str = "__m";
-const ALIAS: &str = "__to";
-const GRACE: &str = "__g";
+pub(crate) const META: &str = "__m";
+/// On an old ID: the key it is an alias of.
+pub(crate) const ALIAS: &str = "__to";
+/// On an old ID: until when the alias may read.
+pub(crate) const GRACE: &str = "__g";
 /// On a renewed session: the alias that still reaches it (see `lua/cycle.lua`).
 const FROM: &str = "__from";
 

@@ -41,6 +41,12 @@ use std::collections::BTreeMap;
 use cloakroom::{Applied, Changes, Millis, Record, SessionKey, StoreError, COUNTER_LIMIT};
 use redis::Value;
 
+use crate::cache::{ForgetUnlessDone, Patch};
+use crate::codec;
+use crate::store::RedisStore;
+use crate::transport::Resend;
+use redis::{ErrorKind, ServerErrorKind};
+
 /// How long a stub lives: long enough for any write racing a logout to land in it, short
 /// enough to cost nothing.
 pub(crate) const STUB_TTL_MS: u64 = 60_000;
@@ -87,9 +93,9 @@ pub(crate) fn transaction(name: &str, changes: &Changes) -> redis::Pipeline {
     }
     pipe.cmd("HMGET")
         .arg(name)
-        .arg("__m")
-        .arg("__to")
-        .arg("__g");
+        .arg(codec::META)
+        .arg(codec::ALIAS)
+        .arg(codec::GRACE);
     pipe.cmd("PEXPIRE").arg(name).arg(STUB_TTL_MS).arg("NX");
     pipe
 }
@@ -192,6 +198,84 @@ pub(crate) fn apply_to_cached(record: &mut Record, changes: &Changes) {
 pub(crate) fn alive(meta: &str, now: Millis) -> bool {
     let mut record = Record::new(0, 0, 0);
     crate::codec::unpack_meta(meta, &mut record).is_ok() && record.is_alive(now)
+}
+
+impl RedisStore {
+    /// A simple change as one `MULTI … EXEC` (see `fast.rs` for why it keeps the guarantees).
+    pub(crate) async fn apply_without_script(
+        &self,
+        key: &SessionKey,
+        changes: &Changes,
+        now: Millis,
+    ) -> Result<Applied, StoreError> {
+        let pipe = transaction(&self.keys.session(key), changes);
+        // With the read cache, the write goes on the tracking connection (NOLOOP) and its
+        // effect is applied to the cached record: a stream of writes keeps the record cached,
+        // and so keeps taking this path, instead of dropping it at every write.
+        let outcome = match self.cache.as_ref().filter(|c| c.state.is_tracking()) {
+            Some(cache) => {
+                let ticket = cache.state.ticket();
+                let guard = ForgetUnlessDone::new(&cache.state, *key);
+                let replies: Result<Vec<Value>, _> = Resend::for_changes(changes)
+                    .send(&cache.conn, |mut conn| {
+                        let pipe = &pipe;
+                        async move { pipe.query_async(&mut conn).await }
+                    })
+                    .await;
+                let outcome = replies
+                    .map_err(|e| self.failed(e))
+                    .map(|r| outcome(r, changes, now, *key));
+                match &outcome {
+                    Ok(Outcome::Applied(Applied::Done { .. })) => {
+                        let fields = |record: &mut Record| apply_to_cached(record, changes);
+                        let patch = match changes.increments.iter().next() {
+                            Some((field, by)) => Patch::Step(field, *by),
+                            None => Patch::Fields(&fields),
+                        };
+                        cache.state.patch(key, ticket, patch);
+                    }
+                    _ => cache.state.invalidate(key),
+                }
+                guard.disarm();
+                outcome?
+            }
+            None => {
+                let replies: Result<Vec<Value>, redis::RedisError> = self
+                    .writing(
+                        &[*key],
+                        Resend::for_changes(changes).send(&self.conn, |mut conn| {
+                            let pipe = &pipe;
+                            async move { pipe.query_async(&mut conn).await }
+                        }),
+                    )
+                    .await;
+                match replies {
+                    // A transaction refused whole ran nothing. On a cluster that is a slot
+                    // on the move (redis-rs follows ASK for a command, not a transaction):
+                    // the script, one command, makes the same change and is redirected.
+                    Err(e)
+                        if self.keys.is_cluster()
+                            && e.kind() == ErrorKind::Server(ServerErrorKind::ExecAbort) =>
+                    {
+                        return self.apply_with_script(key, changes, now).await;
+                    }
+                    replies => outcome(replies.map_err(|e| self.failed(e))?, changes, now, *key),
+                }
+            }
+        };
+        match outcome {
+            Outcome::Applied(applied) => Ok(applied),
+            Outcome::Failed(error) => Err(error),
+            Outcome::Overflowed { field, by } => {
+                // Past the range every store keeps: take the step back (a second round trip,
+                // only here) and refuse it, as the script and the other stores do.
+                let mut undo = redis::cmd("HINCRBY");
+                undo.arg(self.keys.session(key)).arg(&field).arg(-by);
+                self.writing(&[*key], self.one_once(undo)).await?;
+                Err(StoreError::NotAnInteger(field))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -36,11 +36,15 @@ mod connection;
 mod error;
 mod fast;
 mod feed;
+mod figures;
+mod index;
 mod keys;
 mod link;
+mod protocol;
 mod report;
 mod scripts;
 mod store;
+mod transport;
 
 /// The client crate, re-exported: [`RedisError`]'s sources are its errors, and
 /// [`RedisConnection`] runs its commands.

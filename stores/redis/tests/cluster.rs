@@ -3,33 +3,15 @@
 //! load. Real processes on loopback; every wait is bounded.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use cloakroom::testing::{DynStore, Hook};
-use cloakroom::{
-    now_millis, Applied, Changes, Record, SessionId, SessionKey, SessionStore, StoreError,
-};
+use cloakroom::testing::Kept;
+use cloakroom::{now_millis, Applied, Changes, Record, SessionId, SessionKey, SessionStore};
 use cloakroom_redis::{RedisConfig, RedisStore};
 use cloakroom_testkit::redis::Cluster;
 
-/// A store on its own fresh cluster (three primaries, no replicas: the suite checks
-/// behaviour, the tests below check failover).
-struct OnCluster {
-    store: DynStore,
-    _cluster: Cluster,
-}
-
-#[async_trait]
-impl Hook for OnCluster {
-    fn inner(&self) -> &DynStore {
-        &self.store
-    }
-    async fn before(&self, _op: &'static str) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+/// A store on its own fresh server, which lives as long as the store.
+type OnCluster = Kept<RedisStore, Cluster>;
 
 async fn cluster(masters: usize, replicas: usize) -> Cluster {
     Cluster::start(masters, replicas)
@@ -54,10 +36,7 @@ async fn make_store() -> OnCluster {
         store.connection().is_cluster(),
         "a cluster node is detected"
     );
-    OnCluster {
-        store: Arc::new(store),
-        _cluster: cluster,
-    }
+    Kept::new(store, cluster)
 }
 
 cloakroom::store_suite!(make_store);

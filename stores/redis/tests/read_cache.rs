@@ -5,26 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use cloakroom::testing::{DynStore, Hook};
-use cloakroom::{now_millis, Changes, Record, SessionId, SessionKey, SessionStore, StoreError};
+use cloakroom::testing::{DynStore, Kept};
+use cloakroom::{now_millis, Changes, Record, SessionId, SessionKey, SessionStore};
 use cloakroom_redis::{RedisConfig, RedisStore};
 use cloakroom_testkit::redis::{Options, RedisServer};
 
-struct Cached {
-    store: DynStore,
-    _server: RedisServer,
-}
-
-#[async_trait]
-impl Hook for Cached {
-    fn inner(&self) -> &DynStore {
-        &self.store
-    }
-    async fn before(&self, _op: &'static str) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+/// A store on its own fresh server, which lives as long as the store.
+type Cached = Kept<RedisStore, RedisServer>;
 
 async fn server(persist: bool) -> RedisServer {
     RedisServer::start_with(Options {
@@ -45,10 +32,7 @@ async fn cached(server: &RedisServer) -> RedisStore {
 
 async fn make_store() -> Cached {
     let server = server(false).await;
-    Cached {
-        store: Arc::new(cached(&server).await),
-        _server: server,
-    }
+    Kept::new(cached(&server).await, server)
 }
 
 // Every guarantee of the contract holds with the cache on.

@@ -2,11 +2,9 @@
 //! ACL users, outages and restarts, forgotten scripts, and the commands each request costs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use cloakroom::testing::{DynStore, Hook};
+use cloakroom::testing::Kept;
 use cloakroom::{
     now_millis, Applied, Changes, Record, SessionId, SessionKey, SessionStore, StoreError,
 };
@@ -14,20 +12,7 @@ use cloakroom_redis::{RedisConfig, RedisError, RedisStore};
 use cloakroom_testkit::redis::{Options, RedisServer, Tls};
 
 /// A store on its own fresh server, which lives as long as the store.
-struct OnRedis {
-    store: DynStore,
-    _server: RedisServer,
-}
-
-#[async_trait]
-impl Hook for OnRedis {
-    fn inner(&self) -> &DynStore {
-        &self.store
-    }
-    async fn before(&self, _op: &'static str) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+type OnRedis = Kept<RedisStore, RedisServer>;
 
 async fn server(options: Options) -> RedisServer {
     RedisServer::start_with(options)
@@ -43,10 +28,7 @@ async fn connect(server: &RedisServer) -> RedisStore {
 
 async fn make_store() -> OnRedis {
     let server = server(Options::default()).await;
-    OnRedis {
-        store: Arc::new(connect(&server).await),
-        _server: server,
-    }
+    Kept::new(connect(&server).await, server)
 }
 
 cloakroom::store_suite!(make_store);

@@ -3,6 +3,10 @@
 use axum::http::{header, HeaderMap};
 use cloakroom::{now_millis, Expiry, Session, SessionError};
 
+/// The session field holding when the user logged in (shown on the profile; carried by the
+/// fallback ticket, so it is there during a store outage too).
+pub const LOGIN_TIME: &str = "login_time";
+
 /// Longest user name, in characters.
 pub const MAX_USERNAME: usize = 64;
 /// How much of the User-Agent header is kept for "your devices".
@@ -91,9 +95,7 @@ pub async fn log_in(session: &Session, login: &Login) -> Result<(), SessionError
         session.set_expiry(expiry).await?;
     }
     session.insert("user", &login.user).await?;
-    session
-        .insert(crate::web::LOGIN_TIME, rfc3339(now_millis()))
-        .await?;
+    session.insert(LOGIN_TIME, rfc3339(now_millis())).await?;
     session.insert("user_agent", &login.user_agent).await
 }
 

@@ -6,16 +6,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod healthcheck;
 pub mod identity;
-pub mod late;
 pub mod logs;
-pub mod ops_cli;
-pub mod postgres_backend;
-pub mod redis_backend;
+pub mod ops;
 pub mod secret;
 pub mod serve;
 pub mod todos;

@@ -5,7 +5,7 @@
 
 use clap::Parser;
 use cloakroom_app::config::{Cli, Command, ServeArgs};
-use cloakroom_app::{ops_cli, serve};
+use cloakroom_app::{ops, serve};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -27,7 +27,7 @@ fn main() -> std::process::ExitCode {
         };
     }
     if let Some(Command::Check(store)) = &cli.command {
-        return match runtime.block_on(ops_cli::check(store)) {
+        return match runtime.block_on(ops::check(store)) {
             Ok((text, ready)) => {
                 print!("{text}");
                 if ready {
@@ -60,27 +60,27 @@ fn main() -> std::process::ExitCode {
                 watch: Some(every),
                 count,
                 ..
-            }) => ops_cli::watch(&store, every, count)
+            }) => ops::watch(&store, every, count)
                 .await
                 .map(|()| String::new())
                 .map_err(Into::into),
             Some(Command::Stats { store, json, .. }) => {
-                ops_cli::stats(&store, json).await.map_err(Into::into)
+                ops::stats(&store, json).await.map_err(Into::into)
             }
             Some(Command::Sizing {
                 store,
                 sessions,
                 avg_bytes,
-            }) => ops_cli::sizing(&store, sessions, avg_bytes)
+            }) => ops::sizing(&store, sessions, avg_bytes)
                 .await
                 .map_err(Into::into),
             // Handled above: their exit codes say whether the set-up is ready or healthy.
             Some(Command::Check(_) | Command::Healthcheck { .. }) => Ok(String::new()),
             Some(Command::List { store, user }) => {
-                ops_cli::list(&store, &user).await.map_err(Into::into)
+                ops::list(&store, &user).await.map_err(Into::into)
             }
             Some(Command::Revoke { store, user, key }) => {
-                ops_cli::revoke(&store, user.as_deref(), key.as_deref())
+                ops::revoke(&store, user.as_deref(), key.as_deref())
                     .await
                     .map_err(Into::into)
             }

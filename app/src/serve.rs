@@ -6,8 +6,9 @@ use std::sync::Arc;
 use cloakroom::{Binding, ConfigError, GuessingPolicy, SessionConfig, SessionLayer};
 use tokio::net::TcpListener;
 
+use crate::backend::url::{StoreSpec, StoreSpecError};
 use crate::backend::{Backend, BackendError};
-use crate::config::{ServeArgs, StoreSpec, StoreSpecError};
+use crate::config::ServeArgs;
 use crate::secret::{self, SecretError, SecretSource};
 use crate::todos::GuardedTodos;
 use crate::web::{self, AppState};
@@ -105,7 +106,7 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
         .with_store_timeout(args.store_timeout)
         .with_failure_policy(args.failure_policy)
         // What the pages show of a session during an outage, besides the user.
-        .with_fallback_fields([crate::web::LOGIN_TIME])
+        .with_fallback_fields([crate::identity::LOGIN_TIME])
         .with_fallback_lifetime(args.fallback_lifetime)
         .with_guessing_policy(
             GuessingPolicy::default()
@@ -168,8 +169,8 @@ pub async fn run(args: ServeArgs) -> Result<(), StartError> {
     let local = listener.local_addr().unwrap_or(addr);
     // The embedded store's file is this process's alone: operators ask through here.
     if let Some(dir) = &app.backend.data_dir {
-        crate::admin::spawn(
-            crate::admin::socket_path(dir),
+        crate::ops::admin::spawn(
+            crate::ops::admin::socket_path(dir),
             app.sessions.clone(),
             app.backend.embedded().cloned(),
         );
@@ -202,7 +203,7 @@ pub async fn run(args: ServeArgs) -> Result<(), StartError> {
     }
     app.backend.close();
     if let Some(dir) = &app.backend.data_dir {
-        let _ = std::fs::remove_file(crate::admin::socket_path(dir));
+        let _ = std::fs::remove_file(crate::ops::admin::socket_path(dir));
     }
     tracing::info!("stopped; store flushed and closed");
     Ok(())

@@ -11,7 +11,7 @@ use tokio::process::Command;
 mod common;
 
 use common::instances::{
-    answers_503_fast, call, connects_when_its_store_arrives, login, recovers,
+    an_outage_is_fast_and_heals, call, connects_when_its_store_arrives, login,
     serves_without_its_store, share_one_session, start as app,
 };
 
@@ -119,24 +119,13 @@ async fn an_outage_answers_503_fast_and_recovers_without_a_restart() {
         return;
     };
     let (_app, port) = app("SESSION_STORE", &db.url(), &["--store-timeout", "1s"]).await;
-    let cookie = login(port, "bob").await;
-    assert_eq!(
-        call(port, "POST", "/api/visits", Some(&cookie), None)
-            .await
-            .status,
-        200
-    );
-    db.kill().await;
-    answers_503_fast(port, &cookie, 10, Duration::from_secs(3)).await;
-    db.restart().await;
-    recovers(port, &cookie, Duration::from_secs(15)).await;
-    let visits = call(port, "POST", "/api/visits", Some(&cookie), None).await;
-    assert_eq!(
-        visits.json()["visits"],
-        2,
-        "the committed increment survived: {}",
-        visits.body
-    );
+    an_outage_is_fast_and_heals(
+        &mut db,
+        port,
+        Duration::from_secs(3),
+        Duration::from_secs(15),
+    )
+    .await;
 }
 
 /// PostgreSQL not up yet when the app starts: the app serves, says it is not ready, and on

@@ -3,7 +3,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 /// A running `haproxy` balancing HTTP round-robin over loopback backends, with health checks
@@ -57,14 +56,11 @@ impl LoadBalancer {
             .kill_on_drop(true)
             .spawn()
             .expect("start haproxy");
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Some(Self {
-                    port,
-                    _child: child,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        if crate::wait_for_port(port, Duration::from_secs(5)).await {
+            return Some(Self {
+                port,
+                _child: child,
+            });
         }
         panic!("haproxy did not start on port {port}");
     }

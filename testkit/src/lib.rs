@@ -87,3 +87,46 @@ pub fn temp_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create a temp dir");
     dir
 }
+
+/// Waits until `port` on loopback accepts TCP connections, for at most `limit`; whether it
+/// did. Every server the kit starts is waited for here.
+pub async fn wait_for_port(port: u16, limit: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// A server a test can take down and bring back (Redis, PostgreSQL): the outage tests are
+/// written once over it.
+pub trait Outage {
+    /// Kills the server (its data stays on disk).
+    fn kill(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    /// Starts it again on the same port and data.
+    fn restart(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Outage for redis::RedisServer {
+    async fn kill(&mut self) {
+        redis::RedisServer::kill(self).await;
+    }
+    async fn restart(&mut self) {
+        redis::RedisServer::restart(self).await;
+    }
+}
+
+impl Outage for postgres::PostgresServer {
+    async fn kill(&mut self) {
+        postgres::PostgresServer::kill(self).await;
+    }
+    async fn restart(&mut self) {
+        postgres::PostgresServer::restart(self).await;
+    }
+}

@@ -142,11 +142,8 @@ impl RedisServer {
             .kill_on_drop(true);
         self.child = Some(cmd.spawn().expect("start redis-server"));
         // Wait until the port accepts connections (bounded).
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        if crate::wait_for_port(self.port, Duration::from_secs(5)).await {
+            return;
         }
         panic!("redis-server did not start on port {}", self.port);
     }
@@ -364,14 +361,11 @@ impl Sentinel {
             .kill_on_drop(true)
             .spawn()
             .expect("start redis-server --sentinel");
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Some(Self {
-                    port,
-                    _child: child,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        if crate::wait_for_port(port, Duration::from_secs(5)).await {
+            return Some(Self {
+                port,
+                _child: child,
+            });
         }
         panic!("sentinel did not start on port {port}");
     }

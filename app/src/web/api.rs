@@ -73,7 +73,7 @@ pub async fn login(
 /// `GET /api/profile` → `{"user_id":…,"login_time":…}` or 401.
 pub async fn profile(session: Session) -> ApiResult {
     let user = user(&session).await?;
-    let login_time: Option<String> = session.get(super::LOGIN_TIME).await?;
+    let login_time: Option<String> = session.get(identity::LOGIN_TIME).await?;
     let mut body = json!({ "user_id": user, "login_time": login_time });
     if session.is_degraded().await {
         // Served from the fallback ticket while the store is down: read only.
@@ -87,14 +87,14 @@ pub async fn profile(session: Session) -> ApiResult {
 pub async fn logout(session: Session) -> ApiResult {
     session.destroy().await;
     Ok((
-        [(CLEAR_SITE_DATA, "\"cache\", \"cookies\", \"storage\"")],
+        [(
+            super::headers::CLEAR_SITE_DATA,
+            "\"cache\", \"cookies\", \"storage\"",
+        )],
         Json(json!({ "status": "logged out" })),
     )
         .into_response())
 }
-
-/// The `Clear-Site-Data` header (not among `http`'s constants).
-pub const CLEAR_SITE_DATA: &str = "clear-site-data";
 
 /// `POST /api/visits` → `{"visits":N}`, one atomic increment.
 pub async fn visits(session: Session) -> ApiResult {

@@ -7,6 +7,9 @@ use axum::response::Response;
 
 use super::AppState;
 
+/// The `Clear-Site-Data` header (not among `http`'s constants).
+pub const CLEAR_SITE_DATA: &str = "clear-site-data";
+
 /// Scripts, styles, images and forms only from this origin; never framed (clickjacking).
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; \
                    base-uri 'none'; object-src 'none'";

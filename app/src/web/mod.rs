@@ -23,10 +23,6 @@ use crate::todos::{TodoError, TodoStore};
 /// Largest request body accepted (forms and JSON are tiny).
 pub const MAX_BODY: usize = 16 * 1024;
 
-/// The session field holding when the user logged in (shown on the profile; carried by the
-/// fallback ticket, so it is there during a store outage too).
-pub const LOGIN_TIME: &str = "login_time";
-
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -39,7 +35,7 @@ pub struct AppState {
     /// The Redis store, when sessions live there (for the read cache's figures).
     pub redis: Option<cloakroom_redis::RedisStore>,
     /// The store being connected in the background, if it was unreachable at start.
-    pub late: Option<Arc<crate::late::Late>>,
+    pub late: Option<Arc<crate::backend::late::Late>>,
     /// The readiness check `/readyz` and `/metrics` share (one store call a second at most).
     pub store_check: Arc<ops::StoreCheck>,
     /// What `/metrics` shows (built by [`ops::registry`]; an app adds its own metrics here).

@@ -242,7 +242,7 @@ pub async fn logout(session: Session, Form(form): Form<CsrfForm>) -> PageResult 
     session.flash("You have been logged out.").await?;
     // Not "cookies": the goodbye flash lives in the new session this response starts.
     Ok((
-        [(super::api::CLEAR_SITE_DATA, "\"cache\", \"storage\"")],
+        [(super::headers::CLEAR_SITE_DATA, "\"cache\", \"storage\"")],
         Redirect::to("/"),
     )
         .into_response())

@@ -79,6 +79,63 @@ pub async fn answers_503_fast(port: u16, cookie: &str, rounds: usize, limit: Dur
     assert_eq!(ready.status, 503, "readyz reports the outage");
 }
 
+/// The outage test every store passes: an acknowledged increment, then the store killed under
+/// a bounded background load (no request hangs: every answer 200 or 503, the slowest under
+/// 2 s), session routes answering 503 within `fail_within`, the store restarted, recovery
+/// within `heal_within` with no restart of the app, and the increment kept.
+pub async fn an_outage_is_fast_and_heals(
+    server: &mut impl cloakroom_testkit::Outage,
+    port: u16,
+    fail_within: Duration,
+    heal_within: Duration,
+) {
+    use std::time::Instant;
+    let cookie = login(port, "bob").await;
+    let first = call(port, "POST", "/api/visits", Some(&cookie), None).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let load = tokio::spawn({
+        let cookie = cookie.clone();
+        async move {
+            let (mut slowest, mut statuses) = (Duration::ZERO, std::collections::BTreeSet::new());
+            let stop = Instant::now() + Duration::from_secs(8);
+            for _ in 0..400 {
+                let t = Instant::now();
+                let reply = call(port, "GET", "/api/profile", Some(&cookie), None).await;
+                slowest = slowest.max(t.elapsed());
+                statuses.insert(reply.status);
+                if Instant::now() > stop {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (slowest, statuses)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.kill().await;
+    answers_503_fast(port, &cookie, 10, fail_within).await;
+    server.restart().await;
+    recovers(port, &cookie, heal_within).await;
+    let visits = call(port, "POST", "/api/visits", Some(&cookie), None).await;
+    assert_eq!(visits.status, 200, "{}", visits.body);
+    assert_eq!(
+        visits.json()["visits"],
+        2,
+        "the increment acknowledged before the outage was kept: {}",
+        visits.body
+    );
+    assert_eq!(call(port, "GET", "/readyz", None, None).await.status, 200);
+    let (slowest, statuses) = load.await.expect("the background load");
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "no request hung: slowest {slowest:?}"
+    );
+}
+
 /// Polls the profile with `cookie` until it answers 200; fails after `within`.
 pub async fn recovers(port: u16, cookie: &str, within: Duration) {
     let deadline = std::time::Instant::now() + within;

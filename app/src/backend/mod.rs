@@ -1,4 +1,13 @@
 //! Opening the configured backend: the session store and the todo store beside it.
+//!
+//! - `url`: the store setting parsed ([`url::StoreSpec`]) and URLs redacted for logs;
+//! - `redis`, `postgres`: opening each server's stores;
+//! - `late`: a backend connected in the background when it was unreachable at start.
+
+pub mod late;
+pub mod postgres;
+pub mod redis;
+pub mod url;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,8 +15,9 @@ use std::sync::Arc;
 use cloakroom::{MemoryStore, SessionStore};
 use cloakroom_embedded::{EmbeddedError, EmbeddedStore};
 
-use crate::config::{StoreArgs, StoreSpec};
+use crate::config::StoreArgs;
 use crate::todos::{embedded::EmbeddedTodos, MemoryTodos, TodoStore};
+use url::StoreSpec;
 
 /// Why the backend could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +74,7 @@ pub struct Backend {
     /// The Redis store itself, for the operator commands' server figures.
     pub redis: Option<cloakroom_redis::RedisStore>,
     /// A store still being connected in the background ([`crate::late`]).
-    pub late: Option<Arc<crate::late::Late>>,
+    pub late: Option<Arc<late::Late>>,
     embedded: Option<EmbeddedStore>,
 }
 
@@ -116,8 +126,8 @@ impl Backend {
                     embedded: Some(store),
                 })
             }
-            StoreSpec::Redis(url) => crate::redis_backend::open(url, args).await,
-            StoreSpec::Postgres(url) => crate::postgres_backend::open(url, args).await,
+            StoreSpec::Redis(url) => redis::open(url, args).await,
+            StoreSpec::Postgres(url) => postgres::open(url, args).await,
         }
     }
 
@@ -156,21 +166,22 @@ impl Backend {
         };
         tracing::warn!(error = %first, "the session store is unreachable: serving, and connecting in the background");
         let what = match spec {
-            StoreSpec::Redis(url) => format!("Redis at {}", crate::config::redact(url)),
-            StoreSpec::Postgres(url) => format!("PostgreSQL at {}", crate::config::redact(url)),
+            StoreSpec::Redis(url) => format!("Redis at {}", crate::backend::url::redact(url)),
+            StoreSpec::Postgres(url) => {
+                format!("PostgreSQL at {}", crate::backend::url::redact(url))
+            }
             _ => "the session store".to_owned(),
         };
         let (spec, args) = (spec.clone(), args.clone());
-        let late = crate::late::Late::start(what.clone(), &first, move || {
+        let late = late::Late::start(what.clone(), &first, move || {
             let (spec, args) = (spec.clone(), args.clone());
             // Boxed: the store's whole set-up is a deep future type.
-            let open: crate::late::Opening =
-                Box::pin(async move { Self::open(&spec, &args).await });
+            let open: late::Opening = Box::pin(async move { Self::open(&spec, &args).await });
             open
         });
         let mut backend = Self::from_parts(
-            Arc::new(crate::late::LateSessions(late.clone())),
-            Arc::new(crate::late::LateTodos(late.clone())),
+            Arc::new(late::LateSessions(late.clone())),
+            Arc::new(late::LateTodos(late.clone())),
             format!("{what} (connecting in the background)"),
         );
         backend.late = Some(late);

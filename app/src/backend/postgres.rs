@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use cloakroom_postgres::{PostgresConfig, PostgresStore};
 
+use crate::backend::url::redact;
 use crate::backend::{Backend, BackendError};
-use crate::config::{redact, StoreArgs};
+use crate::config::StoreArgs;
 use crate::todos::postgres::PostgresTodos;
 
 /// Connects to PostgreSQL at `url`, with the CA from `args` for `sslmode=require`.

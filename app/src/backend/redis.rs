@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use cloakroom_redis::{RedisConfig, RedisStore};
 
+use crate::backend::url::redact;
 use crate::backend::{Backend, BackendError};
-use crate::config::{redact, StoreArgs};
+use crate::config::StoreArgs;
 use crate::todos::redis::RedisTodos;
 
 /// Session records the read cache keeps at most (`--read-cache`): ~0.5 KB each.

@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import HERE, Redis, free_port, login, wait_port  # noqa: E402
 
 SERVERS = {
-    "cloakroom (strict)": ("cloakroom", {}),
-    "cloakroom (cached)": ("cloakroom", {"READ_CACHE": "1"}),
+    "cloakroom (strict)": ("cloakroom", {"READ_CACHE": "0"}),
+    "cloakroom (cached, the default)": ("cloakroom", {}),
     "tower-sessions": ("tower-sessions", {}),
     "actix-session": ("actix-session", {}),
 }

@@ -127,9 +127,13 @@ pub struct StoreArgs {
     #[arg(long, env = "SESSION_KEY_PREFIX", default_value = cloakroom_redis::DEFAULT_PREFIX)]
     pub key_prefix: String,
     /// Redis only: keep session records in process, invalidated by Redis (CLIENT TRACKING):
-    /// repeat reads cost no round trip; a logout elsewhere arrives one push later.
-    #[arg(long, env = "SESSION_READ_CACHE", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    /// repeat reads cost no round trip; a logout elsewhere arrives one push later. On by
+    /// default where the server tracks (not on a Cluster); `false` reads strictly.
+    #[arg(long, env = "SESSION_READ_CACHE", num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub read_cache: bool,
+    /// Redis only: the read cache's memory limit (`64MiB`, `512KiB`, `1GiB`, or bytes).
+    #[arg(long, env = "SESSION_READ_CACHE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub read_cache_bytes: usize,
     /// Redis only: logins, logouts and revocations wait until one replica has them
     /// (`WAIT 1`, at most this long, e.g. `500ms`; `0s` = off), so they survive a failover.
     #[arg(
@@ -347,6 +351,33 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {text:?} ({e}): use e.g. 500ms, 30s, 15m, 24h, 7d"))
 }
 
+/// Parses a size: bytes, or a number with `KiB`, `MiB` or `GiB` (or `KB`, `MB`, `GB`, taken as
+/// the same powers of two).
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: a size is bytes or a number with KiB, MiB or GiB"
+            ))
+        }
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?}: a size is bytes or a number with KiB, MiB or GiB"))
+}
+
 fn parse_policy(text: &str) -> Result<FailurePolicy, String> {
     match text {
         "fail-closed" => Ok(FailurePolicy::FailClosed),
@@ -380,11 +411,25 @@ mod tests {
         assert!(parse_duration("99999999999999999999d").is_err());
     }
 
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1gb"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        for bad in ["", "MiB", "12 parsecs", "-1MiB", "99999999999999999999GiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        let args = ServeArgs::parse_args(["--read-cache-bytes", "8MiB"]).unwrap();
+        assert_eq!(args.store.read_cache_bytes, 8 << 20);
+    }
+
     /// Booleans as users write them, from a flag or the environment (the same parser).
     #[test]
     fn booleans() {
         let read_cache = |args: &[&str]| ServeArgs::parse_args(args).map(|a| a.store.read_cache);
-        assert!(!read_cache(&[]).unwrap());
+        assert!(read_cache(&[]).unwrap(), "on by default");
         assert!(read_cache(&["--read-cache"]).unwrap());
         for yes in ["1", "true", "yes", "on", "TRUE"] {
             assert!(read_cache(&["--read-cache", yes]).unwrap(), "{yes}");

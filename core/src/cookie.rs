@@ -1,11 +1,13 @@
-//! Reading the session cookie from a request and writing `Set-Cookie` headers.
+//! Reading the session cookie and the fallback ticket's from a request, and writing every
+//! `Set-Cookie` header: the one place a cookie is decided.
 
 use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue};
 
-use crate::config::SessionConfig;
+use crate::config::{FailurePolicy, SessionConfig};
 use crate::keyring::COOKIE_VALUE_LEN;
+use crate::record::Millis;
 
 /// Every candidate value of our cookie, in header order, byte-wise so that non-UTF-8 input is
 /// safe. Values that cannot be ours (oversized, not ASCII) are counted, not returned.
@@ -108,6 +110,66 @@ pub(crate) fn removal_named(config: &SessionConfig, name: &str) -> HeaderValue {
     let mut out = format!("{name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
     attributes(config, &mut out);
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The fallback ticket's cookie as one request carries it: the raw `Cookie` headers, kept
+/// unparsed (a reference count each) and read only when the store fails or the response may
+/// re-issue the ticket; and the headers that issue or remove it.
+#[derive(Debug, Default)]
+pub(crate) struct TicketCookie {
+    headers: Vec<HeaderValue>,
+}
+
+impl TicketCookie {
+    /// The request's cookies, kept only under [`FailurePolicy::Fallback`].
+    pub(crate) fn from_request(headers: &HeaderMap, config: &SessionConfig) -> Self {
+        if config.failure_policy != FailurePolicy::Fallback {
+            return Self::default();
+        }
+        Self {
+            headers: headers.get_all(header::COOKIE).iter().cloned().collect(),
+        }
+    }
+
+    /// The ticket values the request carries (bounded in length).
+    pub(crate) fn values(&self, config: &SessionConfig) -> Vec<String> {
+        if self.headers.is_empty() {
+            return Vec::new();
+        }
+        find_in(
+            &self.headers,
+            &config.fallback.cookie_name,
+            crate::ticket::MAX_VALUE_LEN,
+        )
+        .values
+    }
+
+    /// Every ticket the request carries, opened: each valid one, or why it is not.
+    pub(crate) fn open(
+        &self,
+        config: &SessionConfig,
+        now: Millis,
+    ) -> Vec<Result<crate::ticket::Ticket, crate::ticket::Refused>> {
+        self.values(config)
+            .iter()
+            .map(|value| config.fallback.keys.open(value, now))
+            .collect()
+    }
+
+    /// The `Set-Cookie` that issues the sealed ticket `value`.
+    pub(crate) fn issue(config: &SessionConfig, value: &str) -> HeaderValue {
+        set_named(
+            config,
+            &config.fallback.cookie_name,
+            value,
+            Some(config.fallback.lifetime),
+        )
+    }
+
+    /// The `Set-Cookie` that removes the ticket.
+    pub(crate) fn remove(config: &SessionConfig) -> HeaderValue {
+        removal_named(config, &config.fallback.cookie_name)
+    }
 }
 
 #[cfg(test)]

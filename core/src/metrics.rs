@@ -161,6 +161,8 @@ pub struct Gauges {
     pub live_sessions: Option<u64>,
     /// Read-cache hits and misses so far.
     pub cache: Option<(u64, u64)>,
+    /// The records the read cache holds and the bytes they are counted at.
+    pub cache_size: Option<(u64, u64)>,
 }
 
 impl Gauges {
@@ -185,6 +187,12 @@ impl Gauges {
     #[must_use]
     pub fn with_cache(mut self, hits: u64, misses: u64) -> Self {
         self.cache = Some((hits, misses));
+        self
+    }
+    /// With the read cache's records and the bytes they are counted at.
+    #[must_use]
+    pub fn with_cache_size(mut self, entries: u64, bytes: u64) -> Self {
+        self.cache_size = Some((entries, bytes));
         self
     }
 }
@@ -465,6 +473,22 @@ impl Collector for Scrape {
                 "Live sessions in the store.",
                 i64::try_from(n).unwrap_or(i64::MAX),
             )?;
+        }
+        if let Some((entries, bytes)) = gauges.cache_size {
+            for (name, help, n) in [
+                (
+                    "read_cache_entries",
+                    "Session records the read cache holds.",
+                    entries,
+                ),
+                (
+                    "read_cache_bytes",
+                    "Bytes the read cache's records are counted at (bounded by its limit).",
+                    bytes,
+                ),
+            ] {
+                gauge(name, help, i64::try_from(n).unwrap_or(i64::MAX))?;
+            }
         }
         if let Some((hits, misses)) = gauges.cache {
             let mut e = encoder.encode_descriptor(

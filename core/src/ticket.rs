@@ -23,9 +23,6 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
-use http::{header, HeaderMap, HeaderValue};
-
-use crate::config::{FailurePolicy, SessionConfig};
 use crate::ended::RecentlyEnded;
 use crate::id::SessionKey;
 use crate::keyring::KeyRing;
@@ -226,57 +223,6 @@ impl Ended {
         } else {
             now
         }
-    }
-}
-
-/// The fallback ticket's cookie as one request carries it: the raw `Cookie` headers, kept
-/// unparsed (a reference count each) and read only when the store fails or the response may
-/// re-issue the ticket; and the headers that issue or remove it.
-#[derive(Debug, Default)]
-pub(crate) struct TicketCookie {
-    headers: Vec<HeaderValue>,
-}
-
-impl TicketCookie {
-    /// The request's cookies, kept only under [`FailurePolicy::Fallback`].
-    pub(crate) fn from_request(headers: &HeaderMap, config: &SessionConfig) -> Self {
-        if config.failure_policy != FailurePolicy::Fallback {
-            return Self::default();
-        }
-        Self {
-            headers: headers.get_all(header::COOKIE).iter().cloned().collect(),
-        }
-    }
-
-    /// The ticket values the request carries (bounded in length).
-    pub(crate) fn values(&self, config: &SessionConfig) -> Vec<String> {
-        if self.headers.is_empty() {
-            return Vec::new();
-        }
-        crate::cookie::find_in(&self.headers, &config.fallback.cookie_name, MAX_VALUE_LEN).values
-    }
-
-    /// Every ticket the request carries, opened: each valid one, or why it is not.
-    pub(crate) fn open(&self, config: &SessionConfig, now: Millis) -> Vec<Result<Ticket, Refused>> {
-        self.values(config)
-            .iter()
-            .map(|value| config.fallback.keys.open(value, now))
-            .collect()
-    }
-
-    /// The `Set-Cookie` that issues the sealed ticket `value`.
-    pub(crate) fn issue(config: &SessionConfig, value: &str) -> HeaderValue {
-        crate::cookie::set_named(
-            config,
-            &config.fallback.cookie_name,
-            value,
-            Some(config.fallback.lifetime),
-        )
-    }
-
-    /// The `Set-Cookie` that removes the ticket.
-    pub(crate) fn remove(config: &SessionConfig) -> HeaderValue {
-        crate::cookie::removal_named(config, &config.fallback.cookie_name)
     }
 }
 

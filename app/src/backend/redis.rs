@@ -9,9 +9,6 @@ use crate::backend::{Backend, BackendError};
 use crate::config::StoreArgs;
 use crate::todos::redis::RedisTodos;
 
-/// Session records the read cache keeps at most (`--read-cache`): ~0.5 KB each.
-const READ_CACHE_ENTRIES: usize = 100_000;
-
 /// Connects to Redis at `url` with the password, CA and prefix from `args`.
 ///
 /// # Errors
@@ -28,7 +25,11 @@ pub async fn open(url: &str, args: &StoreArgs) -> Result<Backend, BackendError> 
         .with_password(args.redis_password.clone())
         .with_ca_certificate(ca)
         .with_prefix(args.key_prefix.clone())
-        .with_read_cache(args.read_cache.then_some(READ_CACHE_ENTRIES))
+        .with_read_cache_bytes(if args.read_cache {
+            args.read_cache_bytes
+        } else {
+            0
+        })
         .with_durable_writes(Some(args.durable_writes));
     let store = RedisStore::connect(config)
         .await

@@ -45,10 +45,7 @@ pub enum OpsError {
 
 /// The embedded store's figures from the app that holds it open, if that is the case: its
 /// file is locked to one process, so `stats` and `sizing` ask the app over its admin socket.
-async fn from_running_app(
-    store: &StoreArgs,
-    error: &OpsError,
-) -> Option<(String, Stats)> {
+async fn from_running_app(store: &StoreArgs, error: &OpsError) -> Option<(String, Stats)> {
     let OpsError::Backend(BackendError::Embedded(cloakroom_embedded::EmbeddedError::InUse {
         ..
     })) = error

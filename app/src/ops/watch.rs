@@ -1,6 +1,5 @@
 //! `cloakroom stats --watch`: one line of rates and latency per interval, from Redis, the running app or the embedded file.
 
-
 use crate::backend::{Backend, BackendError};
 use crate::config::StoreArgs;
 

@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 
 use crate::config::SessionConfig;
 use crate::cookie;
+use crate::cookie::TicketCookie;
 use crate::error::{error_response, wants_html, ErrorMarker};
 use crate::guard::Guarded;
 use crate::guessing::Detector;
@@ -21,10 +22,10 @@ use crate::metrics::SessionMetrics;
 use crate::session::state::{Committed, CookieOut, TicketOut};
 use crate::session::Session;
 use crate::store::{SessionStore, StoreError, StoreStats};
-use crate::ticket::{Ended, TicketCookie};
+use crate::ticket::Ended;
 
-mod shared;
-pub(crate) use shared::{Presented, Shared};
+pub(crate) mod shared;
+use shared::{Presented, Shared};
 
 /// Sessions and users remembered as ended, for refusing their fallback tickets (about 100
 /// bytes each); past this, the oldest are evicted and tickets issued before them refused.

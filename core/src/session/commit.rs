@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::id::{SessionId, SessionKey};
-use crate::layer::Shared;
+use crate::layer::shared::Shared;
 use crate::metrics::bump;
 use crate::names::{BINDING_FIELD, ISSUED_FIELD};
 use crate::record::{now_millis, Applied, Changes, Destroyed, Record, UserChange};

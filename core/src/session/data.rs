@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::layer::Shared;
+use crate::layer::shared::Shared;
 use crate::metrics::bump;
 use crate::names::RESERVED_PREFIX;
 use crate::record::{now_millis, Applied, Changes, Limits, Record};

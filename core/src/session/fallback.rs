@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::FailurePolicy;
 use crate::id::SessionKey;
-use crate::layer::Shared;
+use crate::layer::shared::Shared;
 use crate::metrics::bump;
 use crate::names::BINDING_FIELD;
 use crate::record::{now_millis, Millis, Record};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::expiry::Expiry;
 use crate::id::SessionKey;
-use crate::layer::Shared;
+use crate::layer::shared::Shared;
 use crate::names::{CSRF_FIELD, EXPIRY_FIELD};
 use crate::record::{now_millis, Changes, OwnExpiry, UserChange};
 use crate::store::StoreError;

@@ -4,7 +4,7 @@
 
 use crate::config::FailurePolicy;
 use crate::id::SessionKey;
-use crate::layer::Shared;
+use crate::layer::shared::Shared;
 use crate::metrics::bump;
 use crate::names::{BINDING_FIELD, ISSUED_FIELD};
 use crate::record::{now_millis, Millis, Record};

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::layer::{Presented, Shared};
+use crate::layer::shared::{Presented, Shared};
 use crate::record::Changes;
 use crate::SessionError;
 
@@ -72,7 +72,7 @@ impl Session {
         shared: Arc<Shared>,
         presented: Presented,
         bound: Option<String>,
-        ticket_cookie: crate::ticket::TicketCookie,
+        ticket_cookie: crate::cookie::TicketCookie,
     ) -> Self {
         let mut state = State {
             id: None,

@@ -104,7 +104,7 @@ pub(crate) struct State {
     pub(crate) unverified: Option<(Candidates, Option<IpAddr>)>,
     /// The request's fallback ticket, looked at only when the store fails or the response
     /// may re-issue it.
-    pub(crate) ticket_cookie: crate::ticket::TicketCookie,
+    pub(crate) ticket_cookie: crate::cookie::TicketCookie,
     /// This request changed what the fallback ticket says (user, ID, its fields) or revoked
     /// the user's other sessions: the ticket is re-issued whatever its age.
     pub(crate) ticket_dirty: bool,

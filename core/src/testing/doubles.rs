@@ -3,6 +3,7 @@
 //! store's server alive as long as the store.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -82,6 +83,10 @@ impl<H: Hook> SessionStore for H {
     }
     fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
         self.inner().ended_recently(key, issued)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.before("ping").await?;
+        self.inner().ping().await
     }
 }
 
@@ -177,14 +182,17 @@ impl Hook for FlakyStore {
 /// A store and whatever must stay alive as long as it (a test server, a cluster): a store
 /// test's `make_store` returns one, so that the server dies with the store and not before.
 pub struct Kept<S, G> {
-    store: S,
+    store: Arc<S>,
+    shared: DynStore,
     _alive: G,
 }
 
-impl<S, G> Kept<S, G> {
+impl<S: SessionStore, G> Kept<S, G> {
     /// Keeps `alive` as long as `store`.
     pub fn new(store: S, alive: G) -> Self {
+        let store = Arc::new(store);
         Self {
+            shared: store.clone(),
             store,
             _alive: alive,
         }
@@ -197,63 +205,11 @@ impl<S, G> Kept<S, G> {
 }
 
 #[async_trait]
-impl<S: SessionStore, G: Send + Sync + 'static> SessionStore for Kept<S, G> {
-    async fn load(
-        &self,
-        key: &SessionKey,
-        now: Millis,
-        refresh: Option<Refresh>,
-    ) -> Result<Option<Loaded>, StoreError> {
-        self.store.load(key, now, refresh).await
+impl<S: SessionStore, G: Send + Sync + 'static> Hook for Kept<S, G> {
+    fn inner(&self) -> &DynStore {
+        &self.shared
     }
-    async fn create(&self, key: &SessionKey, record: &Record) -> Result<(), StoreError> {
-        self.store.create(key, record).await
-    }
-    async fn apply(
-        &self,
-        key: &SessionKey,
-        changes: &Changes,
-        now: Millis,
-    ) -> Result<Applied, StoreError> {
-        self.store.apply(key, changes, now).await
-    }
-    async fn cycle(
-        &self,
-        old: &SessionKey,
-        new: &SessionKey,
-        changes: &Changes,
-        now: Millis,
-        grace_until: Millis,
-    ) -> Result<Applied, StoreError> {
-        self.store.cycle(old, new, changes, now, grace_until).await
-    }
-    async fn destroy(&self, key: &SessionKey) -> Result<crate::Destroyed, StoreError> {
-        self.store.destroy(key).await
-    }
-    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
-        self.store.list_user(user, now).await
-    }
-    async fn destroy_user(
-        &self,
-        user: &str,
-        keep: Option<&SessionKey>,
-        now: Millis,
-    ) -> Result<u64, StoreError> {
-        self.store.destroy_user(user, keep, now).await
-    }
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.store.stats().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.store.ping().await
-    }
-    fn cached(&self, key: &SessionKey) -> Option<Record> {
-        self.store.cached(key)
-    }
-    fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
-        self.store.can_cycle_to(old, new)
-    }
-    fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
-        self.store.ended_recently(key, issued)
+    async fn before(&self, _op: &'static str) -> Result<(), StoreError> {
+        Ok(())
     }
 }

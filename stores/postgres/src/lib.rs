@@ -32,6 +32,7 @@
 mod config;
 mod ended;
 mod error;
+mod row;
 mod sql;
 mod store;
 mod tls;

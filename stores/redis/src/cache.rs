@@ -34,10 +34,95 @@ use redis::{PushInfo, PushKind, Value};
 /// collision only costs a cache miss.
 const SLOTS: usize = 4096;
 
+/// Bytes counted for an entry besides its fields: the key, the record's numbers, and the
+/// map's and the allocator's share.
+const ENTRY_OVERHEAD: usize = 160;
+/// Bytes counted per field besides its name and value.
+const FIELD_OVERHEAD: usize = 48;
+
+/// What a record is counted at against the memory limit.
+fn cost(record: &Record) -> usize {
+    ENTRY_OVERHEAD
+        + record.user.as_ref().map_or(0, String::len)
+        + record
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + FIELD_OVERHEAD)
+            .sum::<usize>()
+}
+
+/// The cached records and the bytes they are counted at.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<SessionKey, (Record, usize)>,
+    bytes: usize,
+}
+
+impl Entries {
+    fn get(&self, key: &SessionKey) -> Option<&Record> {
+        self.map.get(key).map(|(record, _)| record)
+    }
+
+    /// Caches `record` within `max` bytes: past it, entries are dropped (whichever the map
+    /// yields first) until a quarter of the room is free. Dropping never serves stale data;
+    /// it only costs misses.
+    fn insert(&mut self, key: SessionKey, record: Record, max: usize) {
+        self.remove(&key);
+        let size = cost(&record);
+        if size > max {
+            return;
+        }
+        if self.bytes + size > max {
+            let target = (max / 4) * 3;
+            let doomed: Vec<SessionKey> = self
+                .map
+                .iter()
+                .scan(self.bytes, |left, (k, (_, n))| {
+                    (*left + size > target).then(|| {
+                        *left -= n;
+                        *k
+                    })
+                })
+                .collect();
+            for k in doomed {
+                self.remove(&k);
+            }
+        }
+        self.bytes += size;
+        self.map.insert(key, (record, size));
+    }
+
+    fn remove(&mut self, key: &SessionKey) {
+        if let Some((_, n)) = self.map.remove(key) {
+            self.bytes -= n;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+
+    /// Changes a cached record in place with `change`, which answers whether it could; a
+    /// record it could not change is dropped.
+    fn change(&mut self, key: &SessionKey, change: impl FnOnce(&mut Record) -> bool) {
+        let Some((record, n)) = self.map.get_mut(key) else {
+            return;
+        };
+        if change(record) {
+            let size = cost(record);
+            self.bytes = self.bytes - *n + size;
+            *n = size;
+        } else {
+            self.remove(key);
+        }
+    }
+}
+
 /// The shared state of the cache; the push handler and the store both hold it.
 pub(crate) struct CacheState {
-    entries: Mutex<HashMap<SessionKey, Record>>,
-    max_entries: usize,
+    entries: Mutex<Entries>,
+    max_bytes: usize,
     /// Bumped by every invalidation and every local patch; `foreign[slot]` is its value at the
     /// slot's last invalidation (Redis said so, or this process wrote through a script),
     /// `local[slot]` at its last patch (a script-free write of this process, applied here).
@@ -62,10 +147,10 @@ fn slot(key: &SessionKey) -> usize {
 }
 
 impl CacheState {
-    pub(crate) fn new(prefix: &str, max_entries: usize) -> Arc<Self> {
+    pub(crate) fn new(prefix: &str, max_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
-            entries: Mutex::new(HashMap::new()),
-            max_entries,
+            entries: Mutex::new(Entries::default()),
+            max_bytes,
             sequence: AtomicU64::new(0),
             foreign: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             local: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
@@ -78,7 +163,7 @@ impl CacheState {
         })
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Record>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -117,10 +202,7 @@ impl CacheState {
         {
             return;
         }
-        if entries.len() >= self.max_entries {
-            entries.clear();
-        }
-        entries.insert(key, record);
+        entries.insert(key, record, self.max_bytes);
     }
 
     /// After a script-free write this process sent on the tracking connection at `ticket`
@@ -144,25 +226,26 @@ impl CacheState {
             self.sets[slot].store(stamp, Ordering::Release);
         }
         let tracking = self.tracking.load(Ordering::Acquire);
-        let applied = match (entries.get_mut(key), change) {
-            (Some(record), Patch::Step(field, by)) if tracking && !foreign && !set => {
-                let current = record
-                    .fields
-                    .get(field)
-                    .map_or(Some(0), |t| t.parse::<i64>().ok());
-                current
-                    .and_then(|n| n.checked_add(by))
-                    .map(|n| record.fields.insert(field.to_owned(), n.to_string()))
-                    .is_some()
+        match change {
+            Patch::Step(field, by) if tracking && !foreign && !set => {
+                entries.change(key, |record| {
+                    let current = record
+                        .fields
+                        .get(field)
+                        .map_or(Some(0), |t| t.parse::<i64>().ok());
+                    current
+                        .and_then(|n| n.checked_add(by))
+                        .map(|n| record.fields.insert(field.to_owned(), n.to_string()))
+                        .is_some()
+                });
             }
-            (Some(record), Patch::Fields(apply)) if tracking && !foreign && !local => {
-                apply(record);
-                true
+            Patch::Fields(apply) if tracking && !foreign && !local => {
+                entries.change(key, |record| {
+                    apply(record);
+                    true
+                });
             }
-            _ => false,
-        };
-        if !applied {
-            entries.remove(key);
+            _ => entries.remove(key),
         }
     }
 
@@ -255,6 +338,12 @@ impl CacheState {
     /// Whether tracking is on for the current connection.
     pub(crate) fn is_tracking(&self) -> bool {
         self.tracking.load(Ordering::Acquire)
+    }
+
+    /// The records cached now and the bytes they are counted at (for metrics).
+    pub(crate) fn size(&self) -> (usize, usize) {
+        let entries = self.entries();
+        (entries.map.len(), entries.bytes)
     }
 
     /// Hits and misses so far (for metrics and tests).
@@ -372,7 +461,7 @@ mod tests {
 
     #[test]
     fn a_reply_that_raced_an_invalidation_is_not_cached() {
-        let state = CacheState::new("session:", 10);
+        let state = CacheState::new("session:", 1 << 20);
         state.tracking.store(true, Ordering::Release);
         let (k, record) = (key(), Record::new(0, 10, 20));
         let ticket = state.ticket();
@@ -396,7 +485,7 @@ mod tests {
 
     #[test]
     fn tracking_confirmed_across_a_loss_does_not_count() {
-        let state = CacheState::new("session:", 10);
+        let state = CacheState::new("session:", 1 << 20);
         let epoch = state.epoch();
         // CLIENT TRACKING ON is out; the link drops and is replaced before the OK is handled.
         state.lost();
@@ -412,7 +501,7 @@ mod tests {
 
     #[test]
     fn a_step_is_not_applied_over_a_set_it_raced() {
-        let state = CacheState::new("session:", 10);
+        let state = CacheState::new("session:", 1 << 20);
         assert!(state.confirm(state.epoch()));
         let k = key();
         let mut record = Record::new(0, 10, 20);
@@ -434,7 +523,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_write_forgets_its_key() {
-        let state = CacheState::new("session:", 10);
+        let state = CacheState::new("session:", 1 << 20);
         assert!(state.confirm(state.epoch()));
         let (k, record) = (key(), Record::new(0, 10, 20));
         state.insert(k, record, state.ticket());
@@ -444,7 +533,7 @@ mod tests {
 
     #[test]
     fn losing_the_link_empties_the_cache_and_stops_serving() {
-        let state = CacheState::new("session:", 10);
+        let state = CacheState::new("session:", 1 << 20);
         state.tracking.store(true, Ordering::Release);
         let (k, record) = (key(), Record::new(0, 10, 20));
         state.insert(k, record, state.ticket());
@@ -456,5 +545,47 @@ mod tests {
         assert!(state.get(&k).is_none());
         state.tracking.store(true, Ordering::Release);
         assert!(state.get(&k).is_none(), "emptied, not just hidden");
+    }
+
+    /// The memory limit holds whatever comes in: the counted bytes never pass it, a flood of
+    /// new sessions drops older entries (misses, never stale data), growing a cached record
+    /// by patches is counted, and an invalidated key is gone whatever was dropped.
+    #[test]
+    fn the_cache_stays_within_its_bytes_and_never_serves_what_it_dropped() {
+        let max = 64 * 1024;
+        let state = CacheState::new("session:", max);
+        state.tracking.store(true, Ordering::Release);
+        let mut record = Record::new(0, 10, 20);
+        record.fields.insert("cart".into(), "x".repeat(200));
+        let keys: Vec<SessionKey> = (0..2_000).map(|_| key()).collect();
+        for k in &keys {
+            state.insert(*k, record.clone(), state.ticket());
+            let (_, bytes) = state.size();
+            assert!(bytes <= max, "{bytes} > {max}");
+        }
+        let (entries, bytes) = state.size();
+        assert!(
+            entries > 50 && entries < 2_000,
+            "{entries} entries, {bytes} bytes"
+        );
+        let kept = keys.iter().filter(|k| state.get(k).is_some()).count();
+        assert_eq!(kept, entries, "every counted entry is servable");
+        // Patches grow a record; the growth is counted.
+        let k = *keys.iter().rev().find(|k| state.get(k).is_some()).unwrap();
+        let before = state.size().1;
+        let grow = |r: &mut Record| {
+            r.fields.insert("more".into(), "y".repeat(100));
+        };
+        state.patch(&k, state.ticket(), Patch::Fields(&grow));
+        assert_eq!(state.size().1, before + 100 + 4 + FIELD_OVERHEAD);
+        state.invalidate(&k);
+        assert!(state.get(&k).is_none());
+        // A record larger than the whole limit is never cached.
+        let mut huge = Record::new(0, 10, 20);
+        huge.fields.insert("blob".into(), "z".repeat(max));
+        let h = key();
+        state.insert(h, huge, state.ticket());
+        assert!(state.get(&h).is_none());
+        assert!(state.size().1 <= max);
     }
 }

@@ -23,6 +23,7 @@ pub struct RedisConfig {
     pub(crate) ca_certificate: Option<Vec<u8>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
+    /// The read cache's memory limit in bytes, or `None` for strict reads.
     pub(crate) read_cache: Option<usize>,
     pub(crate) durable_writes: Option<Duration>,
     /// The address, credentials and TLS settings of a client the app handed over
@@ -33,9 +34,14 @@ pub struct RedisConfig {
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "sid:";
 
+/// The read cache's default memory limit: 64 MiB, about 120,000 login sessions of a few
+/// fields (see [`RedisConfig::with_read_cache_bytes`]).
+pub const DEFAULT_READ_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 impl RedisConfig {
     /// Settings for `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS),
-    /// with the defaults: prefix `sid:`, 2 s to connect, 1 s per command.
+    /// with the defaults: prefix `sid:`, 2 s to connect, 1 s per command, and the read cache
+    /// on ([`RedisConfig::with_read_cache`]).
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -45,7 +51,7 @@ impl RedisConfig {
             ca_certificate: None,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(1),
-            read_cache: None,
+            read_cache: Some(DEFAULT_READ_CACHE_BYTES),
             durable_writes: None,
             client: None,
         }
@@ -91,13 +97,24 @@ impl RedisConfig {
         self
     }
 
-    /// Keep up to `entries` session records in process, invalidated by Redis through
-    /// `CLIENT TRACKING` (RESP3): a read of a cached session costs no round trip. Off by
-    /// default: a logout made on another instance reaches this one's cache one push delivery
-    /// later (see `docs/redis-data-model.md`). A server that refuses tracking leaves it off.
+    /// Whether to keep session records in process, invalidated by Redis through `CLIENT
+    /// TRACKING` (RESP3): a read of a cached session costs no round trip, and every write
+    /// still goes to Redis, conditional as always. On by default, within
+    /// [`DEFAULT_READ_CACHE_BYTES`], wherever the server tracks for us (standalone, a managed
+    /// endpoint, Sentinel); a server that refuses `CLIENT TRACKING`, and a Redis Cluster,
+    /// read strictly. A logout made on another instance reaches this one's cache one push
+    /// delivery later (see `docs/redis-data-model.md`); `false` makes every read ask Redis.
     #[must_use]
-    pub fn with_read_cache(mut self, entries: Option<usize>) -> Self {
-        self.read_cache = entries.filter(|n| *n > 0);
+    pub fn with_read_cache(self, on: bool) -> Self {
+        self.with_read_cache_bytes(if on { DEFAULT_READ_CACHE_BYTES } else { 0 })
+    }
+
+    /// The read cache's memory limit in bytes (records counted at their fields' length plus
+    /// a fixed overhead); past it the cache drops entries, never serving one that is stale.
+    /// `0` turns the cache off.
+    #[must_use]
+    pub fn with_read_cache_bytes(mut self, bytes: usize) -> Self {
+        self.read_cache = Some(bytes).filter(|n| *n > 0);
         self
     }
 
@@ -154,6 +171,7 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("durable_writes", &self.durable_writes)
+            .field("read_cache_bytes", &self.read_cache)
             .finish_non_exhaustive()
     }
 }

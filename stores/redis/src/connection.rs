@@ -279,6 +279,10 @@ fn sentinel_client(
     builder.build().map_err(RedisError::Url)
 }
 
+/// Why a cluster reads strictly: its invalidations would come from every primary, each on a
+/// link of its own, and the slots move between them.
+pub(crate) const CLUSTER_NOT_CACHED: &str = "the read cache is not kept on a Redis Cluster";
+
 /// The read cache's own connection: RESP3, with every push handed to `on_push`, in order, on
 /// the connection's task; `on_swap` runs when it is replaced after a failover.
 pub(crate) async fn connect_tracking(
@@ -286,17 +290,22 @@ pub(crate) async fn connect_tracking(
     on_push: impl Fn(redis::PushInfo) + Send + Sync + 'static,
     on_swap: Box<dyn Fn() + Send + Sync>,
 ) -> Result<RedisConnection, RedisError> {
-    let Topology::Single(url) = Topology::parse(&config.url)? else {
-        return Err(RedisError::Topology(
-            "the read cache needs one address (not Sentinel or Cluster)",
-        ));
+    let resp3 = Some(ProtocolVersion::RESP3);
+    let target = match Topology::parse(&config.url)? {
+        Topology::Single(url) => Target::Direct(client_for(config, &url, resp3)?),
+        // Asked of the sentinels at every connect, like the main link: after a failover the
+        // link is replaced (the cache empties) and tracking is switched on again on the new
+        // primary.
+        sentinel @ Topology::Sentinel { .. } => Target::Sentinel(tokio::sync::Mutex::new(
+            sentinel_client(config, sentinel, resp3)?,
+        )),
+        Topology::ClusterSeeds(_) => return Err(RedisError::Topology(CLUSTER_NOT_CACHED)),
     };
-    let client = client_for(config, &url, Some(ProtocolVersion::RESP3))?;
     let manager = manager_config(config).set_push_sender(move |push| {
         on_push(push);
         Ok::<(), std::convert::Infallible>(())
     });
-    let link = PrimaryLink::open(Target::Direct(client), manager, Some(on_swap))
+    let link = PrimaryLink::open(target, manager, Some(on_swap))
         .await
         .map_err(RedisError::Connect)?;
     Ok(link.into())

@@ -34,23 +34,18 @@ mod codec;
 mod config;
 mod connection;
 mod error;
-mod fast;
 mod feed;
-mod figures;
-mod index;
 mod keys;
 mod link;
-mod protocol;
 mod report;
 mod scripts;
 mod store;
-mod transport;
 
 /// The client crate, re-exported: [`RedisError`]'s sources are its errors, and
 /// [`RedisConnection`] runs its commands.
 pub use redis;
 
-pub use config::{RedisConfig, DEFAULT_PREFIX};
+pub use config::{RedisConfig, DEFAULT_PREFIX, DEFAULT_READ_CACHE_BYTES};
 pub use error::{NotReplicated, RedisError};
 pub use link::RedisConnection;
 pub use report::{Activity, ServerReport, ServerTopology};

@@ -36,11 +36,13 @@ async fn server(options: Options) -> RedisServer {
 }
 
 async fn strict(url: &str) -> RedisStore {
-    RedisStore::connect(RedisConfig::new(url)).await.unwrap()
+    RedisStore::connect(RedisConfig::new(url).with_read_cache(false))
+        .await
+        .unwrap()
 }
 
 async fn cached(url: &str) -> RedisStore {
-    let store = RedisStore::connect(RedisConfig::new(url).with_read_cache(Some(10_000)))
+    let store = RedisStore::connect(RedisConfig::new(url).with_read_cache(true))
         .await
         .unwrap();
     assert!(store.read_cache_counts().is_some(), "tracking is on");

@@ -78,10 +78,12 @@ async fn a_repointed_endpoint_is_followed_without_a_restart() {
     let primary = server(Options::default()).await;
     let replica = replica_of(&primary).await;
     let endpoint = Endpoint::start(primary.port).await;
-    let store = RedisStore::connect(RedisConfig::new(format!(
-        "redis://127.0.0.1:{}/0",
-        endpoint.port
-    )))
+    // Strict reads: this checks the main link (with the read cache, a counter's write goes
+    // on the tracking link, whose failover `a_managed_failover_moves_the_read_cache_with_the_main_link`
+    // checks).
+    let store = RedisStore::connect(
+        RedisConfig::new(format!("redis://127.0.0.1:{}/0", endpoint.port)).with_read_cache(false),
+    )
     .await
     .expect("connect through the endpoint");
     let k = key();
@@ -207,8 +209,9 @@ async fn sentinel_failover_is_followed_and_durable_logins_survive_it() {
     )
     .await
     .expect("connect through the sentinels");
-    // Another instance, which must keep hearing which sessions end across the failover.
-    let other = RedisStore::connect(RedisConfig::new(&url))
+    // Another instance, which must keep hearing which sessions end across the failover; it
+    // reads strictly, the first through the read cache (the default).
+    let other = RedisStore::connect(RedisConfig::new(&url).with_read_cache(false))
         .await
         .expect("connect through the sentinels");
 
@@ -296,6 +299,44 @@ async fn sentinel_failover_is_followed_and_durable_logins_survive_it() {
         || async { store.ended_recently(&logins[1], issued) },
     )
     .await;
+
+    // The read cache was emptied across the failover and tracks the new primary: repeat
+    // reads are hits again, and a change made through the other instance reaches the cache
+    // (an invalidation from the new primary), never leaving the old value served.
+    let k = logins[0];
+    let (hits, _) = store
+        .read_cache_counts()
+        .expect("the read cache is on by default through Sentinel");
+    wait_for("a cached read on the new primary", || async {
+        store.load(&k, now_millis(), None).await.unwrap();
+        store.read_cache_counts().unwrap().0 > hits
+    })
+    .await;
+    let count = |loaded: Option<cloakroom::Loaded>| {
+        loaded.and_then(|l| l.record.fields.get("visits").cloned())
+    };
+    let before = count(other.load(&k, now_millis(), None).await.unwrap());
+    assert_eq!(
+        count(store.load(&k, now_millis(), None).await.unwrap()),
+        before,
+        "the cache serves what Redis holds"
+    );
+    assert!(matches!(visits(&other, &k).await, Ok(Applied::Done { .. })));
+    let after = count(other.load(&k, now_millis(), None).await.unwrap());
+    assert_ne!(after, before);
+    let changed = Instant::now();
+    loop {
+        let seen = count(store.load(&k, now_millis(), None).await.unwrap());
+        if seen == after {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "the cached instance still serves {seen:?} after {:?}",
+            changed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ async fn server(persist: bool) -> RedisServer {
 }
 
 async fn cached(server: &RedisServer) -> RedisStore {
-    let store = RedisStore::connect(RedisConfig::new(server.url()).with_read_cache(Some(1000)))
+    let store = RedisStore::connect(RedisConfig::new(server.url()).with_read_cache_bytes(1 << 20))
         .await
         .expect("connect");
     assert!(store.read_cache_counts().is_some(), "tracking is on");
@@ -66,7 +66,7 @@ async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option
 async fn repeat_reads_are_free_and_other_writers_invalidate() {
     let server = server(false).await;
     let reader = cached(&server).await;
-    let writer = RedisStore::connect(RedisConfig::new(server.url()))
+    let writer = RedisStore::connect(RedisConfig::new(server.url()).with_read_cache(false))
         .await
         .unwrap();
     let (k, now) = (key(), now_millis());
@@ -154,7 +154,7 @@ async fn a_lost_tracking_link_empties_the_cache() {
 async fn simple_writes_keep_the_record_cached_and_current() {
     let server = server(false).await;
     let store = cached(&server).await;
-    let other = RedisStore::connect(RedisConfig::new(server.url()))
+    let other = RedisStore::connect(RedisConfig::new(server.url()).with_read_cache(false))
         .await
         .unwrap();
     let (k, now) = (key(), now_millis());

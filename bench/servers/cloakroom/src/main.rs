@@ -48,9 +48,10 @@ async fn main() {
         if std::env::var("STORE").as_deref() == Ok("memory") {
             std::sync::Arc::new(cloakroom::MemoryStore::default())
         } else {
-            // READ_CACHE=1: the read cache kept coherent by CLIENT TRACKING.
-            let cache = (std::env::var("READ_CACHE").as_deref() == Ok("1")).then_some(100_000);
-            let config = RedisConfig::new(url).with_read_cache(cache);
+            // The defaults (the read cache kept coherent by CLIENT TRACKING); READ_CACHE=0:
+            // strict reads, every read asks Redis.
+            let cached = std::env::var("READ_CACHE").as_deref() != Ok("0");
+            let config = RedisConfig::new(url).with_read_cache(cached);
             std::sync::Arc::new(RedisStore::connect(config).await.expect("redis"))
         };
     let keys =

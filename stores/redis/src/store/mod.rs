@@ -1,4 +1,17 @@
 //! `SessionStore` on Redis: one script per operation, one round trip per request.
+//!
+//! - this file: [`RedisStore`], connecting, and the `SessionStore` impl;
+//! - `transport`: sending over the link, resends, durable writes;
+//! - `protocol`: the scripts' arguments and replies;
+//! - `fast`: writes without a script (`MULTI`/`EXEC`);
+//! - `index`: the per-user index and the live count;
+//! - `figures`: operator figures.
+
+mod fast;
+mod figures;
+mod index;
+mod protocol;
+mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +27,13 @@ use crate::cache::{CacheState, ReadCache};
 use crate::codec::{array, record_from_flat, stored_from_flat, text, Reply, Stored};
 use crate::config::RedisConfig;
 use crate::error::RedisError;
-use crate::fast;
 use crate::feed::{EndedFeed, FeedTask};
-use crate::index::{BUCKET_MS, INDEX_SPILLED, LOGINS_FIELD};
 use crate::keys::Keys;
 use crate::link::RedisConnection;
-use crate::protocol::{loaded, write_args, written};
 use crate::scripts::Lua;
-use crate::transport::{evalsha, link_dropped, Resend};
+use index::{BUCKET_MS, INDEX_SPILLED, LOGINS_FIELD};
+use protocol::{loaded, write_args, written};
+use transport::{evalsha, link_dropped, Resend};
 
 /// Sessions in Redis or Valkey. Cheap to clone: clones share one multiplexed connection.
 ///
@@ -63,12 +75,13 @@ impl RedisStore {
         let cache = match config.read_cache {
             // Tracking is per node: one connection cannot watch a cluster's keys.
             Some(_) if conn.is_cluster() => {
-                tracing::warn!(
-                    "the session read cache is not available on Redis Cluster; reads go to Redis"
+                tracing::info!(
+                    "{}; session reads go to Redis",
+                    crate::connection::CLUSTER_NOT_CACHED
                 );
                 None
             }
-            Some(entries) => Self::open_cache(&config, entries).await,
+            Some(bytes) => Self::open_cache(&config, bytes).await,
             None => None,
         };
         let ended = EndedFeed::new();
@@ -95,8 +108,8 @@ impl RedisStore {
     }
 
     /// The read cache, or `None` (strict reads) when the server will not track for us.
-    async fn open_cache(config: &RedisConfig, entries: usize) -> Option<ReadCache> {
-        let state = CacheState::new(&config.prefix, entries);
+    async fn open_cache(config: &RedisConfig, bytes: usize) -> Option<ReadCache> {
+        let state = CacheState::new(&config.prefix, bytes);
         let (on_push, on_swap) = (state.clone(), state.clone());
         let opened = crate::connection::connect_tracking(
             config,
@@ -124,6 +137,13 @@ impl RedisStore {
     #[must_use]
     pub fn read_cache_counts(&self) -> Option<(u64, u64)> {
         self.cache.as_ref().map(|c| c.state.counts())
+    }
+
+    /// The read cache's size now, if there is one: the records it holds and the bytes they
+    /// are counted at (within [`RedisConfig::with_read_cache_bytes`]).
+    #[must_use]
+    pub fn read_cache_size(&self) -> Option<(usize, usize)> {
+        self.cache.as_ref().map(|c| c.state.size())
     }
 
     /// Drops `keys` from the read cache before and after a write to them, so that no read

@@ -6,10 +6,10 @@ use cloakroom::{
 };
 use redis::{Cmd, Value};
 
+use super::transport::evalsha;
+use super::RedisStore;
 use crate::codec::{array, counters, record_fields, record_from_flat, text, Reply};
 use crate::scripts::Lua;
-use crate::store::RedisStore;
-use crate::transport::evalsha;
 
 impl RedisStore {
     /// EVALSHA of a session script on `key` (with the live-count key beside it).

@@ -4,9 +4,9 @@
 use cloakroom::{SessionKey, StoreError};
 use redis::Value;
 
+use super::index::LOGINS_FIELD;
+use super::RedisStore;
 use crate::codec::{array, text};
-use crate::index::LOGINS_FIELD;
-use crate::store::RedisStore;
 
 impl RedisStore {
     /// Logins counted by the scripts since the counter began (every live-count hash's).

@@ -4,10 +4,10 @@
 use cloakroom::{Applied, Changes, Millis, Record, SessionKey, StoreError, UserChange};
 use redis::{Cmd, Value};
 
+use super::transport::evalsha;
+use super::RedisStore;
 use crate::codec::text;
 use crate::scripts::Lua;
-use crate::store::RedisStore;
-use crate::transport::evalsha;
 
 /// What a user's index entry says once its list spilled into a set (`SPILLED` in the
 /// scripts).

@@ -41,10 +41,10 @@ use std::collections::BTreeMap;
 use cloakroom::{Applied, Changes, Millis, Record, SessionKey, StoreError, COUNTER_LIMIT};
 use redis::Value;
 
+use super::transport::Resend;
+use super::RedisStore;
 use crate::cache::{ForgetUnlessDone, Patch};
 use crate::codec;
-use crate::store::RedisStore;
-use crate::transport::Resend;
 use redis::{ErrorKind, ServerErrorKind};
 
 /// How long a stub lives: long enough for any write racing a logout to land in it, short

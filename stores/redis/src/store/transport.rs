@@ -5,9 +5,9 @@
 use cloakroom::{Changes, StoreError};
 use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 
+use super::RedisStore;
 use crate::link::RedisConnection;
 use crate::scripts::{self, Lua};
-use crate::store::RedisStore;
 
 impl RedisStore {
     pub(crate) async fn load_scripts(&self) -> Result<(), redis::RedisError> {

@@ -371,6 +371,8 @@ pub(crate) struct ReadCache {
     /// How many times the store's main link had moved to another primary when this link
     /// last followed it.
     main_swaps: Arc<AtomicU64>,
+    /// A background attempt to switch tracking on again is running.
+    reviving: Arc<AtomicBool>,
 }
 
 impl ReadCache {
@@ -379,7 +381,23 @@ impl ReadCache {
             conn,
             state,
             main_swaps: Arc::default(),
+            reviving: Arc::default(),
         }
+    }
+
+    /// Switches tracking on again in the background (one attempt at a time), so that a read
+    /// while it is off goes to Redis at once and pays one timeout during an outage, not two.
+    pub(crate) fn revive(&self) {
+        if self.state.is_tracking() || self.reviving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cache.ensure_tracking().await {
+                tracing::debug!(error = %e, "session read cache: tracking not back yet");
+            }
+            cache.reviving.store(false, Ordering::Release);
+        });
     }
 
     /// After a managed failover the main link may have found the new primary while this one

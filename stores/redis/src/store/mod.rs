@@ -193,8 +193,10 @@ impl RedisStore {
         if let Some(record) = cache.state.get(key) {
             return Ok(Stored::Session(record));
         }
-        if cache.ensure_tracking().await.is_err() {
-            // Tracking cannot be switched on now: read strictly, cache nothing.
+        if !cache.state.is_tracking() {
+            // Tracking is off (the link was lost): it is switched on again in the background,
+            // and this read goes to Redis strictly, caching nothing.
+            cache.revive();
             return stored_from_flat(array(self.one(cmd).await?)?);
         }
         let ticket = cache.state.ticket();

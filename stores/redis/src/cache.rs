@@ -104,8 +104,8 @@ impl Entries {
     }
 
     /// Changes a cached record in place with `change`, which answers whether it could; a
-    /// record it could not change is dropped.
-    fn change(&mut self, key: &SessionKey, change: impl FnOnce(&mut Record) -> bool) {
+    /// record it could not change, or that no longer fits within `max`, is dropped.
+    fn change(&mut self, key: &SessionKey, max: usize, change: impl FnOnce(&mut Record) -> bool) {
         let Some((record, n)) = self.map.get_mut(key) else {
             return;
         };
@@ -113,6 +113,9 @@ impl Entries {
             let size = cost(record);
             self.bytes = self.bytes - *n + size;
             *n = size;
+            if size > max || self.bytes > max {
+                self.remove(key);
+            }
         } else {
             self.remove(key);
         }
@@ -132,6 +135,10 @@ pub(crate) struct CacheState {
     /// `sets[slot]`: the sequence at the slot's last set/remove patch. A step patch is not
     /// applied over one it may have raced (their replies can be handled in either order).
     sets: Vec<AtomicU64>,
+    /// `writing[slot]`: script-free writes of this process in flight on the tracking
+    /// connection. A read sent after such a write already holds its effect, which the
+    /// write's patch would then apply again: no reply is cached while one is in flight.
+    writing: Vec<AtomicU64>,
     /// Whether `CLIENT TRACKING` is on for the current connection.
     tracking: AtomicBool,
     /// Bumped at every loss of the tracking link.
@@ -155,6 +162,7 @@ impl CacheState {
             foreign: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             local: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             sets: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            writing: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             tracking: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             prefix: prefix.to_owned(),
@@ -199,6 +207,7 @@ impl CacheState {
         let slot = slot(&key);
         if self.foreign[slot].load(Ordering::Acquire) > ticket
             || self.local[slot].load(Ordering::Acquire) > ticket
+            || self.writing[slot].load(Ordering::Acquire) > 0
         {
             return;
         }
@@ -228,7 +237,7 @@ impl CacheState {
         let tracking = self.tracking.load(Ordering::Acquire);
         match change {
             Patch::Step(field, by) if tracking && !foreign && !set => {
-                entries.change(key, |record| {
+                entries.change(key, self.max_bytes, |record| {
                     let current = record
                         .fields
                         .get(field)
@@ -240,7 +249,7 @@ impl CacheState {
                 });
             }
             Patch::Fields(apply) if tracking && !foreign && !local => {
-                entries.change(key, |record| {
+                entries.change(key, self.max_bytes, |record| {
                     apply(record);
                     true
                 });
@@ -320,19 +329,20 @@ impl CacheState {
     /// Tracking was switched on by a command sent at `epoch`: it counts only if the link was
     /// not lost since. Answers whether it counted.
     pub(crate) fn confirm(&self, epoch: u64) -> bool {
-        let confirmed = {
-            let _entries = self.entries();
-            let same = self.epoch.load(Ordering::Acquire) == epoch;
-            if same {
-                self.tracking.store(true, Ordering::Release);
-            }
-            same
-        };
-        if confirmed {
-            // A read sent before tracking was on is not tracked: its reply must not be cached.
-            self.invalidate_all();
+        let mut entries = self.entries();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return false;
         }
-        confirmed
+        // A read sent before tracking was on is not tracked: its reply must not be cached.
+        // Stamped under the same lock, before tracking counts as on, so that no such reply
+        // slips in between.
+        let stamp = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
+        for s in &self.foreign {
+            s.store(stamp, Ordering::Release);
+        }
+        entries.clear();
+        self.tracking.store(true, Ordering::Release);
+        true
     }
 
     /// Whether tracking is on for the current connection.
@@ -448,6 +458,7 @@ pub(crate) struct ForgetUnlessDone<'a> {
 
 impl<'a> ForgetUnlessDone<'a> {
     pub(crate) fn new(state: &'a CacheState, key: SessionKey) -> Self {
+        state.writing[slot(&key)].fetch_add(1, Ordering::AcqRel);
         Self {
             state,
             key,
@@ -466,6 +477,7 @@ impl Drop for ForgetUnlessDone<'_> {
         if self.armed {
             self.state.invalidate(&self.key);
         }
+        self.state.writing[slot(&self.key)].fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -605,5 +617,23 @@ mod tests {
         state.insert(h, huge, state.ticket());
         assert!(state.get(&h).is_none());
         assert!(state.size().1 <= max);
+    }
+
+    /// A read sent while a script-free write of this process is in flight already holds the
+    /// write's effect, which the write's patch applies again: such a reply is not cached.
+    #[test]
+    fn a_reply_read_while_a_write_is_in_flight_is_not_cached() {
+        let state = CacheState::new("session:", 1 << 20);
+        state.tracking.store(true, Ordering::Release);
+        let (k, record) = (key(), Record::new(0, 10, 20));
+        let write = ForgetUnlessDone::new(&state, k);
+        state.insert(k, record.clone(), state.ticket());
+        assert!(
+            state.get(&k).is_none(),
+            "cached while a write was in flight"
+        );
+        write.disarm();
+        state.insert(k, record, state.ticket());
+        assert!(state.get(&k).is_some());
     }
 }

@@ -89,18 +89,19 @@ async fn an_outage_answers_503_fast_and_recovers_without_a_restart() {
     .await;
 }
 
-/// Three instances with the read cache (`--read-cache`): repeat reads on one instance cost no
-/// Redis command, and a logout on another reaches its cache within one push delivery: the
-/// replayed cookie is refused (bounded here at 100 ms; on loopback it is well under 1 ms).
+/// Three instances on the defaults, which read through the cache: repeat reads on one
+/// instance cost no Redis command (and `/metrics` shows the hits and the cached record), and
+/// a logout on another reaches its cache within one push delivery: the replayed cookie is
+/// refused (bounded here at 100 ms; on loopback it is well under 1 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_cache_sees_a_logout_on_another_instance() {
     let Some(redis) = server(false).await else {
         return;
     };
     let url = redis.url();
-    let (_a, first) = app("SESSION_STORE", &url, &["--read-cache"]).await;
-    let (_b, second) = app("SESSION_STORE", &url, &["--read-cache"]).await;
-    let (_c, third) = app("SESSION_STORE", &url, &["--read-cache"]).await;
+    let (_a, first) = app("SESSION_STORE", &url, &[]).await;
+    let (_b, second) = app("SESSION_STORE", &url, &[]).await;
+    let (_c, third) = app("SESSION_STORE", &url, &[]).await;
     let cookie = login(first, "alice").await;
     assert_eq!(
         call(second, "GET", "/api/profile", Some(&cookie), None)
@@ -119,6 +120,16 @@ async fn the_read_cache_sees_a_logout_on_another_instance() {
         before.get("hgetall"),
         "served from the cache"
     );
+    let metrics = call(second, "GET", "/metrics", None, None).await.body;
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics:\n{metrics}"))
+    };
+    assert!(sample("cloakroom_read_cache_requests_total{result=\"hit\"}") >= 5.0);
+    assert_eq!(sample("cloakroom_read_cache_entries"), 1.0);
+    assert!(sample("cloakroom_read_cache_bytes") > 0.0);
     let logout = call(third, "POST", "/api/logout", Some(&cookie), None).await;
     assert!(logout.status < 300, "{}", logout.body);
     let started = Instant::now();

@@ -48,10 +48,16 @@ impl AppState {
     /// The Redis store, when sessions live there and it is connected.
     #[must_use]
     pub fn redis(&self) -> Option<cloakroom_redis::RedisStore> {
-        self.redis
-            .clone()
-            .or_else(|| self.late.as_ref().and_then(|l| l.redis()))
+        connected_redis(self.redis.as_ref(), self.late.as_deref())
     }
+}
+
+/// The Redis store: the one opened at start, or the late one once it connected.
+fn connected_redis(
+    redis: Option<&cloakroom_redis::RedisStore>,
+    late: Option<&crate::backend::late::Late>,
+) -> Option<cloakroom_redis::RedisStore> {
+    redis.cloned().or_else(|| late.and_then(|l| l.redis()))
 }
 
 pub use headers::Security;

@@ -1,6 +1,5 @@
 //! Operational endpoints: liveness, readiness, metrics, and the stylesheet.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -91,10 +90,7 @@ pub fn registry(state: &AppState) -> Registry {
     let mut registry = Registry::default();
     let check = state.store_check.clone();
     // Not the state itself: it will hold this registry.
-    let redis = AppState {
-        metrics: Arc::default(),
-        ..state.clone()
-    };
+    let (redis, late) = (state.redis.clone(), state.late.clone());
     state
         .sessions
         .register_metrics_with(&mut registry, move || {
@@ -102,8 +98,13 @@ pub fn registry(state: &AppState) -> Registry {
             if let Some(n) = check.sessions() {
                 gauges = gauges.with_live_sessions(n);
             }
-            if let Some((hits, misses)) = redis.redis().and_then(|r| r.read_cache_counts()) {
-                gauges = gauges.with_cache(hits, misses);
+            if let Some(store) = super::connected_redis(redis.as_ref(), late.as_deref()) {
+                if let Some((hits, misses)) = store.read_cache_counts() {
+                    gauges = gauges.with_cache(hits, misses);
+                }
+                if let Some((entries, bytes)) = store.read_cache_size() {
+                    gauges = gauges.with_cache_size(entries as u64, bytes as u64);
+                }
             }
             gauges
         });

@@ -74,7 +74,6 @@ impl Session {
                     changes.limits = Some(self.shared.limits());
                     record.apply(&changes)?;
                     self.create(&mut state, record).await?;
-                    outcome = &store.metrics.requests_created;
                     if changes.user.is_some() {
                         tracing::debug!(session = %state.key.map(|k| k.fingerprint()).unwrap_or_default(), "login");
                     }
@@ -96,10 +95,13 @@ impl Session {
             }
             self.limit_user_sessions(user, key).await;
         }
-        if std::ptr::eq(outcome, &store.metrics.requests_none)
-            && matches!(state.existence, Existence::Loaded | Existence::Confirmed)
-        {
-            outcome = &store.metrics.requests_loaded;
+        if std::ptr::eq(outcome, &store.metrics.requests_none) {
+            if state.created {
+                // Filed by this request, in the handler (a first increment) or just now.
+                outcome = &store.metrics.requests_created;
+            } else if matches!(state.existence, Existence::Loaded | Existence::Confirmed) {
+                outcome = &store.metrics.requests_loaded;
+            }
         }
         bump(outcome);
         let cookie = state.cookie();
@@ -148,6 +150,7 @@ impl Session {
                         stale_signature: false,
                     };
                     state.lifecycle = Lifecycle::Issued;
+                    state.created = true;
                     return Ok(());
                 }
                 Err(StoreError::IdCollision) => continue,

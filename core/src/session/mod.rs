@@ -91,6 +91,7 @@ impl Session {
             ticket_cookie,
             ticket_dirty: false,
             committed: false,
+            created: false,
         };
         match presented {
             Presented::Nothing => {}

@@ -110,6 +110,8 @@ pub(crate) struct State {
     pub(crate) ticket_dirty: bool,
     /// The commit ran: later changes cannot be written and are refused.
     pub(crate) committed: bool,
+    /// This request filed the session (a write before the commit, or the commit itself).
+    pub(crate) created: bool,
 }
 
 impl State {

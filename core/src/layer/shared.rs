@@ -85,9 +85,7 @@ impl Shared {
             }
         }
     }
-}
 
-impl Shared {
     pub(crate) fn millis(d: Duration) -> Millis {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
     }

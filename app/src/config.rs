@@ -128,7 +128,7 @@ pub struct StoreArgs {
     pub key_prefix: String,
     /// Redis only: keep session records in process, invalidated by Redis (CLIENT TRACKING):
     /// repeat reads cost no round trip; a logout elsewhere arrives one push later. On by
-    /// default where the server tracks (not on a Cluster); `false` reads strictly.
+    /// default where the server tracks (on a Cluster, one link per primary); `false` reads strictly.
     #[arg(long, env = "SESSION_READ_CACHE", num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub read_cache: bool,
     /// Redis only: the read cache's memory limit (`64MiB`, `512KiB`, `1GiB`, or bytes).

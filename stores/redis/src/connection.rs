@@ -279,10 +279,6 @@ fn sentinel_client(
     builder.build().map_err(RedisError::Url)
 }
 
-/// Why a cluster reads strictly: its invalidations would come from every primary, each on a
-/// link of its own, and the slots move between them.
-pub(crate) const CLUSTER_NOT_CACHED: &str = "the read cache is not kept on a Redis Cluster";
-
 /// The read cache's own connection: RESP3, with every push handed to `on_push`, in order, on
 /// the connection's task; `on_swap` runs when it is replaced after a failover.
 pub(crate) async fn connect_tracking(
@@ -299,7 +295,12 @@ pub(crate) async fn connect_tracking(
         sentinel @ Topology::Sentinel { .. } => Target::Sentinel(tokio::sync::Mutex::new(
             sentinel_client(config, sentinel, resp3)?,
         )),
-        Topology::ClusterSeeds(_) => return Err(RedisError::Topology(CLUSTER_NOT_CACHED)),
+        // A cluster's tracking links are `cache::ClusterNodes`, one per primary.
+        Topology::ClusterSeeds(_) => {
+            return Err(RedisError::Topology(
+                "a cluster is tracked by one link per primary",
+            ))
+        }
     };
     let manager = manager_config(config).set_push_sender(move |push| {
         on_push(push);
@@ -309,6 +310,42 @@ pub(crate) async fn connect_tracking(
         .await
         .map_err(RedisError::Connect)?;
     Ok(link.into())
+}
+
+/// A RESP3 client for the cluster node at `host:port` (the read cache's own link to it),
+/// with the credentials and TLS trust of the URL the store was opened with.
+pub(crate) fn cluster_node_client(
+    config: &RedisConfig,
+    host: &str,
+    port: u16,
+) -> Result<redis::Client, RedisError> {
+    let first = match Topology::parse(&config.url)? {
+        Topology::Single(url) => url,
+        Topology::ClusterSeeds(seeds) => seeds.into_iter().next().ok_or(RedisError::Topology(
+            "a cluster URL names at least one node",
+        ))?,
+        Topology::Sentinel { .. } => {
+            return Err(RedisError::Topology("a Sentinel URL names no cluster"))
+        }
+    };
+    let seed = client_for(config, &first, Some(ProtocolVersion::RESP3))?;
+    let info = seed.get_connection_info().clone();
+    let addr = match info.addr() {
+        ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: None,
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    let info = info.set_addr(addr);
+    match &config.ca_certificate {
+        Some(pem) => {
+            redis::Client::build_with_tls(info, certificates(pem)).map_err(RedisError::Certificate)
+        }
+        None => redis::Client::open(info).map_err(RedisError::Url),
+    }
 }
 
 /// Where the ended-sessions feed subscribes (pub/sub messages reach every node and replica,

@@ -1,6 +1,6 @@
 //! Redis Cluster: the shared suite on a real cluster built with `redis-cli --cluster create`,
 //! sessions spread over every primary, a primary killed mid-run, and a slot migrated under
-//! load. Real processes on loopback; every wait is bounded.
+//! load and under a reader's cache (which reads through one tracking link per primary). Real processes on loopback; every wait is bounded.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cloakroom::testing::Kept;
 use cloakroom::{now_millis, Applied, Changes, Record, SessionId, SessionKey, SessionStore};
 use cloakroom_redis::{RedisConfig, RedisStore};
-use cloakroom_testkit::redis::Cluster;
+use cloakroom_testkit::redis::{Cluster, RedisServer};
 
 /// A store on its own fresh server, which lives as long as the store.
 type OnCluster = Kept<RedisStore, Cluster>;
@@ -27,6 +27,12 @@ async fn connect(url: &str) -> RedisStore {
     )
     .await
     .expect("connect to the cluster")
+}
+
+async fn connect_strict(url: &str) -> RedisStore {
+    RedisStore::connect(RedisConfig::new(url).with_read_cache(false))
+        .await
+        .expect("connect to the cluster")
 }
 
 async fn make_store() -> OnCluster {
@@ -170,15 +176,14 @@ async fn a_killed_primary_is_replaced_by_its_replica_without_a_restart() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_migration_under_load_loses_nothing() {
-    let cluster = cluster(3, 0).await;
-    let store = connect(&cluster.url()).await;
-    let now = now_millis();
-    let k = key();
-    store.create(&k, &login(now, "ada")).await.unwrap();
-    let name = store.key_name(&k);
-    // The slot of the session and where it lives now, and another primary to move it to.
+/// Moves the slot of session `k` to another primary as `redis-cli --cluster reshard` does:
+/// IMPORTING/MIGRATING, MIGRATE the keys, then hand the slot over. Answers the target node.
+async fn move_slot<'c>(
+    cluster: &'c Cluster,
+    store: &RedisStore,
+    k: &SessionKey,
+) -> &'c RedisServer {
+    let name = store.key_name(k);
     let slot = integer(
         &cluster.nodes[0]
             .command(&["CLUSTER", "KEYSLOT", &name])
@@ -204,25 +209,6 @@ async fn a_slot_migration_under_load_loses_nothing() {
     let id = |reply: String| reply.lines().nth(1).unwrap_or("").trim().to_owned();
     let source_id = id(source.command(&["CLUSTER", "MYID"]).await);
     let target_id = id(target.command(&["CLUSTER", "MYID"]).await);
-
-    // Writes run while the slot moves: IMPORTING/MIGRATING, MIGRATE the keys, then hand
-    // the slot over. ASK and MOVED redirect the store on the way.
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut done = 0u32;
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(3) && done < 3_000 {
-                match store.apply(&k, &one_more(), now_millis()).await {
-                    Ok(Applied::Done { .. }) => done += 1,
-                    Ok(other) => panic!("the session went away during the migration: {other:?}"),
-                    Err(e) => panic!("a write failed during the migration: {e}"),
-                }
-            }
-            done
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
     target
         .command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id])
         .await;
@@ -251,6 +237,38 @@ async fn a_slot_migration_under_load_loses_nothing() {
         node.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id])
             .await;
     }
+    assert!(!target
+        .command(&["CLUSTER", "COUNTKEYSINSLOT", &slot])
+        .await
+        .starts_with(":0"));
+    target
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migration_under_load_loses_nothing() {
+    let cluster = cluster(3, 0).await;
+    let store = connect(&cluster.url()).await;
+    let now = now_millis();
+    let k = key();
+    store.create(&k, &login(now, "ada")).await.unwrap();
+    // Writes run while the slot moves; ASK and MOVED redirect the store on the way.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut done = 0u32;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) && done < 3_000 {
+                match store.apply(&k, &one_more(), now_millis()).await {
+                    Ok(Applied::Done { .. }) => done += 1,
+                    Ok(other) => panic!("the session went away during the migration: {other:?}"),
+                    Err(e) => panic!("a write failed during the migration: {e}"),
+                }
+            }
+            done
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    move_slot(&cluster, &store, &k).await;
     let writes = writer.await.expect("the writer");
     let loaded = store.load(&k, now_millis(), None).await.unwrap().unwrap();
     assert_eq!(
@@ -258,10 +276,54 @@ async fn a_slot_migration_under_load_loses_nothing() {
         Some(writes.to_string().as_str()),
         "every acknowledged write is in the migrated session"
     );
-    assert!(!target
-        .command(&["CLUSTER", "COUNTKEYSINSLOT", &slot])
-        .await
-        .starts_with(":0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_reader_follows_a_slot_to_its_new_primary() {
+    let cluster = cluster(3, 0).await;
+    let a = connect_strict(&cluster.url()).await;
+    let b = connect(&cluster.url()).await;
+    let k = key();
+    a.create(&k, &login(now_millis(), "ada")).await.unwrap();
+    let visits = |b: &RedisStore| {
+        let b = b.clone();
+        async move {
+            let loaded = b.load(&k, now_millis(), None).await.unwrap().unwrap();
+            loaded.record.fields.get("visits").cloned()
+        }
+    };
+    assert_eq!(visits(&b).await, None);
+    let (hits, _) = b.read_cache_counts().expect("the cache is on");
+    assert_eq!(visits(&b).await, None);
+    assert!(
+        b.read_cache_counts().unwrap().0 > hits,
+        "served from the cache"
+    );
+
+    move_slot(&cluster, &a, &k).await;
+    // Each write, now on the new primary, is seen by B's next read (within the push bound).
+    for n in 1..=20u32 {
+        a.apply(&k, &one_more(), now_millis()).await.unwrap();
+        let started = Instant::now();
+        while visits(&b).await != Some(n.to_string()) {
+            assert!(
+                started.elapsed() < Duration::from_millis(50),
+                "B read a stale count after write {n}"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    // And B caches on the new primary: a second read is a hit.
+    let started = Instant::now();
+    loop {
+        let (hits, _) = b.read_cache_counts().unwrap();
+        visits(&b).await;
+        if b.read_cache_counts().unwrap().0 > hits {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "caching again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits (bounded) until `store` has heard that `key` ended.

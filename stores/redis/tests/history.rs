@@ -8,7 +8,8 @@
 //!   (the cached instance included);
 //! - a managed endpoint with a replica and durable writes, failed over back and forth: logins,
 //!   logouts and revocations survive, counters and sets may go back, nothing ended comes back;
-//! - Cluster: three instances on three primaries, every node's links dropped now and then.
+//! - Cluster: three instances (one reading through the read cache) on three primaries, every
+//!   node's links dropped now and then.
 //!
 //! All with futures dropped halfway and time passing. The seed is printed;
 //! `CLOAKROOM_SEED=<n>` replays one, `CLOAKROOM_LONG=1` runs 20 histories of 5,000.
@@ -244,27 +245,23 @@ async fn cluster_histories_with_dropped_links_match_the_model() {
             "redis-server and redis-cli are required: apt-get install redis-server redis-tools",
         );
         let mut instances = Vec::new();
-        for _ in 0..3 {
+        // Two read strictly, one through the read cache (one tracking link per primary).
+        for cached in [false, false, true] {
             let store = RedisStore::connect(
                 RedisConfig::new(cluster.url())
                     .with_connect_timeout(Duration::from_millis(500))
-                    .with_response_timeout(Duration::from_millis(1000)),
+                    .with_response_timeout(Duration::from_millis(1000))
+                    .with_read_cache(cached),
             )
             .await
             .expect("connect to the cluster");
+            assert_eq!(store.read_cache_counts().is_some(), cached);
             instances.push(Instance {
                 store: Arc::new(store),
-                cached: false,
+                cached,
             });
         }
-        run(
-            &instances,
-            &mut OnCluster(cluster),
-            seed,
-            ops,
-            Duration::from_millis(5),
-        )
-        .await
+        run(&instances, &mut OnCluster(cluster), seed, ops, BOUND).await
     })
     .await;
 }

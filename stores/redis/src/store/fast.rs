@@ -212,12 +212,17 @@ impl RedisStore {
         // With the read cache, the write goes on the tracking connection (NOLOOP) and its
         // effect is applied to the cached record: a stream of writes keeps the record cached,
         // and so keeps taking this path, instead of dropping it at every write.
-        let outcome = match self.cache.as_ref().filter(|c| c.state.is_tracking()) {
-            Some(cache) => {
+        let on_link = self
+            .cache
+            .as_ref()
+            .filter(|c| c.state.is_tracking())
+            .and_then(|c| Some((c, c.link()?)));
+        let outcome = match on_link {
+            Some((cache, link)) => {
                 let ticket = cache.state.ticket();
                 let guard = ForgetUnlessDone::new(&cache.state, *key);
                 let replies: Result<Vec<Value>, _> = Resend::for_changes(changes)
-                    .send(&cache.conn, |mut conn| {
+                    .send(link, |mut conn| {
                         let pipe = &pipe;
                         async move { pipe.query_async(&mut conn).await }
                     })

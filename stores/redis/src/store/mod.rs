@@ -23,7 +23,7 @@ use cloakroom::{
 };
 use redis::{Cmd, Value};
 
-use crate::cache::{CacheState, ReadCache};
+use crate::cache::{CacheState, ClusterNodes, ReadCache, Tracker};
 use crate::codec::{array, record_from_flat, stored_from_flat, text, Reply, Stored};
 use crate::config::RedisConfig;
 use crate::error::RedisError;
@@ -73,15 +73,7 @@ impl RedisStore {
             keys
         };
         let cache = match config.read_cache {
-            // Tracking is per node: one connection cannot watch a cluster's keys.
-            Some(_) if conn.is_cluster() => {
-                tracing::info!(
-                    "{}; session reads go to Redis",
-                    crate::connection::CLUSTER_NOT_CACHED
-                );
-                None
-            }
-            Some(bytes) => Self::open_cache(&config, bytes).await,
+            Some(bytes) => Self::open_cache(&config, &conn, bytes).await,
             None => None,
         };
         let ended = EndedFeed::new();
@@ -108,22 +100,35 @@ impl RedisStore {
     }
 
     /// The read cache, or `None` (strict reads) when the server will not track for us.
-    async fn open_cache(config: &RedisConfig, bytes: usize) -> Option<ReadCache> {
+    async fn open_cache(
+        config: &RedisConfig,
+        main: &RedisConnection,
+        bytes: usize,
+    ) -> Option<ReadCache> {
         let state = CacheState::new(&config.prefix, bytes);
-        let (on_push, on_swap) = (state.clone(), state.clone());
-        let opened = crate::connection::connect_tracking(
-            config,
-            move |p| on_push.on_push(&p),
-            Box::new(move || on_swap.lost()),
-        )
-        .await;
-        let cache = match opened {
-            Ok(conn) => ReadCache::new(conn, state),
-            Err(e) => {
-                tracing::warn!(error = %e, "session read cache unavailable (no RESP3?); reads go to Redis");
-                return None;
+        let tracker = if main.is_cluster() {
+            Tracker::Nodes(Arc::new(ClusterNodes::new(
+                config,
+                main.clone(),
+                state.clone(),
+            )))
+        } else {
+            let (on_push, on_swap) = (state.clone(), state.clone());
+            let opened = crate::connection::connect_tracking(
+                config,
+                move |p| on_push.on_push(&p),
+                Box::new(move || on_swap.lost()),
+            )
+            .await;
+            match opened {
+                Ok(conn) => Tracker::Link(conn),
+                Err(e) => {
+                    tracing::warn!(error = %e, "session read cache unavailable (no RESP3?); reads go to Redis");
+                    return None;
+                }
             }
         };
+        let cache = ReadCache::new(tracker, state);
         match cache.ensure_tracking().await {
             Ok(()) => Some(cache),
             Err(e) => {
@@ -200,13 +205,22 @@ impl RedisStore {
             return stored_from_flat(array(self.one(cmd).await?)?);
         }
         let ticket = cache.state.ticket();
-        let reply = Resend::IfDropped
-            .send(&cache.conn, |mut conn| {
-                let cmd = &cmd;
-                async move { cmd.query_async::<Value>(&mut conn).await }
-            })
-            .await
-            .map_err(|e| self.failed(e))?;
+        let reply = match &cache.tracker {
+            Tracker::Link(link) => Resend::IfDropped
+                .send(link, |mut conn| {
+                    let cmd = &cmd;
+                    async move { cmd.query_async::<Value>(&mut conn).await }
+                })
+                .await
+                .map_err(|e| self.failed(e))?,
+            Tracker::Nodes(nodes) => match nodes.read(&cmd, &self.keys.session(key)).await {
+                Some(reply) => reply,
+                None => {
+                    cache.revive();
+                    return stored_from_flat(array(self.one(cmd).await?)?);
+                }
+            },
+        };
         let stored = stored_from_flat(array(reply)?)?;
         if let Stored::Session(record) = &stored {
             cache.state.insert(*key, record.clone(), ticket);

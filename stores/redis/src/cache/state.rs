@@ -1,27 +1,4 @@
-//! The optional read cache: session records kept in process, invalidated by Redis itself.
-//!
-//! A second connection speaks RESP3 with `CLIENT TRACKING ON` (default mode): Redis remembers
-//! which keys that connection read and pushes an `invalidate` message when any client changes
-//! one of them. A read served from the cache costs no round trip; every write still goes to
-//! Redis, conditional as always, so a stale read can never write.
-//!
-//! What keeps the cache honest:
-//! - Every invalidation (and every write this process makes) stamps the key's slot with a new
-//!   sequence number; a read inserts its reply only if its slot was not stamped after the read
-//!   was sent. So a reply that raced an invalidation is never cached.
-//! - Losing the tracking link (the connection's `Disconnection`, or its replacement after a
-//!   failover, or the main link moving to another primary) empties the cache at once and bumps
-//!   an epoch; reads go to Redis until tracking is switched on again. Tracking counts as on
-//!   only if no loss happened between sending `CLIENT TRACKING ON` and its `OK` (the epoch
-//!   is unchanged): a reply from a connection that was replaced meanwhile proves nothing.
-//! - A script-free write sent on the tracking connection (`NOLOOP`: Redis sends no
-//!   invalidation for it) that is cancelled or fails forgets its key: whatever happened in
-//!   Redis, the copy here is no longer trusted.
-//! - A server that refuses `CLIENT TRACKING` leaves the cache off: strict reads.
-//! - What remains: an invalidation still on its way (Redis to this process) when a request
-//!   arrives. That window is one push delivery: the network's one-way latency plus the time
-//!   until the connection reads its socket. `docs/redis-data-model.md` states the bound and
-//!   `app/tests/redis.rs` checks it with three instances.
+//! What the read cache holds and the bookkeeping that keeps it honest (see `mod.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -146,6 +123,14 @@ pub(crate) struct CacheState {
     prefix: String,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+/// A cluster session key's name after the prefix is `{a7}` and the key (`keys.rs`).
+fn without_hash_tag(rest: &str) -> &str {
+    match rest.as_bytes() {
+        [b'{', _, _, b'}', ..] => rest.get(4..).unwrap_or(rest),
+        _ => rest,
+    }
 }
 
 fn slot(key: &SessionKey) -> usize {
@@ -280,6 +265,7 @@ impl CacheState {
         let key = std::str::from_utf8(name)
             .ok()
             .and_then(|n| n.strip_prefix(self.prefix.as_str()))
+            .map(without_hash_tag)
             .and_then(SessionKey::parse);
         if let Some(key) = key {
             self.invalidate(&key);
@@ -373,80 +359,6 @@ pub(crate) enum Patch<'a> {
     Fields(&'a dyn Fn(&mut Record)),
 }
 
-/// The tracking connection and the state its pushes keep.
-#[derive(Clone)]
-pub(crate) struct ReadCache {
-    pub(crate) conn: crate::RedisConnection,
-    pub(crate) state: Arc<CacheState>,
-    /// How many times the store's main link had moved to another primary when this link
-    /// last followed it.
-    main_swaps: Arc<AtomicU64>,
-    /// A background attempt to switch tracking on again is running.
-    reviving: Arc<AtomicBool>,
-}
-
-impl ReadCache {
-    pub(crate) fn new(conn: crate::RedisConnection, state: Arc<CacheState>) -> Self {
-        Self {
-            conn,
-            state,
-            main_swaps: Arc::default(),
-            reviving: Arc::default(),
-        }
-    }
-
-    /// Switches tracking on again in the background (one attempt at a time), so that a read
-    /// while it is off goes to Redis at once and pays one timeout during an outage, not two.
-    pub(crate) fn revive(&self) {
-        if self.state.is_tracking() || self.reviving.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let cache = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = cache.ensure_tracking().await {
-                tracing::debug!(error = %e, "session read cache: tracking not back yet");
-            }
-            cache.reviving.store(false, Ordering::Release);
-        });
-    }
-
-    /// After a managed failover the main link may have found the new primary while this one
-    /// still reads from the demoted one (a replica answers reads without complaint): when the
-    /// main link moved, the cache empties and this link resolves the primary again.
-    pub(crate) async fn follow(&self, main: &crate::RedisConnection) {
-        let swaps = main.swaps();
-        if self.main_swaps.swap(swaps, Ordering::AcqRel) != swaps {
-            self.state.lost();
-            self.conn.resolve_again().await;
-        }
-    }
-
-    /// Switches tracking on for the current connection if it is off. After a reconnect the
-    /// server has forgotten it; until it answers OK nothing is served from the cache.
-    pub(crate) async fn ensure_tracking(&self) -> Result<(), redis::RedisError> {
-        if self.state.is_tracking() {
-            return Ok(());
-        }
-        let epoch = self.state.epoch();
-        // NOLOOP: the script-free writes this process sends on this connection bring back no
-        // invalidation; the store applies their effect to the cache itself (`patch`).
-        redis::cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("ON")
-            .arg("NOLOOP")
-            .query_async::<()>(&mut self.conn.clone())
-            .await?;
-        if !self.state.confirm(epoch) {
-            // The link was lost while the command was out: the next read asks again.
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "tracking link lost while switching tracking on",
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// Forgets a key when dropped unless disarmed: held across a script-free write on the
 /// tracking connection, so a write cancelled after it was sent (Redis sends no invalidation
 /// for it, `NOLOOP`) cannot leave this process' copy stale.
@@ -487,6 +399,22 @@ mod tests {
 
     fn key() -> SessionKey {
         cloakroom::SessionId::random().unwrap().key()
+    }
+
+    #[test]
+    fn invalidations_name_keys_with_or_without_a_cluster_hash_tag() {
+        let state = CacheState::new("sid:", 1 << 20);
+        state.tracking.store(true, Ordering::Release);
+        let (k, record) = (key(), Record::new(0, 10, 20));
+        for name in [
+            format!("sid:{k}"),
+            format!("sid:{{{:02x}}}{k}", k.as_bytes()[0]),
+        ] {
+            state.insert(k, record.clone(), state.ticket());
+            assert!(state.get(&k).is_some());
+            state.forget_key_name(name.as_bytes());
+            assert!(state.get(&k).is_none(), "{name} forgets the record");
+        }
     }
 
     #[test]

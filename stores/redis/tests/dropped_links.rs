@@ -1,7 +1,7 @@
 //! What a dropped Redis link (a proxy's idle timeout, a network blip, a managed service's
 //! maintenance: here `CLIENT KILL TYPE normal`), a Redis restart and a managed failover do to
-//! two instances, one reading through the read cache (on one server, and on a cluster with a
-//! failover that leaves the demoted primary running): no logout is refused for it, no
+//! two instances, one reading through the read cache (on one server, and through Sentinel and
+//! on a cluster with a failover that leaves the demoted primary running): no logout is refused for it, no
 //! increment is counted twice, and no read is stale later than the documented bound.
 //!
 //! `CLOAKROOM_LONG=1` runs ten times as many trials.
@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use cloakroom::{now_millis, Applied, Changes, Record, SessionId, SessionKey, SessionStore};
 use cloakroom_redis::{RedisConfig, RedisStore};
 use cloakroom_testkit::endpoint::Endpoint;
-use cloakroom_testkit::redis::{Cluster, Options, RedisServer};
+use cloakroom_testkit::redis::{Cluster, Options, RedisServer, Sentinel};
 
 /// The stated bound on a stale read (docs/redis-data-model.md): one push delivery, which on
 /// loopback is well under a millisecond; this is the slack for a loaded 2-core machine.
@@ -160,6 +160,25 @@ impl Servers for Cluster {
             }
         }
         String::new()
+    }
+}
+
+/// A primary and its replica, either of which may be the primary now.
+struct Pair<'a>(&'a RedisServer, &'a RedisServer);
+
+#[async_trait]
+impl Servers for Pair<'_> {
+    async fn drop_links(&self) {
+        self.0.drop_links().await;
+        self.1.drop_links().await;
+    }
+
+    async fn hget(&self, name: &str, field: &str) -> String {
+        if self.1.command(&["ROLE"]).await.contains("master") {
+            self.1.hget(name, field).await
+        } else {
+            self.0.hget(name, field).await
+        }
     }
 }
 
@@ -390,4 +409,91 @@ async fn served_from_cache(b: &RedisStore, keys: &[SessionKey]) -> usize {
         served += usize::from(b.read_cache_counts().unwrap().0 > hits);
     }
     served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_sentinel_logouts_are_never_read_stale_across_dropped_links_and_a_failover() {
+    let primary = server(Options::default()).await;
+    let replica = server(Options {
+        replica_of: Some(primary.port),
+        ..Options::default()
+    })
+    .await;
+    replica.wait_synced().await;
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(
+            Sentinel::start(primary.port, "sessions", 2)
+                .await
+                .expect("redis-server is required for Sentinel"),
+        );
+    }
+    let hosts: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let url = format!("redis+sentinel://{}/sessions", hosts.join(","));
+    let (a, b) = (strict(&url).await, cached(&url).await);
+    let pair = Pair(&primary, &replica);
+    let mut tally = Tally::default();
+    let warm = trials(40);
+    for _ in 0..warm {
+        trial(&pair, &a, &b, &mut tally).await;
+    }
+    let held: Vec<SessionKey> = (0..30).map(|_| key()).collect();
+    for k in &held {
+        a.create(k, &login(now_millis())).await.unwrap();
+    }
+    caching_again(&a, &b).await;
+    assert_eq!(served_from_cache(&b, &held).await, held.len(), "B caches");
+    // A graceful failover: the sentinels promote the replica and demote the old primary,
+    // which keeps running (and answering reads) as its replica.
+    let mut sentinel = cloakroom_redis::redis::Client::open(format!("redis://{}", hosts[0]))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // The sentinels learn of the replica from the primary's INFO, every few seconds.
+    let started = Instant::now();
+    while let Err(e) = cloakroom_redis::redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("sessions")
+        .query_async::<()>(&mut sentinel)
+        .await
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "SENTINEL FAILOVER: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    // Until the sentinels have also demoted the old primary, both accept writes (Sentinel
+    // loses those the old one took): the trials start once it is a replica.
+    while !(replica.command(&["ROLE"]).await.contains("master")
+        && primary.command(&["ROLE"]).await.contains("slave"))
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "promoted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for k in &held {
+        let started = Instant::now();
+        while a.destroy(k).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "logout resumes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tally.trials += 1;
+        tally.stale_within(stale_for(&b, k).await, FAILOVER_BOUND);
+    }
+    eprintln!("after the failover: {tally:?}");
+    for _ in 0..warm {
+        trial(&pair, &a, &b, &mut tally).await;
+    }
+    eprintln!("{tally:?}");
+    assert_eq!(tally.stale_past_bound, 0, "{tally:?}");
+    assert!(tally.logouts_refused * 100 <= tally.trials, "{tally:?}");
+    caching_again(&a, &b).await;
 }

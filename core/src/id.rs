@@ -109,8 +109,14 @@ impl SessionKey {
     /// A short, non-reversible fingerprint for log lines (8 hex digits).
     #[must_use]
     pub fn fingerprint(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(self.0);
-        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+        let mut out = String::with_capacity(8);
+        for b in &digest[..4] {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        out
     }
 }
 

@@ -189,15 +189,21 @@ impl RedisStore {
     /// about twice as much server time as the command it runs). With the read cache, a
     /// session read before and unchanged since costs nothing.
     pub(crate) async fn read(&self, key: &SessionKey) -> Result<Stored, StoreError> {
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.keys.session(key));
+        let hgetall = |name: &str| {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(name);
+            cmd
+        };
         let Some(cache) = &self.cache else {
-            return stored_from_flat(array(self.one(cmd).await?)?);
+            return stored_from_flat(array(self.one(hgetall(&self.keys.session(key))).await?)?);
         };
         cache.follow(&self.conn).await;
+        // A hit builds no command and no key name.
         if let Some(record) = cache.state.get(key) {
             return Ok(Stored::Session(record));
         }
+        let name = self.keys.session(key);
+        let cmd = hgetall(&name);
         if !cache.state.is_tracking() {
             // Tracking is off (the link was lost): it is switched on again in the background,
             // and this read goes to Redis strictly, caching nothing.
@@ -213,7 +219,7 @@ impl RedisStore {
                 })
                 .await
                 .map_err(|e| self.failed(e))?,
-            Tracker::Nodes(nodes) => match nodes.read(&cmd, &self.keys.session(key)).await {
+            Tracker::Nodes(nodes) => match nodes.read(&cmd, &name).await {
                 Some(reply) => reply,
                 None => {
                     cache.revive();

@@ -272,6 +272,65 @@ pub struct ServeArgs {
     /// With `--failure-policy fallback`: how long a fallback ticket works, e.g. `10m`.
     #[arg(long, env = "SESSION_FALLBACK_LIFETIME", default_value = "10m", value_parser = parse_duration)]
     pub fallback_lifetime: Duration,
+    /// Taking over the sessions of an Express or Flask app (`docs/migration.md`).
+    #[command(flatten)]
+    pub import: ImportArgs,
+}
+
+/// Where the sessions of an Express or Flask app being moved to Cloakroom are found: a user
+/// logged in there is logged in here on their next request.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImportArgs {
+    /// express-session's secrets (comma-separated, every one verifies): turns the Express
+    /// import on.
+    #[arg(
+        long,
+        env = "SESSION_IMPORT_EXPRESS_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub import_express_secret: Vec<String>,
+    /// express-session's cookie name.
+    #[arg(
+        long,
+        env = "SESSION_IMPORT_EXPRESS_COOKIE",
+        default_value = "connect.sid"
+    )]
+    pub import_express_cookie: String,
+    /// connect-redis's key prefix.
+    #[arg(long, env = "SESSION_IMPORT_EXPRESS_PREFIX", default_value = "sess:")]
+    pub import_express_prefix: String,
+    /// The Flask app's `secret_key`, when Flask-Session signs its cookie
+    /// (`SESSION_USE_SIGNER`): turns the Flask import on.
+    #[arg(long, env = "SESSION_IMPORT_FLASK_SECRET", hide_env_values = true)]
+    pub import_flask_secret: Option<String>,
+    /// Turns the Flask import on for unsigned cookies (Flask-Session's default).
+    #[arg(long, env = "SESSION_IMPORT_FLASK", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub import_flask: bool,
+    /// Flask's session cookie name.
+    #[arg(long, env = "SESSION_IMPORT_FLASK_COOKIE", default_value = "session")]
+    pub import_flask_cookie: String,
+    /// Flask-Session's key prefix.
+    #[arg(long, env = "SESSION_IMPORT_FLASK_PREFIX", default_value = "session:")]
+    pub import_flask_prefix: String,
+    /// Where the imported session keeps its user: a dotted path such as `user.id`; by
+    /// default the first of `userId`, `user_id`, `_user_id`, `user`.
+    #[arg(long, env = "SESSION_IMPORT_USER_FIELD", default_value = "")]
+    pub import_user_field: String,
+    /// The Redis the foreign sessions live in; by default the session store's (required when
+    /// the store is not Redis).
+    #[arg(long, env = "SESSION_IMPORT_REDIS", hide_env_values = true)]
+    pub import_redis: Option<String>,
+}
+
+impl ImportArgs {
+    /// Whether any import is on.
+    #[must_use]
+    pub fn any(&self) -> bool {
+        !self.import_express_secret.is_empty()
+            || self.import_flask
+            || self.import_flask_secret.is_some()
+    }
 }
 
 impl ServeArgs {

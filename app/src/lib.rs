@@ -10,6 +10,7 @@ pub mod backend;
 pub mod config;
 pub mod healthcheck;
 pub mod identity;
+pub mod import;
 pub mod logs;
 pub mod ops;
 pub mod secret;

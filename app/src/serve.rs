@@ -28,6 +28,9 @@ pub enum StartError {
     /// The session options.
     #[error("invalid session option: {0}")]
     Config(#[from] ConfigError),
+    /// The import options.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
     /// The listener.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -128,6 +131,14 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
             .with_network(bound("network"))
             .with_terminate(bound("terminate")),
     );
+    let store_redis = match &spec {
+        crate::backend::url::StoreSpec::Redis(url) => Some(url.as_str()),
+        _ => None,
+    };
+    for source in crate::import::sources(&args.import, store_redis)? {
+        tracing::info!(cookie = source.cookie_name(), "importing foreign sessions");
+        config = config.with_import(source);
+    }
     let sessions = SessionLayer::from_arc(backend.sessions.clone(), config.build()?);
     let mut state = AppState {
         sessions: sessions.clone(),

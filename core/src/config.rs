@@ -125,6 +125,7 @@ pub struct SessionConfig {
     pub(crate) breaker_cooldown: Duration,
     pub(crate) fallback: Fallback,
     pub(crate) commit_on_server_error: bool,
+    pub(crate) imports: crate::import::Sources,
 }
 
 /// The fallback ticket's settings ([`FailurePolicy::Fallback`]).
@@ -221,6 +222,7 @@ impl SessionConfig {
                 breaker_threshold: 5,
                 breaker_cooldown: Duration::from_secs(1),
                 commit_on_server_error: false,
+                imports: crate::import::Sources::default(),
                 fallback: Fallback {
                     lifetime: Duration::from_secs(600),
                     fields: Vec::new(),
@@ -328,6 +330,15 @@ impl SessionConfigBuilder {
         S: Into<String>,
     {
         self.config.fallback.fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Takes over sessions another framework keeps (see [`crate::import`]): a request with
+    /// no live session of its own but with `source`'s cookie gets a new session with the
+    /// foreign one's data and user, and a logout here ends the foreign one too. Several
+    /// sources are tried in the order they were added.
+    #[must_use]
+    pub fn with_import(mut self, source: impl crate::import::ForeignSessions) -> Self {
+        self.config.imports.0.push(std::sync::Arc::new(source));
         self
     }
     /// With [`FailurePolicy::Fallback`]: how long a ticket works (default 10 minutes). It is

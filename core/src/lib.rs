@@ -124,6 +124,7 @@ mod extract;
 mod guard;
 mod guessing;
 mod id;
+pub mod import;
 mod keyring;
 mod layer;
 mod memory;

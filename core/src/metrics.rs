@@ -72,6 +72,12 @@ pub struct SessionMetrics {
     pub requests_destroyed: AtomicU64,
     /// Logins: a session given a user.
     pub logins: AtomicU64,
+    /// Foreign sessions taken over (`crate::import`).
+    pub imports: AtomicU64,
+    /// Foreign session records found but not read (a format such as pickle).
+    pub imports_unreadable: AtomicU64,
+    /// Fields of imported sessions left out (reserved names, or past this layer's limits).
+    pub import_skipped_fields: AtomicU64,
     /// Time each store operation took, as the layer saw it.
     pub store_latency: StoreLatency,
 }
@@ -273,6 +279,20 @@ impl SessionMetrics {
                 ],
             ),
             Family::single("logins", "Logins: a session given a user.", &m.logins),
+            Family::labelled(
+                "imports",
+                "Foreign sessions (Express, Flask) met: taken over, or found unreadable.",
+                "result",
+                &[
+                    ("imported", &m.imports),
+                    ("unreadable", &m.imports_unreadable),
+                ],
+            ),
+            Family::single(
+                "import_skipped_fields",
+                "Fields of imported sessions left out (reserved names, or past the limits).",
+                &m.import_skipped_fields,
+            ),
             Family::labelled(
                 "store_failures",
                 "Store calls that failed, timed out, or were not attempted because the circuit \

@@ -17,5 +17,8 @@ pub const BINDING_FIELD: &str = "__bind";
 /// layout; [`crate::Refresh::window`] reads it, so every store slides such a session by its own
 /// timeout.
 pub const EXPIRY_FIELD: &str = "__expiry";
+/// Which foreign session this one was imported from: a JSON array `[cookie name, handle]`,
+/// so that a logout here ends it too (`crate::import`).
+pub const IMPORTED_FIELD: &str = "__import";
 /// When the current ID was issued, kept only when periodic renewal is on.
 pub const ISSUED_FIELD: &str = "__issued";

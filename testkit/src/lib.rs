@@ -8,6 +8,7 @@
 
 pub mod balancer;
 pub mod endpoint;
+pub mod foreign;
 pub mod http;
 pub mod postgres;
 pub mod redis;

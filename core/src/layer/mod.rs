@@ -191,6 +191,7 @@ impl SessionLayer {
                 Presented::Nothing,
                 None,
                 TicketCookie::default(),
+                None,
             ),
         }
     }
@@ -215,7 +216,18 @@ impl SessionLayer {
             Presented::Unverified(found, client)
         };
         let ticket = TicketCookie::from_request(headers, config);
-        Arrival::Session(Session::new(self.shared.clone(), presented, bound, ticket))
+        let foreign = if config.imports.0.is_empty() {
+            None
+        } else {
+            crate::import::presented(&config.imports, headers)
+        };
+        Arrival::Session(Session::new(
+            self.shared.clone(),
+            presented,
+            bound,
+            ticket,
+            foreign,
+        ))
     }
 }
 
@@ -285,8 +297,10 @@ where
             async move {
                 let response = inner.call(request).await?.map(axum_core::body::Body::new);
                 let response = finish(&shared, &session, response, html).await;
-                if let Some(key) = session.current_key().await {
-                    recorded.record("session", tracing::field::display(key.fingerprint()));
+                if !recorded.is_disabled() {
+                    if let Some(key) = session.current_key().await {
+                        recorded.record("session", tracing::field::display(key.fingerprint()));
+                    }
                 }
                 Ok(response)
             }

@@ -50,6 +50,9 @@ impl Session {
                 Ok(_) => {
                     tracing::debug!(session = %key.fingerprint(), "session destroyed (logout)");
                     self.ended_here(key, now_millis());
+                    if let Some(marker) = state.end_foreign.take() {
+                        self.end_foreign(&marker).await;
+                    }
                 }
                 Err(e) => {
                     state.destroyed = Some(key);

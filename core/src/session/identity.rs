@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::expiry::Expiry;
 use crate::id::SessionKey;
 use crate::layer::shared::Shared;
-use crate::names::{CSRF_FIELD, EXPIRY_FIELD};
+use crate::names::{CSRF_FIELD, EXPIRY_FIELD, IMPORTED_FIELD};
 use crate::record::{now_millis, Changes, OwnExpiry, UserChange};
 use crate::store::StoreError;
 use crate::SessionError;
@@ -224,6 +224,14 @@ impl Session {
     /// Data stored after this call goes into a new, empty session (e.g. a "logged out" flash).
     pub async fn destroy(&self) {
         let mut state = self.touch().await;
+        if !self.shared.config.imports.0.is_empty() {
+            // An imported session names the foreign one to end with it: read it first.
+            let _ = self.ensure_loaded(&mut state).await;
+            state.end_foreign = state
+                .record
+                .as_ref()
+                .and_then(|r| r.fields.get(IMPORTED_FIELD).cloned());
+        }
         if let Some(key) = state.key {
             state.destroyed = Some(key);
             state.lifecycle = Lifecycle::Purged;

@@ -18,10 +18,15 @@ impl Session {
     /// Loads the session if this request has not yet.
     pub(super) async fn ensure_loaded(&self, state: &mut State) -> Result<(), SessionError> {
         if !matches!(state.existence, Existence::Unknown | Existence::Confirmed) {
+            // No cookie of ours: perhaps a foreign session to take over.
+            if state.key.is_none() && state.record.is_none() {
+                self.import_foreign(state).await;
+            }
             return Ok(());
         }
         let Some(key) = state.key else {
             state.existence = Existence::Absent;
+            self.import_foreign(state).await;
             return Ok(());
         };
         let now = now_millis();
@@ -53,6 +58,7 @@ impl Session {
                 self.ended_here(key, now);
                 state.forget();
                 state.lifecycle = Lifecycle::Purged;
+                self.import_foreign(state).await;
             }
             Err(e) => {
                 let config = &self.shared.config;

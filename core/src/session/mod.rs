@@ -30,6 +30,7 @@ mod data;
 mod fallback;
 mod flash;
 mod identity;
+mod import;
 mod load;
 mod others;
 pub(crate) mod state;
@@ -73,6 +74,7 @@ impl Session {
         presented: Presented,
         bound: Option<String>,
         ticket_cookie: crate::cookie::TicketCookie,
+        foreign: Option<(usize, Vec<String>)>,
     ) -> Self {
         let mut state = State {
             id: None,
@@ -92,6 +94,8 @@ impl Session {
             ticket_dirty: false,
             committed: false,
             created: false,
+            foreign,
+            end_foreign: None,
         };
         match presented {
             Presented::Nothing => {}

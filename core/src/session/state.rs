@@ -112,6 +112,11 @@ pub(crate) struct State {
     pub(crate) committed: bool,
     /// This request filed the session (a write before the commit, or the commit itself).
     pub(crate) created: bool,
+    /// A foreign session's cookie this request carried (the source's index and the values),
+    /// imported if the request has no session of its own (`crate::import`).
+    pub(crate) foreign: Option<(usize, Vec<String>)>,
+    /// The foreign session a logout in this request ends too (the `__import` marker).
+    pub(crate) end_foreign: Option<String>,
 }
 
 impl State {
@@ -150,8 +155,12 @@ impl State {
     pub(crate) fn adopt(&mut self, cookie: Option<(SessionId, bool)>) {
         if let Some((id, stale_signature)) = cookie {
             let key = id.key();
-            // The layer's request span carries the fingerprint from here on.
-            tracing::Span::current().record("session", tracing::field::display(key.fingerprint()));
+            // The layer's request span carries the fingerprint from here on (computed only
+            // when someone listens: it costs a hash).
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                span.record("session", tracing::field::display(key.fingerprint()));
+            }
             self.key = Some(key);
             self.id = Some(id);
             self.existence = Existence::Unknown;

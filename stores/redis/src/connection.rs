@@ -176,6 +176,18 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<RedisConnection, Red
     }
 }
 
+impl RedisConnection {
+    /// Opens a connection the way the store does (any topology; it follows failovers), for
+    /// data that lives beside the sessions: for instance the sessions of an Express or Flask
+    /// app being imported (`crate::import`).
+    ///
+    /// # Errors
+    /// [`RedisError`] saying what to fix.
+    pub async fn open(config: &RedisConfig) -> Result<Self, RedisError> {
+        connect(config).await
+    }
+}
+
 /// Whether the server is a node of a cluster (`cluster_enabled:1`).
 async fn cluster_enabled(conn: &mut RedisConnection) -> Result<bool, RedisError> {
     let info: String = redis::cmd("INFO")

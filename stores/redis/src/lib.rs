@@ -35,6 +35,7 @@ mod config;
 mod connection;
 mod error;
 mod feed;
+pub mod import;
 mod keys;
 mod link;
 mod report;

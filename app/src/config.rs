@@ -84,6 +84,22 @@ pub enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Copy every session to another store, while the app runs with `--migrate-from` (or is
+    /// stopped): resumable, idempotent, a progress bar on stderr.
+    Migrate {
+        /// The store to copy from (the old one).
+        #[arg(long)]
+        from: String,
+        /// The store to copy to (the new one).
+        #[arg(long)]
+        to: String,
+        /// Saves the walk's position after every page, and resumes from it.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Store options (passwords, CA files, schema, prefix) for both stores.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Print a fresh random secret for SESSION_SECRET.
     Secret,
     /// Exit 0 if this instance's `/healthz` answers (the container's health probe: the image
@@ -275,6 +291,12 @@ pub struct ServeArgs {
     /// Taking over the sessions of an Express or Flask app (`docs/migration.md`).
     #[command(flatten)]
     pub import: ImportArgs,
+    /// Moving sessions from this store (a URL or folder, as `--store`) into `--store` while
+    /// serving: each session moves when it is next used, and the rest are copied in the
+    /// background (`docs/migration.md`). The way to leave the embedded store, whose file only
+    /// one process may open.
+    #[arg(long, env = "SESSION_MIGRATE_FROM")]
+    pub migrate_from: Option<String>,
 }
 
 /// Where the sessions of an Express or Flask app being moved to Cloakroom are found: a user

@@ -84,6 +84,20 @@ fn main() -> std::process::ExitCode {
                     .await
                     .map_err(Into::into)
             }
+            Some(Command::Migrate {
+                from,
+                to,
+                state,
+                store,
+            }) => {
+                let with = |url: &str| cloakroom_app::config::StoreArgs {
+                    store: Some(url.to_owned()),
+                    ..store.clone()
+                };
+                ops::migrate(&with(&from), &with(&to), state.as_deref())
+                    .await
+                    .map_err(Into::into)
+            }
             Some(Command::Secret) => cloakroom::generate_secret()
                 .map(|s| format!("{s}\n"))
                 .map_err(Into::into),

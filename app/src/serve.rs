@@ -42,6 +42,43 @@ pub enum StartError {
     },
 }
 
+/// The store that moves sessions from `from` into the backend's as they are used, with the
+/// rest copied in the background (logged as it goes).
+async fn migrating_from(
+    from: &str,
+    args: &crate::config::StoreArgs,
+    backend: &Backend,
+) -> Result<Arc<dyn cloakroom::SessionStore>, StartError> {
+    let spec: StoreSpec = from.parse()?;
+    let old = Backend::open(&spec, args).await?;
+    tracing::info!(from = %old.description, "moving sessions from the old store as they are used, and copying the rest");
+    let store =
+        cloakroom::MigratingStore::from_arcs(old.sessions.clone(), backend.sessions.clone());
+    let copier = store.clone();
+    tokio::spawn(async move {
+        let mut last = std::time::Instant::now();
+        let copied =
+            crate::ops::migrate::copy_all(&copier, old.sessions.as_ref(), None, |c, total| {
+                if last.elapsed() >= std::time::Duration::from_secs(5) {
+                    last = std::time::Instant::now();
+                    tracing::info!(
+                        moved = c.moved,
+                        already_there = c.skipped,
+                        expired = c.expired,
+                        total,
+                        "copying sessions"
+                    );
+                }
+            })
+            .await;
+        match copied {
+            Ok(c) => tracing::info!(moved = c.moved, already_there = c.skipped, expired = c.expired, "every session copied from the old store; remove --migrate-from after one idle timeout"),
+            Err(e) => tracing::error!(error = %e, "copying sessions from the old store stopped; restart to resume (sessions still move as they are used)"),
+        }
+    });
+    Ok(Arc::new(store))
+}
+
 /// A configured app, ready to serve.
 pub struct App {
     /// The router.
@@ -139,7 +176,11 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
         tracing::info!(cookie = source.cookie_name(), "importing foreign sessions");
         config = config.with_import(source);
     }
-    let sessions = SessionLayer::from_arc(backend.sessions.clone(), config.build()?);
+    let store = match &args.migrate_from {
+        None => backend.sessions.clone(),
+        Some(from) => migrating_from(from, &args.store, &backend).await?,
+    };
+    let sessions = SessionLayer::from_arc(store, config.build()?);
     let mut state = AppState {
         sessions: sessions.clone(),
         todos: Arc::new(GuardedTodos::new(backend.todos.clone(), sessions.clone())),

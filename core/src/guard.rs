@@ -199,6 +199,13 @@ impl SessionStore for Guarded {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.call(self.store.stats()).await
     }
+    async fn scan(
+        &self,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<crate::store::ScanPage, StoreError> {
+        self.call(self.store.scan(cursor, count)).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(self.store.ping()).await
     }

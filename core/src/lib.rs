@@ -129,6 +129,7 @@ mod keyring;
 mod layer;
 mod memory;
 mod metrics;
+mod migrating;
 pub mod names;
 mod record;
 mod session;
@@ -161,12 +162,13 @@ pub use keyring::{generate_secret, KeyRing, KeyRingError, Verified, MIN_SECRET_L
 pub use layer::{SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use metrics::{Gauges, SessionMetrics, StoreLatency, LATENCY_BUCKETS, STORE_OPERATIONS};
+pub use migrating::{MigratingStore, Moved, MARKER_LIFETIME_MS};
 pub use record::{
     now_millis, Applied, Changes, Destroyed, Limits, Loaded, Millis, Record, Refresh, UserChange,
     UserSession, COUNTER_LIMIT, EXPIRY_FIELD,
 };
 pub use session::{Flash, FlashLevel, Session, SessionInfo};
-pub use store::{sessions_to_end, Limit, SessionStore, StoreError, StoreStats};
+pub use store::{sessions_to_end, Limit, ScanPage, SessionStore, StoreError, StoreStats, SCAN};
 pub use ticket::FALLBACK_FIELDS_MAX_BYTES;
 
 /// The default most sessions one user may have at once

@@ -269,6 +269,25 @@ impl SessionStore for MemoryStore {
         Ok(keys.len() as u64)
     }
 
+    async fn scan(
+        &self,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<crate::store::ScanPage, StoreError> {
+        let after = crate::store::ScanPage::after(cursor)?;
+        let state = self.state();
+        let mut keys: Vec<SessionKey> = state
+            .sessions
+            .keys()
+            .chain(state.aliases.keys())
+            .filter(|k| after.is_none_or(|a| **k > a))
+            .copied()
+            .collect();
+        keys.sort_unstable();
+        keys.truncate(count.max(1));
+        Ok(crate::store::ScanPage::ordered(keys, count))
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let state = self.state();
         Ok(StoreStats {

@@ -20,5 +20,8 @@ pub const EXPIRY_FIELD: &str = "__expiry";
 /// Which foreign session this one was imported from: a JSON array `[cookie name, handle]`,
 /// so that a logout here ends it too (`crate::import`).
 pub const IMPORTED_FIELD: &str = "__import";
+/// The field of an ended marker: a short-lived record a [`crate::MigratingStore`] leaves in
+/// the new store where a session was logged out, so that no move in flight brings it back.
+pub const ENDED_FIELD: &str = "__ended";
 /// When the current ID was issued, kept only when periodic renewal is on.
 pub const ISSUED_FIELD: &str = "__issued";

@@ -90,6 +90,40 @@ impl StoreError {
 /// What [`StoreError::Unsupported`] names for the per-user index.
 const USER_INDEX: &str = "the per-user index";
 
+/// What [`StoreError::Unsupported`] names for [`SessionStore::scan`].
+pub const SCAN: &str = "listing every session";
+
+/// One page of [`SessionStore::scan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Session keys (in no promised order).
+    pub keys: Vec<SessionKey>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<String>,
+}
+
+impl ScanPage {
+    /// A page of keys taken in key order from a store that keeps them sorted: the cursor is
+    /// the last key given, and a short page is the last.
+    #[must_use]
+    pub fn ordered(keys: Vec<SessionKey>, count: usize) -> Self {
+        let next = (keys.len() >= count.max(1))
+            .then(|| keys.last().map(ToString::to_string))
+            .flatten();
+        Self { keys, next }
+    }
+
+    /// The key an ordered cursor names (see [`ScanPage::ordered`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] for a cursor no ordered store gave.
+    pub fn after(cursor: Option<&str>) -> Result<Option<SessionKey>, StoreError> {
+        cursor
+            .map(|c| SessionKey::parse(c).ok_or(StoreError::Unsupported("that cursor")))
+            .transpose()
+    }
+}
+
 /// Size figures for operators (`cloakroom stats`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -183,6 +217,16 @@ pub trait SessionStore: Send + Sync + 'static {
         Err(StoreError::Unsupported(USER_INDEX))
     }
 
+    /// A page of at most about `count` keys of the sessions this store holds (aliases may be
+    /// among them), from `cursor` (`None`: the start); the page's `next` is where the
+    /// following page starts, `None` after the last. Resumable: a cursor stays valid across
+    /// processes, and a key present for the whole walk is listed at least once. Optional, for
+    /// moving sessions to another store (`cloakroom migrate`): the default is
+    /// [`StoreError::Unsupported`].
+    async fn scan(&self, _cursor: Option<&str>, _count: usize) -> Result<ScanPage, StoreError> {
+        Err(StoreError::Unsupported(SCAN))
+    }
+
     /// Cheap size figures (no full scan), for operators. Optional: the default is
     /// [`StoreError::Unsupported`].
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -272,6 +316,9 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         (**self).stats().await
+    }
+    async fn scan(&self, cursor: Option<&str>, count: usize) -> Result<ScanPage, StoreError> {
+        (**self).scan(cursor, count).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         (**self).ping().await

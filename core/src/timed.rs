@@ -96,6 +96,13 @@ impl SessionStore for Timed {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.time(7, None, self.inner.stats()).await
     }
+    async fn scan(
+        &self,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<crate::store::ScanPage, StoreError> {
+        self.inner.scan(cursor, count).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.time(8, None, self.inner.ping()).await
     }

@@ -188,6 +188,13 @@ impl SessionStore for LateSessions {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.0.sessions()?.stats().await
     }
+    async fn scan(
+        &self,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<cloakroom::ScanPage, StoreError> {
+        self.0.sessions()?.scan(cursor, count).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.sessions()?.ping().await
     }

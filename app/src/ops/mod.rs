@@ -1,15 +1,17 @@
-//! The operator commands, one file each: `stats` (and `watch`), `sizing`, `check`, and
-//! `sessions` (list and revoke); `admin` is the running app's socket they ask when the
+//! The operator commands, one file each: `stats` (and `watch`), `sizing`, `check`,
+//! `sessions` (list and revoke), and `migrate` (copy every session to another store); `admin` is the running app's socket they ask when the
 //! embedded store's file is held by the app.
 
 pub mod admin;
 mod check;
+pub mod migrate;
 mod sessions;
 mod sizing;
 mod stats;
 mod watch;
 
 pub use check::check;
+pub use migrate::migrate;
 pub use sessions::{list, revoke};
 pub use sizing::{sizing, MEASURED_SESSION_BYTES};
 pub use stats::stats;
@@ -38,6 +40,9 @@ pub enum OpsError {
     /// The running app's admin socket did not answer.
     #[error("cannot read the running app's figures through its admin socket: {0}")]
     Admin(String),
+    /// The migration's state file.
+    #[error("cannot save the migration's position: {0}")]
+    State(String),
     /// `memory` has nothing to inspect from another process.
     #[error("the memory store lives inside the app process; operator commands need the embedded, Redis or PostgreSQL store")]
     Memory,

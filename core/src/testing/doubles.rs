@@ -75,6 +75,14 @@ impl<H: Hook> SessionStore for H {
         self.before("stats").await?;
         self.inner().stats().await
     }
+    async fn scan(
+        &self,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<crate::store::ScanPage, StoreError> {
+        self.before("scan").await?;
+        self.inner().scan(cursor, count).await
+    }
     fn cached(&self, k: &SessionKey) -> Option<Record> {
         self.inner().cached(k)
     }

@@ -31,6 +31,7 @@ macro_rules! store_suite {
             round_trip_budget,
             flashes_are_shown_once,
             stats_count_live_sessions,
+            scan_lists_every_session,
             bad_increment_changes_nothing,
         );
     };

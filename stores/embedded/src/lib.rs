@@ -325,6 +325,18 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
+    async fn scan(
+        &self,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<cloakroom::ScanPage, StoreError> {
+        let after = cloakroom::ScanPage::after(cursor)?;
+        let keys = self
+            .read(move |txn| tables::Reader::open(txn)?.scan(after, count))
+            .await?;
+        Ok(cloakroom::ScanPage::ordered(keys, count))
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let path = self.path.clone();
         let sessions = self.read(|txn| tables::Reader::open(txn)?.count()).await?;

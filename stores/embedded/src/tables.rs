@@ -177,6 +177,31 @@ impl Reader {
         Ok(out)
     }
 
+    /// At most `count` session and alias keys after `after`, in key order.
+    pub(crate) fn scan(
+        &self,
+        after: Option<SessionKey>,
+        count: usize,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let mut keys = Vec::new();
+        for table in [&self.sessions, &self.aliases] {
+            let start = after.map(|k| *k.as_bytes()).unwrap_or_default();
+            let range = table.range(start.as_slice()..).map_err(backend)?;
+            // The range starts at `after` itself: skip it.
+            for entry in range.take(count + 1) {
+                let (key, _) = entry.map_err(backend)?;
+                let key = key_from(key.value())?;
+                if Some(key) != after {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        keys.truncate(count.max(1));
+        Ok(keys)
+    }
+
     pub(crate) fn count(&self) -> Result<u64, StoreError> {
         self.sessions.len().map_err(backend)
     }

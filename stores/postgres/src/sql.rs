@@ -87,6 +87,8 @@ pub(crate) struct Statements {
     pub(crate) destroy_user: String,
     /// → (sessions, bytes of the table and its indexes).
     pub(crate) stats: String,
+    /// $1 the key to start after, $2 how many → session keys in key order.
+    pub(crate) scan: String,
     /// $1 now → expired sessions deleted (at most 1,000 a call).
     pub(crate) purge_sessions: String,
     /// $1 now.
@@ -147,6 +149,9 @@ impl Statements {
             destroy_alias: format!(
                 "WITH alias AS (DELETE FROM {s}.aliases WHERE id = $1 RETURNING 1)
                  SELECT EXISTS (SELECT 1 FROM alias)"
+            ),
+            scan: format!(
+                "SELECT id FROM {s}.sessions WHERE id > $1 ORDER BY id LIMIT $2"
             ),
             list_user: format!(
                 "SELECT {COLUMNS} FROM {s}.sessions

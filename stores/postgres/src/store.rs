@@ -554,6 +554,37 @@ impl SessionStore for PostgresStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn scan(
+        &self,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<cloakroom::ScanPage, StoreError> {
+        let after = cloakroom::ScanPage::after(cursor)?;
+        let start: Vec<u8> = after.map(|k| k.as_bytes().to_vec()).unwrap_or_default();
+        let limit = i64::try_from(count.max(1)).unwrap_or(i64::MAX);
+        let conn = self.conn().await?;
+        let c = conn.object();
+        let statement = c
+            .prepare_cached(&self.inner.sql.scan)
+            .await
+            .map_err(backend)?;
+        let rows = c
+            .query(&statement, &[&start, &limit])
+            .await
+            .map_err(backend)?;
+        let keys = rows
+            .iter()
+            .map(|row| {
+                let id: Vec<u8> = row.try_get(0).map_err(backend)?;
+                let bytes: [u8; cloakroom::KEY_LEN] = id
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("a session id of the wrong length".into()))?;
+                Ok(SessionKey::from_bytes(bytes))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(cloakroom::ScanPage::ordered(keys, count))
+    }
+
     fn ended_recently(&self, key: &SessionKey, issued: Millis) -> bool {
         self.inner.ended.refuses(key, issued)
     }

@@ -68,6 +68,34 @@ pub async fn stats_count_live_sessions(store: DynStore) {
     assert_eq!(store.stats().await.unwrap().sessions, before + 4);
 }
 
+/// A walk of every session, page by page (small pages, so that cursors are used), lists
+/// each session created before it, whatever the store already held.
+pub async fn scan_lists_every_session(store: DynStore) {
+    let now = crate::now_millis();
+    let keys: Vec<SessionKey> = (0..7).map(|_| key()).collect();
+    for k in &keys {
+        store.create(k, &record(now, 60_000, 60_000)).await.unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    for page in 0.. {
+        assert!(page < 100_000, "the walk ends");
+        let found = match store.scan(cursor.as_deref(), 2).await {
+            Ok(found) => found,
+            Err(StoreError::Unsupported(_)) if page == 0 => return, // optional
+            Err(e) => panic!("scan: {e}"),
+        };
+        seen.extend(found.keys);
+        match found.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    for k in &keys {
+        assert!(seen.contains(k), "a session was not listed");
+    }
+}
+
 /// An increment of a non-integer field fails and leaves the whole change unapplied.
 pub async fn bad_increment_changes_nothing(store: DynStore) {
     let k = key();

@@ -565,6 +565,50 @@ impl SessionStore for RedisStore {
         })
     }
 
+    /// `SCAN` over the prefix: the cursor is Redis's own, so a walk resumes where it stopped.
+    /// Not on a cluster (each node would be walked on its own).
+    async fn scan(
+        &self,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<cloakroom::ScanPage, StoreError> {
+        if self.keys.is_cluster() {
+            return Err(StoreError::Unsupported(
+                "listing every session of a cluster",
+            ));
+        }
+        let start = match cursor {
+            None => 0,
+            Some(c) => c
+                .parse::<u64>()
+                .map_err(|_| StoreError::Unsupported("that cursor"))?,
+        };
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(start)
+            .arg("MATCH")
+            .arg(format!(
+                "{}*",
+                self.keys
+                    .session_prefix(&SessionKey::from_bytes([0; cloakroom::KEY_LEN]))
+            ))
+            .arg("COUNT")
+            .arg(count.max(1));
+        let (next, names): (u64, Vec<String>) = redis::from_redis_value(self.one(cmd).await?)
+            .map_err(|e| StoreError::Corrupt(format!("SCAN reply: {e}")))?;
+        let prefix_len = self
+            .keys
+            .session_prefix(&SessionKey::from_bytes([0; cloakroom::KEY_LEN]))
+            .len();
+        let keys = names
+            .iter()
+            .filter_map(|n| n.get(prefix_len..).and_then(SessionKey::parse))
+            .collect();
+        Ok(cloakroom::ScanPage {
+            keys,
+            next: (next != 0).then(|| next.to_string()),
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.one(redis::cmd("PING")).await.map(|_| ())
     }

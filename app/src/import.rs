@@ -139,8 +139,25 @@ impl ForeignSessions for OnConnection {
         &self.cookie
     }
 
+    /// An imported user is logged in as after a login here: the fields the app's login
+    /// writes are filled in when the foreign session has none.
     async fn find(&self, value: &str) -> Result<Found, StoreError> {
-        self.source().await?.find(value).await
+        let found = self.source().await?.find(value).await?;
+        let Found::Session(mut imported) = found else {
+            return Ok(found);
+        };
+        if let Some(user) = imported.user.clone() {
+            let text = |v: String| serde_json::Value::String(v).to_string();
+            imported
+                .fields
+                .entry(crate::identity::LOGIN_TIME.to_owned())
+                .or_insert_with(|| text(crate::identity::rfc3339(cloakroom::now_millis())));
+            imported
+                .fields
+                .entry("user".to_owned())
+                .or_insert_with(|| text(user));
+        }
+        Ok(Found::Session(imported))
     }
 
     async fn end(&self, handle: &str) -> Result<(), StoreError> {

@@ -138,6 +138,10 @@ async fn an_express_user_arrives_logged_in_and_logs_out_of_both() {
 
     let (user, ours) = profile(port, &express).await.expect("logged in on arrival");
     assert_eq!(user, "ada");
+    assert!(
+        stored_field(&redis, "login_time").await.is_some(),
+        "as after a login here"
+    );
     let ours = ours.expect("the Cloakroom cookie is set");
     assert_eq!(
         stored_field(&redis, "views").await.as_deref(),

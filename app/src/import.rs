@@ -139,24 +139,34 @@ impl ForeignSessions for OnConnection {
         &self.cookie
     }
 
-    /// An imported user is logged in as after a login here: the fields the app's login
-    /// writes are filled in when the foreign session has none.
+    /// An imported user is logged in as after a login here: a user name the login would
+    /// accept, and the fields the login writes set as it sets them.
     async fn find(&self, value: &str) -> Result<Found, StoreError> {
         let found = self.source().await?.find(value).await?;
         let Found::Session(mut imported) = found else {
             return Ok(found);
         };
-        if let Some(user) = imported.user.clone() {
-            let text = |v: String| serde_json::Value::String(v).to_string();
-            imported
-                .fields
-                .entry(crate::identity::LOGIN_TIME.to_owned())
-                .or_insert_with(|| text(crate::identity::rfc3339(cloakroom::now_millis())));
-            imported
-                .fields
-                .entry("user".to_owned())
-                .or_insert_with(|| text(user));
-        }
+        let Some(user) = imported.user.clone() else {
+            return Ok(Found::Session(imported));
+        };
+        // A user name this app would not accept at its own login is not logged in here.
+        let Ok(user) = crate::identity::validate_username(&user) else {
+            tracing::info!(
+                source = self.cookie,
+                "foreign session not imported: its user is not a valid user name here"
+            );
+            return Ok(Found::Nothing);
+        };
+        // The fields the app's login owns are the app's, whatever the old app kept there.
+        let text = |v: String| serde_json::Value::String(v).to_string();
+        imported.fields.insert(
+            crate::identity::LOGIN_TIME.to_owned(),
+            text(crate::identity::rfc3339(cloakroom::now_millis())),
+        );
+        imported
+            .fields
+            .insert("user".to_owned(), text(user.clone()));
+        imported.user = Some(user);
         Ok(Found::Session(imported))
     }
 

@@ -42,6 +42,25 @@ pub enum StartError {
     },
 }
 
+/// One audit line per login and per session end (target `audit`, at INFO): the user and the
+/// session's fingerprint, never its ID.
+fn audit(event: cloakroom::events::SessionEvent) {
+    use cloakroom::events::SessionEvent;
+    match event {
+        SessionEvent::LoggedIn { user, session } => {
+            tracing::info!(target: "audit", user, session, "audit: login");
+        }
+        SessionEvent::Ended {
+            user,
+            session,
+            reason,
+        } => {
+            tracing::info!(target: "audit", user = user.unwrap_or_default(), session, reason = reason.as_str(), "audit: session ended");
+        }
+        _ => {}
+    }
+}
+
 /// The store that moves sessions from `from` into the backend's as they are used, with the
 /// rest copied in the background (logged as it goes).
 async fn migrating_from(
@@ -180,7 +199,7 @@ pub async fn build(args: &ServeArgs, session_secret: Option<&str>) -> Result<App
         None => backend.sessions.clone(),
         Some(from) => migrating_from(from, &args.store, &backend).await?,
     };
-    let sessions = SessionLayer::from_arc(store, config.build()?);
+    let sessions = SessionLayer::from_arc(store, config.build()?).on_event(audit);
     let mut state = AppState {
         sessions: sessions.clone(),
         todos: Arc::new(GuardedTodos::new(backend.todos.clone(), sessions.clone())),

@@ -284,6 +284,10 @@ async fn json_logs_are_json_on_every_line() {
     let mut child = cmd.spawn().unwrap();
     wait_healthy(port, Duration::from_secs(15)).await.unwrap();
     let cookie = common::instances::login(port, "alice").await;
+    let logout = common::instances::call(port, "POST", "/api/logout", Some(&cookie), None).await;
+    assert!(logout.status < 300, "{}", logout.body);
+    // Audit lines come from the events thread: give it a moment before the shutdown.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     stop(&mut child).await;
     let out = child.wait_with_output().await.unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
@@ -305,6 +309,22 @@ async fn json_logs_are_json_on_every_line() {
     assert_eq!(login_line["severity"], "DEBUG");
     let fingerprint = login_line["session"].as_str().expect("a fingerprint");
     assert_eq!(fingerprint.len(), 8, "{fingerprint}");
+    // One audit line per login and logout, at INFO, with the user and the fingerprint.
+    for (message, reason) in [
+        ("audit: login", None),
+        ("audit: session ended", Some("logged_out")),
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("{message}: {text}"));
+        assert_eq!(line["severity"], "INFO");
+        assert_eq!(line["user"], "alice", "{line}");
+        assert_eq!(line["session"].as_str().map(str::len), Some(8), "{line}");
+        if let Some(reason) = reason {
+            assert_eq!(line["reason"], reason, "{line}");
+        }
+    }
     let value = cookie.split_once('=').unwrap().1;
     let id = value.split('.').next().unwrap();
     assert!(!text.contains(id), "the session ID never reaches the log");

@@ -117,9 +117,29 @@ async fn logout_destroys_the_session_and_replay_fails() {
     assert!(home.body.contains("You are not logged in"));
     assert!(home.body.contains("You have been logged out."));
     let replay = b
-        .send_raw("GET", "/api/profile", None, logged_in_cookie)
+        .send_raw("GET", "/api/profile", None, logged_in_cookie.clone())
         .await;
     assert_eq!(replay.status, 401, "a logged-out cookie is dead");
+    // And says why (issue: "Why was I signed out?"): in the API and on the home page.
+    assert_eq!(json(&replay)["ended"], "logged_out", "{}", replay.body);
+    let home = b.send_raw("GET", "/", None, logged_in_cookie).await;
+    assert!(
+        home.body
+            .contains("You were signed out because you logged out."),
+        "{}",
+        home.body
+    );
+    // A forged cookie learns nothing.
+    let forged = b
+        .send_raw(
+            "GET",
+            "/api/profile",
+            None,
+            Some("__Host-sid=AAAA.BBBB".into()),
+        )
+        .await;
+    assert_eq!(forged.status, 401);
+    assert!(json(&forged).get("ended").is_none(), "{}", forged.body);
 }
 
 #[tokio::test]
@@ -245,7 +265,11 @@ async fn api_login_profile_logout() {
     let replay = b.send_raw("GET", "/api/profile", None, cookie).await;
     assert_eq!(
         (replay.status.as_u16(), json_of(&replay.body)),
-        (401, json!({"error": "not logged in"}))
+        (
+            401,
+            json!({"error": "not logged in", "ended": "logged_out"})
+        ),
+        "a replayed logged-out cookie is told why"
     );
 }
 

@@ -155,6 +155,12 @@ async fn an_express_user_arrives_logged_in_and_logs_out_of_both() {
         exists(&redis, &record).await,
         "the Node app still serves its routes"
     );
+    // Taken over once: the old cookie alone (ours lost, or stolen) imports nothing again.
+    assert_eq!(
+        profile(port, &express).await,
+        Err(401),
+        "imported once only"
+    );
 
     // Logging out here ends the Express session too.
     let logout = call(port, "POST", "/api/logout", Some(&both), None).await;
@@ -214,16 +220,18 @@ async fn forged_foreign_and_expired_express_cookies_import_nothing() {
         Ok("ada".into()),
         "the genuine cookie imports"
     );
-    // The genuine session, its `cookie.expires` moved into the past (the key still there).
+    // Another genuine session, never imported, its `cookie.expires` moved into the past (the
+    // key still there).
+    let expiring = foreign_login(node.port, "eve").await;
     let record = {
         let reply = redis.command(&["KEYS", "sess:*"]).await;
         let mut found = None;
         for key in reply.lines().filter(|l| l.starts_with("sess:")) {
-            if redis.command(&["GET", key]).await.contains("\"ada\"") {
+            if redis.command(&["GET", key]).await.contains("\"eve\"") {
                 found = Some(key.to_owned());
             }
         }
-        found.expect("ada's record")
+        found.expect("eve's record")
     };
     let text = redis.command(&["GET", &record]).await;
     let json = text.lines().nth(1).unwrap();
@@ -232,7 +240,7 @@ async fn forged_foreign_and_expired_express_cookies_import_nothing() {
     redis
         .command(&["SET", &record, &session.to_string(), "EX", "600"])
         .await;
-    assert_eq!(profile(port, &genuine).await, Err(401), "expired");
+    assert_eq!(profile(port, &expiring).await, Err(401), "expired");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,6 +71,12 @@ async fn three_instances_share_sessions_and_todos() {
     let text = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.status.success(), "{text}");
     assert!(!text.trim().is_empty(), "alice's session is listed: {text}");
+    // An operator's revocation: her next request is told why.
+    let revoked = cli(&["revoke", "--user", "alice"]).await.unwrap();
+    assert!(revoked.status.success());
+    let told = call(first, "GET", "/api/profile", Some(&relogin), None).await;
+    assert_eq!(told.status, 401);
+    assert_eq!(told.json()["ended"], "revoked_by_operator", "{}", told.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,20 @@ impl std::str::FromStr for SameSite {
     }
 }
 
+/// What a read does with a stored value that no longer decodes as the type asked for (a
+/// deploy changed the field's type; see `docs/events-and-decoding.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeFailure {
+    /// The field reads as absent (`None`), logged at WARN with its name and the session's
+    /// fingerprint and counted in `cloakroom_decode_failures_total`; the stored value stays
+    /// until the app writes that field. The default: a deploy never turns sessions into
+    /// errors.
+    #[default]
+    Absent,
+    /// The read fails with [`crate::SessionError::Decode`] (a `500`).
+    Fail,
+}
+
 /// What the layer does when the store fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
@@ -121,6 +135,7 @@ pub struct SessionConfig {
     pub(crate) max_key_len: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) failure_policy: FailurePolicy,
+    pub(crate) decode_failure: DecodeFailure,
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) fallback: Fallback,
@@ -219,6 +234,7 @@ impl SessionConfig {
                 max_key_len: 256,
                 store_timeout: Duration::from_millis(500),
                 failure_policy: FailurePolicy::FailClosed,
+                decode_failure: DecodeFailure::Absent,
                 breaker_threshold: 5,
                 breaker_cooldown: Duration::from_secs(1),
                 commit_on_server_error: false,
@@ -477,6 +493,10 @@ impl SessionConfigBuilder {
     setter!(
         /// What to do when the store fails (default [`FailurePolicy::FailClosed`]).
         with_failure_policy, failure_policy: FailurePolicy);
+    setter!(
+        /// What a read does with a stored value of another type (default
+        /// [`DecodeFailure::Absent`]: the field reads as absent, logged and counted).
+        with_decode_failure, decode_failure: DecodeFailure);
     setter!(
         /// Consecutive store outages that open the circuit breaker (default 5; 0 disables it).
         with_breaker_threshold, breaker_threshold: u32);

@@ -67,6 +67,11 @@ pub enum SessionError {
     /// Nothing was written.
     #[error("the session ended while this request was using it")]
     Gone,
+    /// The request asked for the signed-in user ([`crate::Session::require_user`]) and has
+    /// none: `None` when it came without a session, or the reason its session ended (its
+    /// cookie was correctly signed). A `401`.
+    #[error("not signed in{}", .0.map(|r| format!(" (the session ended: {r})")).unwrap_or_default())]
+    NotSignedIn(Option<crate::events::EndReason>),
     /// The handler ran without a [`crate::SessionLayer`] in front of it.
     #[error("no SessionLayer is installed in front of this handler")]
     MissingLayer,
@@ -109,6 +114,7 @@ impl SessionError {
             | Self::AlreadyCommitted
             | Self::ExpiryOutOfBounds(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Gone => StatusCode::CONFLICT,
+            Self::NotSignedIn(_) => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -127,6 +133,7 @@ impl SessionError {
             Self::InvalidKey(_) | Self::Encode { .. } => "invalid session data",
             Self::Decode { .. } => "session data could not be read",
             Self::Gone => "session ended, please sign in again",
+            Self::NotSignedIn(_) => "not signed in",
             Self::MissingLayer => "session support is not configured",
             Self::AlreadyCommitted => "session changed after the response was sent",
             Self::ExpiryOutOfBounds(_) => "session lifetime not allowed",

@@ -199,6 +199,21 @@ impl SessionStore for Guarded {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.call(self.store.stats()).await
     }
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        self.call(self.store.record_end(key, reason, until)).await
+    }
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<crate::events::EndReason>, StoreError> {
+        self.call(self.store.end_reason(key, now)).await
+    }
     async fn scan(
         &self,
         cursor: Option<&str>,

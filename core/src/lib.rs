@@ -118,6 +118,7 @@ mod cookie;
 mod csrf;
 mod ended;
 mod error;
+pub mod events;
 mod expiry;
 #[cfg(feature = "axum")]
 mod extract;
@@ -150,7 +151,8 @@ pub use prometheus_client;
 
 pub use binding::Binding;
 pub use config::{
-    ConfigError, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder, DEFAULT_COOKIE_NAME,
+    ConfigError, DecodeFailure, FailurePolicy, SameSite, SessionConfig, SessionConfigBuilder,
+    DEFAULT_COOKIE_NAME,
 };
 pub use csrf::{CsrfLayer, CsrfService};
 pub use ended::{HeardEnded, RecentlyEnded, FLOOR_MARGIN_MS};
@@ -167,7 +169,7 @@ pub use record::{
     now_millis, Applied, Changes, Destroyed, Limits, Loaded, Millis, Record, Refresh, UserChange,
     UserSession, COUNTER_LIMIT, EXPIRY_FIELD,
 };
-pub use session::{Flash, FlashLevel, Session, SessionInfo};
+pub use session::{Flash, FlashLevel, Session, SessionInfo, TOMBSTONE_LIFETIME_MS};
 pub use store::{sessions_to_end, Limit, ScanPage, SessionStore, StoreError, StoreStats, SCAN};
 pub use ticket::FALLBACK_FIELDS_MAX_BYTES;
 

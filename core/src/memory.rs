@@ -15,7 +15,12 @@ struct State {
     /// old key → (new key, valid until), left behind by `cycle`.
     aliases: HashMap<SessionKey, (SessionKey, Millis)>,
     users: HashMap<String, BTreeSet<SessionKey>>,
+    /// Why sessions ended, until when (bounded: see [`TOMBSTONES`]).
+    tombstones: HashMap<SessionKey, (crate::events::EndReason, Millis)>,
 }
+
+/// Tombstones kept at most; past it the expired go first, then any.
+const TOMBSTONES: usize = 100_000;
 
 impl State {
     /// The key holding the live record that `key` names at `now`, dropping what has expired.
@@ -267,6 +272,45 @@ impl SessionStore for MemoryStore {
             let _ = self.destroy(key).await?;
         }
         Ok(keys.len() as u64)
+    }
+
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.tombstones.len() >= TOMBSTONES {
+            let now = crate::record::now_millis();
+            state.tombstones.retain(|_, (_, until)| *until > now);
+            if state.tombstones.len() >= TOMBSTONES {
+                let doomed: Vec<SessionKey> = state
+                    .tombstones
+                    .keys()
+                    .take(TOMBSTONES / 4)
+                    .copied()
+                    .collect();
+                for k in doomed {
+                    state.tombstones.remove(&k);
+                }
+            }
+        }
+        state.tombstones.insert(*key, (reason, until));
+        Ok(())
+    }
+
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<crate::events::EndReason>, StoreError> {
+        Ok(self
+            .state()
+            .tombstones
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(reason, _)| *reason))
     }
 
     async fn scan(

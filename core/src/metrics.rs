@@ -72,6 +72,12 @@ pub struct SessionMetrics {
     pub requests_destroyed: AtomicU64,
     /// Logins: a session given a user.
     pub logins: AtomicU64,
+    /// Stored values that no longer decoded as the type asked for, read as absent.
+    pub decode_failures: AtomicU64,
+    /// Lifecycle events not delivered because the handler's queue was full.
+    pub events_dropped: AtomicU64,
+    /// Sessions ended, by reason (in the order of [`crate::events::EndReason::ALL`]).
+    pub sessions_ended: [AtomicU64; 6],
     /// Foreign sessions taken over (`crate::import`).
     pub imports: AtomicU64,
     /// Foreign session records found but not read (a format such as pickle).
@@ -287,6 +293,29 @@ impl SessionMetrics {
                     ("imported", &m.imports),
                     ("unreadable", &m.imports_unreadable),
                 ],
+            ),
+            Family::labelled(
+                "sessions_ended",
+                "Sessions ended, by reason (a replayed logged-out cookie counts as expired).",
+                "reason",
+                &[
+                    ("logged_out", &m.sessions_ended[0]),
+                    ("revoked", &m.sessions_ended[1]),
+                    ("revoked_by_operator", &m.sessions_ended[2]),
+                    ("replaced", &m.sessions_ended[3]),
+                    ("binding_mismatch", &m.sessions_ended[4]),
+                    ("expired", &m.sessions_ended[5]),
+                ],
+            ),
+            Family::single(
+                "decode_failures",
+                "Stored values that no longer decoded as the type asked for (read as absent).",
+                &m.decode_failures,
+            ),
+            Family::single(
+                "events_dropped",
+                "Lifecycle events not delivered because the handler's queue was full.",
+                &m.events_dropped,
             ),
             Family::single(
                 "import_skipped_fields",

@@ -8,7 +8,7 @@
 //!
 //! What keeps an ended session ended while another instance may be moving it:
 //! - A logout deletes the session in the new store and leaves an *ended marker* under its key
-//!   there (a short-lived record with the reserved field [`crate::names::ENDED_FIELD`]) before it deletes
+//!   there (a record that lives an hour, with the reserved field [`crate::names::ENDED_FIELD`]) before it deletes
 //!   the old copy. A move is a create, which never overwrites: a move that read the old copy
 //!   before the logout finds the marker and gives up. A move that landed first is deleted by the
 //!   logout, which then tries its marker again.
@@ -28,8 +28,8 @@ use crate::store::{SessionStore, StoreError, StoreStats};
 use crate::names::ENDED_FIELD;
 
 /// How long an ended marker stays: far longer than any move in flight (two store calls, each
-/// bounded by the layer's store timeout).
-pub const MARKER_LIFETIME_MS: Millis = 60_000;
+/// bounded by the layer's store timeout; the background copy bounds each move too).
+pub const MARKER_LIFETIME_MS: Millis = 3_600_000;
 
 /// Logouts retried when a move keeps landing between the delete and the marker.
 const MARKER_ATTEMPTS: usize = 5;
@@ -205,7 +205,13 @@ impl SessionStore for MigratingStore {
             return Err(StoreError::IdCollision);
         }
         let guarded = unless_ended(changes);
-        ended_is_gone(self.new.cycle(old, new, &guarded, now, grace_until).await)
+        let applied = ended_is_gone(self.new.cycle(old, new, &guarded, now, grace_until).await)?;
+        if matches!(applied, Applied::Done { .. }) {
+            // A copy of the old ID left in the old store by an interrupted move must not
+            // bring that ID back once its grace window (if any) is over.
+            self.old.destroy(old).await?;
+        }
+        Ok(applied)
     }
 
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
@@ -281,6 +287,26 @@ impl SessionStore for MigratingStore {
     /// markers, and the old store's the sessions not yet moved.
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         Err(StoreError::Unsupported("size figures during a migration"))
+    }
+
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        self.new.record_end(key, reason, until).await
+    }
+
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<crate::events::EndReason>, StoreError> {
+        match self.new.end_reason(key, now).await? {
+            Some(reason) => Ok(Some(reason)),
+            None => self.old.end_reason(key, now).await,
+        }
     }
 
     /// The old store's sessions, then the new store's (the cursor says which: `old:…`,

@@ -4,6 +4,7 @@
 //! the session still existing, so a request that finishes after a logout can never bring the
 //! session back, and writes name fields, so concurrent requests never overwrite each other.
 
+use crate::events::EndReason;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -217,6 +218,30 @@ pub trait SessionStore: Send + Sync + 'static {
         Err(StoreError::Unsupported(USER_INDEX))
     }
 
+    /// Keeps why the session `key` ended until `until`: a tombstone of a few dozen bytes,
+    /// keyed like the session (a hash of its ID), bounded in time (the layer keeps one for a
+    /// day) and in count (only signed-in sessions get one). The next request with that
+    /// session's cookie learns the reason ([`crate::Session::ended`]). Optional: by default
+    /// nothing is kept, and an ended session reads as expired.
+    async fn record_end(
+        &self,
+        _key: &SessionKey,
+        _reason: EndReason,
+        _until: Millis,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Why the session `key` ended, if a tombstone kept at `now` says so (see
+    /// [`SessionStore::record_end`]); `None` by default.
+    async fn end_reason(
+        &self,
+        _key: &SessionKey,
+        _now: Millis,
+    ) -> Result<Option<EndReason>, StoreError> {
+        Ok(None)
+    }
+
     /// A page of at most about `count` keys of the sessions this store holds (aliases may be
     /// among them), from `cursor` (`None`: the start); the page's `next` is where the
     /// following page starts, `None` after the last. Resumable: a cursor stays valid across
@@ -319,6 +344,21 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     async fn scan(&self, cursor: Option<&str>, count: usize) -> Result<ScanPage, StoreError> {
         (**self).scan(cursor, count).await
+    }
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        (**self).record_end(key, reason, until).await
+    }
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<EndReason>, StoreError> {
+        (**self).end_reason(key, now).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         (**self).ping().await

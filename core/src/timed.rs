@@ -96,6 +96,21 @@ impl SessionStore for Timed {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.time(7, None, self.inner.stats()).await
     }
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner.record_end(key, reason, until).await
+    }
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<crate::events::EndReason>, StoreError> {
+        self.inner.end_reason(key, now).await
+    }
     async fn scan(
         &self,
         cursor: Option<&str>,

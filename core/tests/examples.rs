@@ -18,6 +18,22 @@ mod forms;
 #[path = "../examples/custom_store.rs"]
 mod custom_store;
 
+#[allow(dead_code)]
+#[path = "../examples/upgrade_value.rs"]
+mod upgrade_value;
+
+/// A session holding the old shape is read in the new one, and keeps it.
+#[tokio::test]
+async fn an_old_shape_is_upgraded_and_written_back() {
+    let mut b = Browser::new(upgrade_value::app());
+    assert_eq!(b.send("POST", "/old/milk", None).await.status, 200);
+    for _ in 0..2 {
+        let reply = b.send("GET", "/cart", None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body, r#"{"items":[["milk",1]]}"#);
+    }
+}
+
 const FORM: &str = "application/x-www-form-urlencoded";
 
 fn token(html: &str) -> String {

@@ -188,6 +188,21 @@ impl SessionStore for LateSessions {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.0.sessions()?.stats().await
     }
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: cloakroom::events::EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        self.0.sessions()?.record_end(key, reason, until).await
+    }
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<cloakroom::events::EndReason>, StoreError> {
+        self.0.sessions()?.end_reason(key, now).await
+    }
     async fn scan(
         &self,
         cursor: Option<&str>,

@@ -13,6 +13,9 @@ use super::*;
 /// Sessions asked for per page.
 const PAGE: usize = 500;
 
+/// The longest one move may take.
+const MOVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a copy did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Copied {
@@ -49,7 +52,12 @@ pub async fn copy_all(
             .scan(cursor.as_deref().filter(|c| !c.is_empty()), PAGE)
             .await?;
         for key in &page.keys {
-            match store.move_one(key, now_millis()).await? {
+            // Bounded: a move must land well within the ended markers' hour (a stalled one
+            // stops the copy, which resumes at the next start).
+            let moved = tokio::time::timeout(MOVE_LIMIT, store.move_one(key, now_millis()))
+                .await
+                .map_err(|_| cloakroom::StoreError::Timeout(MOVE_LIMIT))??;
+            match moved {
                 Moved::Moved => copied.moved += 1,
                 Moved::AlreadyThere => copied.skipped += 1,
                 Moved::Absent => copied.expired += 1,

@@ -36,6 +36,17 @@ pub async fn list(store: &StoreArgs, user: &str) -> Result<String, OpsError> {
     Ok(out)
 }
 
+/// Revokes one session, leaving its tombstone first.
+async fn revoke_one(
+    backend: &crate::backend::Backend,
+    key: &SessionKey,
+    until: cloakroom::Millis,
+) -> Result<cloakroom::Destroyed, OpsError> {
+    let reason = cloakroom::events::EndReason::RevokedByOperator;
+    backend.sessions.record_end(key, reason, until).await?;
+    Ok(backend.sessions.destroy(key).await?)
+}
+
 /// `cloakroom revoke --user U` or `--key K`.
 ///
 /// # Errors
@@ -52,15 +63,21 @@ pub async fn revoke(
         None => None,
     };
     let backend = open(store).await?;
+    // Each session revoked keeps why, for its user's next request (a tombstone, a day).
+    let until = now_millis().saturating_add(cloakroom::TOMBSTONE_LIFETIME_MS);
+    let reason = cloakroom::events::EndReason::RevokedByOperator;
     let out = match (user, parsed) {
         (Some(user), _) => {
+            for s in backend.sessions.list_user(user, now_millis()).await? {
+                backend.sessions.record_end(&s.key, reason, until).await?;
+            }
             let n = backend
                 .sessions
                 .destroy_user(user, None, now_millis())
                 .await?;
             format!("revoked {n} session(s) of {user:?}\n")
         }
-        (None, Some(key)) => match backend.sessions.destroy(&key).await? {
+        (None, Some(key)) => match revoke_one(&backend, &key, until).await? {
             cloakroom::Destroyed::Session => format!("revoked session {key}\n"),
             cloakroom::Destroyed::Alias => format!("{key} was an old ID of a session; it no longer works, the session itself was not revoked\n"),
             cloakroom::Destroyed::Nothing => format!("no session {key} (already ended)\n"),

@@ -44,7 +44,10 @@ fn bad_json(rejection: &JsonRejection) -> AppError {
 }
 
 async fn user(session: &Session) -> Result<String, AppError> {
-    session.user().await?.ok_or(AppError::NotLoggedIn)
+    match session.user().await? {
+        Some(user) => Ok(user),
+        None => Err(AppError::NotLoggedIn(session.ended().await?)),
+    }
 }
 
 /// `POST /api/login` → `{"status":"logged in","user":…}`.

@@ -155,9 +155,9 @@ pub enum AppError {
     /// A form arrived without a valid CSRF token.
     #[error("invalid or missing CSRF token")]
     Csrf,
-    /// The route needs a logged-in user.
+    /// The route needs a logged-in user; the reason the request's session ended, if it did.
     #[error("not logged in")]
-    NotLoggedIn,
+    NotLoggedIn(Option<cloakroom::events::EndReason>),
     /// Nothing here.
     #[error("not found")]
     NotFound,
@@ -176,7 +176,7 @@ impl AppError {
             Self::Todo(TodoError::Full) => StatusCode::CONFLICT,
             Self::Todo(TodoError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Csrf => StatusCode::FORBIDDEN,
-            Self::NotLoggedIn => StatusCode::UNAUTHORIZED,
+            Self::NotLoggedIn(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadInput(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -197,11 +197,11 @@ impl IntoResponse for AppError {
             // Session errors carry their own documented response (503 + Retry-After, …).
             Self::Session(e) => e.into_response(),
             other => {
-                let mut response = (
-                    other.status(),
-                    Json(serde_json::json!({ "error": other.message() })),
-                )
-                    .into_response();
+                let mut body = serde_json::json!({ "error": other.message() });
+                if let Self::NotLoggedIn(Some(reason)) = &other {
+                    body["ended"] = reason.as_str().into();
+                }
+                let mut response = (other.status(), Json(body)).into_response();
                 if response.status() == StatusCode::SERVICE_UNAVAILABLE {
                     response
                         .headers_mut()

@@ -45,12 +45,35 @@ async fn require_csrf(session: &Session, submitted: Option<&str>) -> Result<(), 
     }
 }
 
+/// The one sentence the home page says about why a user was signed out.
+fn signed_out_because(reason: cloakroom::events::EndReason) -> &'static str {
+    use cloakroom::events::EndReason;
+    match reason {
+        EndReason::LoggedOut => "You were signed out because you logged out.",
+        EndReason::Revoked => {
+            "You were signed out because you ended this session from another device."
+        }
+        EndReason::RevokedByOperator => "You were signed out by an administrator.",
+        EndReason::Replaced => {
+            "You were signed out because you signed in on too many devices; this was the oldest."
+        }
+        EndReason::BindingMismatch => {
+            "You were signed out because this session was used from another browser or network."
+        }
+        _ => "You were signed out because your session expired.",
+    }
+}
+
 /// `GET /`: who you are, your visits, flashes and todos.
 pub async fn home(State(state): State<AppState>, session: Session) -> PageResult {
     let Some(user) = session.user().await? else {
         let notes = flashes(&session.take_flashes().await?);
+        let why = session.ended().await?.map(signed_out_because);
         let body = html! {
             (notes)
+            @if let Some(why) = why {
+                p.notice #ended { (why) }
+            }
             h1 { "You are not logged in" }
             p { a.button href="/login" { "Log in" } }
         };
@@ -274,7 +297,10 @@ pub async fn views(session: Session, Path(name): Path<String>) -> PageResult {
 }
 
 async fn logged_in(session: &Session) -> Result<String, AppError> {
-    session.user().await?.ok_or(AppError::NotLoggedIn)
+    match session.user().await? {
+        Some(user) => Ok(user),
+        None => Err(AppError::NotLoggedIn(session.ended().await?)),
+    }
 }
 
 /// `POST /todos`: add a todo from the form.

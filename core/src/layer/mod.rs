@@ -93,8 +93,31 @@ impl SessionLayer {
                 guesses: Detector::default(),
                 ended: Ended::new(ENDED_CAPACITY, fallback_lifetime),
                 no_user_index: std::sync::atomic::AtomicBool::new(false),
+                events: crate::events::Events::default(),
             }),
         }
+    }
+    /// Hands every lifecycle event (created, logged in, ID cycled, renewed, ended with its
+    /// reason) to `handler`, on a thread of its own through a bounded queue: a slow handler
+    /// never slows a request; past [`crate::events::EVENT_QUEUE`] waiting events, new ones
+    /// are dropped and counted. Events name the user and the session's fingerprint, never
+    /// its ID. A second call replaces the handler.
+    ///
+    /// ```
+    /// use cloakroom::events::SessionEvent;
+    /// # let layer = cloakroom::SessionLayer::new(cloakroom::MemoryStore::default(),
+    /// #     cloakroom::SessionConfig::builder(cloakroom::KeyRing::generate().unwrap()).build().unwrap());
+    /// let layer = layer.on_event(|event| {
+    ///     if let SessionEvent::LoggedIn { user, session } = event {
+    ///         println!("audit: {user} logged in ({session})");
+    ///     }
+    /// });
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn on_event(self, handler: impl Fn(crate::events::SessionEvent) + Send + 'static) -> Self {
+        self.shared.events.set(handler);
+        self
     }
 
     /// The layer's counters.
@@ -169,7 +192,9 @@ impl SessionLayer {
         self.shared.store.call(call).await
     }
 
-    /// Asks the store whether it answers, through the timeout and breaker (for `/readyz`).
+    /// Asks the store whether it answers, through the timeout and breaker (for `/readyz`):
+    /// its figures, or, for a store without them (or one migrating), zero sessions once it
+    /// answers a ping.
     ///
     /// # Errors
     /// The store's error, [`StoreError::Timeout`], or [`StoreError::CircuitOpen`].
@@ -178,7 +203,14 @@ impl SessionLayer {
             return Err(StoreError::CircuitOpen);
         }
         let store = &self.shared.store;
-        store.stats().await
+        match store.stats().await {
+            // A store without figures (or one migrating) is ready when it answers.
+            Err(StoreError::Unsupported(_)) => store.ping().await.map(|()| StoreStats {
+                sessions: 0,
+                bytes: None,
+            }),
+            answer => answer,
+        }
     }
 
     /// The session a request would get, without running a service (for tests and tools).

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) ended: Ended,
     /// The store answered that it keeps no per-user index: the per-user limit stops asking.
     pub(crate) no_user_index: std::sync::atomic::AtomicBool,
+    /// The app's lifecycle event handler, if it set one.
+    pub(crate) events: crate::events::Events,
 }
 
 /// What a request's cookies name, as the layer hands it to the session.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::events::{EndReason, SessionEvent};
 use crate::id::{SessionId, SessionKey};
 use crate::layer::shared::Shared;
 use crate::metrics::bump;
@@ -40,6 +41,9 @@ impl Session {
         if let Some(key) = state.destroyed.take() {
             outcome = &store.metrics.requests_destroyed;
             bump(&store.metrics.destroys);
+            // Why, kept first: a session gone without its tombstone would read as expired.
+            let reason = state.end_reason.unwrap_or(EndReason::LoggedOut);
+            self.tombstone(key, state.end_user.as_deref(), reason).await;
             match store.destroy(&key).await {
                 Ok(Destroyed::Alias) => {
                     // Only the old ID died; the session it named lives on, so this logout did
@@ -47,9 +51,14 @@ impl Session {
                     tracing::debug!(session = %key.fingerprint(), "logout through a replaced ID refused");
                     return Err(SessionError::Superseded);
                 }
-                Ok(_) => {
+                Ok(destroyed) => {
                     tracing::debug!(session = %key.fingerprint(), "session destroyed (logout)");
                     self.ended_here(key, now_millis());
+                    if destroyed == Destroyed::Session {
+                        let user = state.end_user.take();
+                        let reason = state.end_reason.take().unwrap_or(EndReason::LoggedOut);
+                        self.emit_ended(user, key, reason);
+                    }
                     if let Some(marker) = state.end_foreign.take() {
                         self.end_foreign(&marker).await;
                     }
@@ -95,6 +104,12 @@ impl Session {
         if let (Some(UserChange::Set(user)), Some(key)) = (&changes.user, state.key) {
             if !state.degraded {
                 bump(&store.metrics.logins);
+                if self.shared.events.on() {
+                    self.emit(SessionEvent::LoggedIn {
+                        user: user.clone(),
+                        session: key.fingerprint(),
+                    });
+                }
             }
             self.limit_user_sessions(user, key).await;
         }
@@ -145,6 +160,11 @@ impl Session {
             match store.create(&key, &record).await {
                 Ok(()) => {
                     tracing::debug!(session = %key.fingerprint(), "session created");
+                    if self.shared.events.on() {
+                        self.emit(SessionEvent::Created {
+                            session: key.fingerprint(),
+                        });
+                    }
                     state.id = Some(id);
                     state.key = Some(key);
                     state.record = Some(record);
@@ -214,6 +234,13 @@ impl Session {
                         (Cycle::Privilege, None) => "privilege change: session ID cycled",
                     };
                     tracing::debug!(old = %old.fingerprint(), new = %key.fingerprint(), "{event}");
+                    if self.shared.events.on() {
+                        let (session, previous) = (key.fingerprint(), old.fingerprint());
+                        self.emit(match kind {
+                            Cycle::Privilege => SessionEvent::IdCycled { session, previous },
+                            Cycle::Renewal => SessionEvent::Renewed { session, previous },
+                        });
+                    }
                     // Tickets of the old ID stop here; this response carries a new one.
                     self.ended_here(old, now);
                     state.id = Some(id);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::config::DecodeFailure;
 use crate::layer::shared::Shared;
 use crate::metrics::bump;
 use crate::names::RESERVED_PREFIX;
@@ -37,12 +38,79 @@ impl Session {
         let Some(text) = state.record.as_ref().and_then(|r| r.fields.get(key)) else {
             return Ok(None);
         };
-        serde_json::from_str(text)
-            .map(Some)
-            .map_err(|source| SessionError::Decode {
+        self.decode_field(key, text, state.key)
+    }
+
+    /// Reads `key` as a `T`, or, when it holds an older shape `Old`, upgrades it with
+    /// `T::from` and stores the new shape (written when the request ends): the way to change
+    /// a field's type in a deploy without losing what sessions hold.
+    ///
+    /// ```
+    /// # async fn demo(session: cloakroom::Session) -> Result<(), cloakroom::SessionError> {
+    /// #[derive(serde::Deserialize)]
+    /// struct CartV1(Vec<String>);
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Cart { items: Vec<(String, u32)> }
+    /// impl From<CartV1> for Cart {
+    ///     fn from(old: CartV1) -> Self {
+    ///         Cart { items: old.0.into_iter().map(|name| (name, 1)).collect() }
+    ///     }
+    /// }
+    /// let cart: Option<Cart> = session.get_upgraded::<Cart, CartV1>("cart").await?;
+    /// # let _ = cart; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Session::get`]; and as [`Session::insert`] when the upgraded value is stored.
+    pub async fn get_upgraded<T, Old>(&self, key: &str) -> Result<Option<T>, SessionError>
+    where
+        T: DeserializeOwned + Serialize + From<Old>,
+        Old: DeserializeOwned,
+    {
+        let old = {
+            let state = self.loaded().await?;
+            let Some(text) = state.record.as_ref().and_then(|r| r.fields.get(key)) else {
+                return Ok(None);
+            };
+            if let Ok(current) = serde_json::from_str::<T>(text) {
+                return Ok(Some(current));
+            }
+            match serde_json::from_str::<Old>(text) {
+                Ok(old) => old,
+                Err(_) => return self.decode_field(key, text, state.key),
+            }
+        };
+        let upgraded = T::from(old);
+        self.insert(key, &upgraded).await?;
+        Ok(Some(upgraded))
+    }
+
+    /// `text`, the stored value of `key`, as a `T`. A value of another shape (a deploy changed
+    /// the field's type) reads as absent by default, logged and counted, and stays stored
+    /// until the field is written ([`crate::DecodeFailure`]).
+    pub(super) fn decode_field<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        text: &str,
+        session: Option<crate::SessionKey>,
+    ) -> Result<Option<T>, SessionError> {
+        match serde_json::from_str(text) {
+            Ok(value) => Ok(Some(value)),
+            Err(source) if self.shared.config.decode_failure == DecodeFailure::Absent => {
+                bump(&self.shared.store.metrics.decode_failures);
+                tracing::warn!(
+                    field = key,
+                    session = %session.map(|k| k.fingerprint()).unwrap_or_default(),
+                    error = %source,
+                    "a stored value does not decode as the type asked for: read as absent (kept until the field is written)"
+                );
+                Ok(None)
+            }
+            Err(source) => Err(SessionError::Decode {
                 key: key.to_owned(),
                 source,
-            })
+            }),
+        }
     }
 
     /// Stores `value` under `key` (written when the request ends).
@@ -145,12 +213,6 @@ impl Session {
     {
         const ATTEMPTS: u32 = 32;
         check_key(&self.shared, key)?;
-        let decode = |text: &str| {
-            serde_json::from_str::<T>(text).map_err(|source| SessionError::Decode {
-                key: key.to_owned(),
-                source,
-            })
-        };
         let encode = |value: &T| {
             serde_json::to_string(value).map_err(|source| SessionError::Encode {
                 key: key.to_owned(),
@@ -185,7 +247,10 @@ impl Session {
                 .load(&target, now, None)
                 .await?
                 .and_then(|loaded| loaded.record.fields.get(key).cloned());
-            let current = stored.as_deref().map(decode).transpose()?;
+            let current = match stored.as_deref() {
+                Some(text) => self.decode_field::<T>(key, text, Some(target))?,
+                None => None,
+            };
             let next = f(current);
             let text = encode(&next)?;
             let mut changes = Changes::default();

@@ -75,20 +75,22 @@ impl Session {
     /// removes them. Plain [`Session::flash`] messages come at [`FlashLevel::Info`].
     ///
     /// # Errors
-    /// [`SessionError::Decode`] if a payload is not a `T` (then nothing is removed); a store
-    /// error from loading the session.
+    /// With [`crate::DecodeFailure::Fail`], [`SessionError::Decode`] if a payload is not a
+    /// `T` (then nothing is removed; by default such a flash is dropped with a warning); a
+    /// store error from loading the session.
     pub async fn take_flashes_with<T: DeserializeOwned>(
         &self,
     ) -> Result<Vec<Flash<T>>, SessionError> {
         let values = self.peek_flash_values().await?;
         let mut out = Vec::with_capacity(values.len());
         for (level, payload) in values {
-            let payload =
-                serde_json::from_value(payload).map_err(|source| SessionError::Decode {
-                    key: FLASH_PREFIX.trim_end_matches('.').to_owned(),
-                    source,
-                })?;
-            out.push(Flash { level, payload });
+            // A payload of another shape (a deploy changed it) is, by default, dropped with
+            // a warning, like any field that no longer decodes.
+            let text = payload.to_string();
+            let key = FLASH_PREFIX.trim_end_matches('.');
+            if let Some(payload) = self.decode_field(key, &text, self.current_key().await)? {
+                out.push(Flash { level, payload });
+            }
         }
         self.take_flash_values().await?;
         Ok(out)

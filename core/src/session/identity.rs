@@ -11,7 +11,7 @@ use crate::record::{now_millis, Changes, OwnExpiry, UserChange};
 use crate::store::StoreError;
 use crate::SessionError;
 
-use super::state::{Cycle, Lifecycle};
+use super::state::{Cycle, Existence, Lifecycle};
 use super::Session;
 
 impl Session {
@@ -39,6 +39,18 @@ impl Session {
         if record.user.as_deref() == Some(user) {
             return Ok(());
         }
+        if record.fields.contains_key(IMPORTED_FIELD) {
+            // Another user logs in over a session taken over from the old app: its link to
+            // that session does not carry over, nor, before it is even filed, its data.
+            let filed = state.existence != Existence::Absent;
+            if filed {
+                state.remove_field(IMPORTED_FIELD);
+            } else {
+                state.pending.set.clear();
+                state.record = Some(shared.new_record(now));
+            }
+        }
+        let record = state.record.get_or_insert_with(|| shared.new_record(now));
         record.user = Some(user.to_owned());
         state.drop_own_expiry(now, Shared::millis(shared.config.absolute_lifetime));
         // A signed-in session gets the full idle timeout from now on.
@@ -224,14 +236,18 @@ impl Session {
     /// Data stored after this call goes into a new, empty session (e.g. a "logged out" flash).
     pub async fn destroy(&self) {
         let mut state = self.touch().await;
-        if !self.shared.config.imports.0.is_empty() {
-            // An imported session names the foreign one to end with it: read it first.
+        // A logout never takes over a foreign session, in this request or later ones.
+        state.foreign = None;
+        if !self.shared.config.imports.0.is_empty() || self.shared.events.on() {
+            // An imported session names the foreign one to end with it, and the logout's
+            // event names the user: read it first.
             let _ = self.ensure_loaded(&mut state).await;
             state.end_foreign = state
                 .record
                 .as_ref()
                 .and_then(|r| r.fields.get(IMPORTED_FIELD).cloned());
         }
+        state.end_user = state.record.as_ref().and_then(|r| r.user.clone());
         if let Some(key) = state.key {
             state.destroyed = Some(key);
             state.lifecycle = Lifecycle::Purged;
@@ -239,6 +255,29 @@ impl Session {
         state.forget();
         state.pending = Changes::default();
         state.cycle = None;
+    }
+
+    /// Why the session this request's cookie named ended, when the cookie was correctly signed
+    /// but found no session: `logged_out`, `revoked`, `revoked_by_operator`, `replaced`,
+    /// `binding_mismatch` from its tombstone (kept a day), else `expired`. `None` when the
+    /// request has a live session, or came without one (a forged cookie learns nothing).
+    ///
+    /// # Errors
+    /// A store error from loading the session.
+    pub async fn ended(&self) -> Result<Option<crate::events::EndReason>, SessionError> {
+        Ok(self.loaded().await?.ended)
+    }
+
+    /// The signed-in user, or [`SessionError::NotSignedIn`] (a `401`) with the reason the
+    /// request's session ended, if it did (see [`Session::ended`]).
+    ///
+    /// # Errors
+    /// [`SessionError::NotSignedIn`]; a store error from loading the session.
+    pub async fn require_user(&self) -> Result<String, SessionError> {
+        match self.user().await? {
+            Some(user) => Ok(user),
+            None => Err(SessionError::NotSignedIn(self.ended().await?)),
+        }
     }
 
     /// Whether this request has a live session (loads it if needed).

@@ -5,6 +5,7 @@ use crate::import::{Found, Imported};
 use crate::metrics::bump;
 use crate::names::IMPORTED_FIELD;
 use crate::record::{now_millis, UserChange};
+use crate::store::StoreError;
 
 use super::data::check_key;
 use super::state::{Existence, State};
@@ -22,8 +23,12 @@ impl Session {
             return;
         };
         let metrics = &self.shared.store.metrics;
+        let limit = self.shared.config.store_timeout;
         for value in values {
-            match source.find(&value).await {
+            let found = tokio::time::timeout(limit, source.find(&value))
+                .await
+                .unwrap_or(Err(StoreError::Timeout(limit)));
+            match found {
                 Ok(Found::Session(imported)) => {
                     if self.adopt_foreign(state, source.cookie_name(), imported) {
                         bump(&metrics.imports);

@@ -3,6 +3,7 @@
 //! blind write.
 
 use crate::config::FailurePolicy;
+use crate::events::EndReason;
 use crate::id::SessionKey;
 use crate::layer::shared::Shared;
 use crate::metrics::bump;
@@ -18,8 +19,9 @@ impl Session {
     /// Loads the session if this request has not yet.
     pub(super) async fn ensure_loaded(&self, state: &mut State) -> Result<(), SessionError> {
         if !matches!(state.existence, Existence::Unknown | Existence::Confirmed) {
-            // No cookie of ours: perhaps a foreign session to take over.
-            if state.key.is_none() && state.record.is_none() {
+            // No cookie of ours: perhaps a foreign session to take over (not while the store
+            // is failing: its create would turn an anonymous page into an error).
+            if state.key.is_none() && state.record.is_none() && !self.shared.store.is_open() {
                 self.import_foreign(state).await;
             }
             return Ok(());
@@ -56,9 +58,15 @@ impl Session {
                 tracing::debug!(session = %key.fingerprint(), "session expired or unknown: cookie cleared");
                 bump(&store.metrics.expired_seen);
                 self.ended_here(key, now);
+                // Why it ended, if it left a tombstone; else it expired (or the store lost
+                // it), which is counted now: the other reasons were counted when they ended.
+                let reason = store.end_reason(&key, now).await.ok().flatten();
+                if reason.is_none() {
+                    self.emit_ended(None, key, EndReason::Expired);
+                }
+                state.ended = Some(reason.unwrap_or(EndReason::Expired));
                 state.forget();
                 state.lifecycle = Lifecycle::Purged;
-                self.import_foreign(state).await;
             }
             Err(e) => {
                 let config = &self.shared.config;
@@ -111,6 +119,9 @@ impl Session {
                     "session used from a different client than it is bound to"
                 );
                 if binding.terminates() && state.access != Access::Alias {
+                    // Ended at the commit, whose event gives this reason.
+                    state.end_user = state.record.as_ref().and_then(|r| r.user.clone());
+                    state.end_reason = Some(EndReason::BindingMismatch);
                     state.destroyed = Some(key);
                     state.forget();
                     state.lifecycle = Lifecycle::Purged;

@@ -40,6 +40,9 @@ pub use others::SessionInfo;
 
 use state::{Access, Existence, Lifecycle, State};
 
+/// How long the layer keeps why a session ended (its tombstone).
+pub const TOMBSTONE_LIFETIME_MS: crate::record::Millis = 86_400_000;
+
 /// A request's session. Cheap to clone; every clone is the same session.
 ///
 /// Nothing touches the store until a method needs it; data methods load the session once per
@@ -96,6 +99,9 @@ impl Session {
             created: false,
             foreign,
             end_foreign: None,
+            end_user: None,
+            end_reason: None,
+            ended: None,
         };
         match presented {
             Presented::Nothing => {}
@@ -105,6 +111,43 @@ impl Session {
         Self {
             shared,
             state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// Hands a lifecycle event to the app's handler (see [`crate::SessionLayer::on_event`]).
+    pub(super) fn emit(&self, event: crate::events::SessionEvent) {
+        self.shared.events.emit(&self.shared.store.metrics, event);
+    }
+
+    /// The session `key` (of `user`) ended for `reason`.
+    pub(super) fn emit_ended(
+        &self,
+        user: Option<String>,
+        key: crate::SessionKey,
+        reason: crate::events::EndReason,
+    ) {
+        self.emit(crate::events::SessionEvent::Ended {
+            user,
+            session: key.fingerprint(),
+            reason,
+        });
+    }
+
+    /// Leaves a tombstone saying why the session `key` ends (a day long; signed-in sessions
+    /// only, so that an anonymous flood grows nothing). Best effort: a failure is logged.
+    pub(super) async fn tombstone(
+        &self,
+        key: crate::SessionKey,
+        user: Option<&str>,
+        reason: crate::events::EndReason,
+    ) {
+        if user.is_none() {
+            return;
+        }
+        let until = crate::record::now_millis().saturating_add(TOMBSTONE_LIFETIME_MS);
+        let store = &self.shared.store;
+        if let Err(e) = crate::store::SessionStore::record_end(store, &key, reason, until).await {
+            tracing::warn!(error = %e, session = %key.fingerprint(), "could not keep why the session ended");
         }
     }
 

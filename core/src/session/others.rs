@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::FailurePolicy;
+use crate::events::EndReason;
 use crate::id::SessionKey;
 use crate::names::RESERVED_PREFIX;
 use crate::record::{now_millis, Destroyed, Millis};
@@ -106,8 +107,13 @@ impl Session {
         if !mine {
             return Ok(false);
         }
+        self.tombstone(target, Some(&user), EndReason::Revoked)
+            .await;
         let ended = store.destroy(&target).await?;
         self.ended_here(target, now);
+        if ended == Destroyed::Session {
+            self.emit_ended(Some(user.clone()), target, EndReason::Revoked);
+        }
         tracing::debug!(session = %target.fingerprint(), by = %current.map(|k| k.fingerprint()).unwrap_or_default(), "session ended by its user from another session");
         Ok(ended == Destroyed::Session)
     }
@@ -133,9 +139,25 @@ impl Session {
             self.state.lock().await.ticket_dirty = true;
         }
         let store = &self.shared.store;
+        // Each session gets its tombstone (and, with a handler, its event): list them first.
+        let listed = store
+            .list_user(&user, now_millis())
+            .await
+            .unwrap_or_default();
+        for s in listed.iter().filter(|s| Some(s.key) != current) {
+            self.tombstone(s.key, Some(&user), EndReason::Revoked).await;
+        }
         let n = store
             .destroy_user(&user, current.as_ref(), now_millis())
             .await?;
+        if self.shared.events.on() {
+            for s in listed.iter().filter(|s| Some(s.key) != current) {
+                self.emit_ended(Some(user.clone()), s.key, EndReason::Revoked);
+            }
+        } else {
+            let counter = &store.metrics.sessions_ended[1];
+            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::info!(
             session = %current.map(|k| k.fingerprint()).unwrap_or_default(),
             revoked = n,
@@ -178,12 +200,15 @@ impl Session {
             .saturating_sub(limit)
             .min(crate::USER_SESSIONS_ENDED_PER_LOGIN);
         for old in sessions.iter().take(excess) {
+            self.tombstone(old.key, Some(user), EndReason::Replaced)
+                .await;
             if let Err(e) = store.destroy(&old.key).await {
                 tracing::warn!(error = %e, "could not end a session past the user's limit");
                 return;
             }
             tracing::debug!(session = %old.key.fingerprint(), "session ended: the user's session limit");
             self.ended_here(old.key, now);
+            self.emit_ended(Some(user.to_owned()), old.key, EndReason::Replaced);
         }
     }
 }

@@ -117,6 +117,13 @@ pub(crate) struct State {
     pub(crate) foreign: Option<(usize, Vec<String>)>,
     /// The foreign session a logout in this request ends too (the `__import` marker).
     pub(crate) end_foreign: Option<String>,
+    /// The user of the session this request ends, and why (for its event; a logout when
+    /// not said).
+    pub(crate) end_user: Option<String>,
+    pub(crate) end_reason: Option<crate::events::EndReason>,
+    /// Why the session this request's cookie named had ended (read from its tombstone), when
+    /// the cookie was correctly signed but found no session.
+    pub(crate) ended: Option<crate::events::EndReason>,
 }
 
 impl State {
@@ -175,6 +182,9 @@ impl State {
         self.record = None;
         self.existence = Existence::Absent;
         self.access = Access::None;
+        // A request whose session ended (logout, expiry, revocation) never takes over a
+        // foreign one: that would log the user straight back in.
+        self.foreign = None;
     }
 
     /// A string the session keeps for itself under a reserved field (its CSRF token, its

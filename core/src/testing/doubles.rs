@@ -75,6 +75,23 @@ impl<H: Hook> SessionStore for H {
         self.before("stats").await?;
         self.inner().stats().await
     }
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        self.before("record_end").await?;
+        self.inner().record_end(key, reason, until).await
+    }
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<crate::events::EndReason>, StoreError> {
+        self.before("end_reason").await?;
+        self.inner().end_reason(key, now).await
+    }
     async fn scan(
         &self,
         cursor: Option<&str>,

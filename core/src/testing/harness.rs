@@ -112,6 +112,11 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     async fn store_key(s: Session) -> String {
         s.key().await.map(|k| k.to_string()).unwrap_or_default()
     }
+    async fn count(s: Session, Path(k): Path<String>) -> Result<String, SessionError> {
+        Ok(s.get::<i64>(&k)
+            .await?
+            .map_or_else(|| "none".to_owned(), |n| n.to_string()))
+    }
     async fn others(s: Session) -> Result<String, SessionError> {
         Ok(s.revoke_other_sessions().await?.to_string())
     }
@@ -125,6 +130,14 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         Ok("ok")
     }
     async fn whoami(s: Session) -> Result<Json<Option<String>>, SessionError> {
+        Ok(Json(s.user().await?))
+    }
+    async fn ended(s: Session) -> Result<Json<Option<&'static str>>, SessionError> {
+        Ok(Json(s.ended().await?.map(|r| r.as_str())))
+    }
+    /// A logout that goes on using the session (as a page that flashes "logged out" does).
+    async fn logout_then_read(s: Session) -> Result<Json<Option<String>>, SessionError> {
+        s.destroy().await;
         Ok(Json(s.user().await?))
     }
     Router::new()
@@ -141,8 +154,11 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/mine", get(mine))
         .route("/key", get(store_key))
         .route("/others", post(others))
+        .route("/count/{k}", get(count))
         .route("/cycle", post(cycle))
         .route("/whoami", get(whoami))
+        .route("/logout-then-read", post(logout_then_read))
+        .route("/ended", get(ended))
         .route("/expiry/{secs}", post(expiry))
         .route("/degraded", get(degraded))
         .route("/append/{k}/{v}", post(append))

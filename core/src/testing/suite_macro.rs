@@ -32,6 +32,7 @@ macro_rules! store_suite {
             flashes_are_shown_once,
             stats_count_live_sessions,
             scan_lists_every_session,
+            an_end_keeps_its_reason,
             bad_increment_changes_nothing,
         );
     };

@@ -76,6 +76,12 @@ impl Keys {
         format!("{}{key}", self.session_prefix(key))
     }
 
+    /// Why the session `key` ended (a tombstone): `sid:ended:<key>` (`sid:{a7}ended:<key>` on
+    /// a cluster, beside the session).
+    pub(crate) fn tombstone(&self, key: &SessionKey) -> String {
+        format!("{}ended:{key}", self.session_prefix(key))
+    }
+
     /// The prefix to prune the index by, in `index.lua` (none on a cluster).
     pub(crate) fn prune_prefix(&self) -> &str {
         if self.cluster {

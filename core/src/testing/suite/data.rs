@@ -96,6 +96,31 @@ pub async fn scan_lists_every_session(store: DynStore) {
     }
 }
 
+/// A tombstone keeps why a session ended, for that session only (where the store keeps
+/// them: optional, and a store without them answers `None`).
+pub async fn an_end_keeps_its_reason(store: DynStore) {
+    use crate::events::EndReason;
+    let (k, now) = (key(), crate::now_millis());
+    store
+        .record_end(&k, EndReason::Revoked, now + 60_000)
+        .await
+        .unwrap();
+    match store.end_reason(&k, now).await.unwrap() {
+        None => return,
+        Some(reason) => assert_eq!(reason, EndReason::Revoked),
+    }
+    assert_eq!(store.end_reason(&key(), now).await.unwrap(), None);
+    store
+        .record_end(&k, EndReason::LoggedOut, now + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.end_reason(&k, now).await.unwrap(),
+        Some(EndReason::LoggedOut),
+        "the latest end"
+    );
+}
+
 /// An increment of a non-integer field fails and leaves the whole change unapplied.
 pub async fn bad_increment_changes_nothing(store: DynStore) {
     let k = key();

@@ -189,10 +189,18 @@ impl ClusterNodes {
         self.checked.store(now, Ordering::Release);
         let nodes = self.clone();
         tokio::spawn(async move {
-            if let (Some(links), Ok(map)) = (nodes.current(), nodes.fetch_map().await) {
-                if map != links.map {
-                    tracing::info!("session read cache: the cluster's slot map changed");
-                    nodes.state.lost();
+            if let Some(links) = nodes.current() {
+                match nodes.fetch_map().await {
+                    Ok(map) if map == links.map => {}
+                    Ok(_) => {
+                        tracing::info!("session read cache: the cluster's slot map changed");
+                        nodes.state.lost();
+                    }
+                    // Unconfirmed is untrusted: the links are rebuilt once the map answers.
+                    Err(e) => {
+                        tracing::info!(error = %e, "session read cache: the slot map could not be checked");
+                        nodes.state.lost();
+                    }
                 }
             }
             nodes.checking.store(false, Ordering::Release);

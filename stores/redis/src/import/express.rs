@@ -13,7 +13,9 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::{imported, parse_utc_millis, percent_decode, plausible_id, store_error, UserField};
+use super::{
+    claim_once, imported, parse_utc_millis, percent_decode, plausible_id, store_error, UserField,
+};
 use crate::RedisConnection;
 
 /// express-session's sessions in Redis, as connect-redis writes them.
@@ -111,8 +113,9 @@ impl ForeignSessions for ExpressSessions {
         let Some(id) = unsign(&self.secrets, value) else {
             return Ok(Found::Nothing);
         };
+        let name = format!("{}{id}", self.prefix);
         let text: Option<String> = redis::cmd("GET")
-            .arg(format!("{}{id}", self.prefix))
+            .arg(&name)
             .query_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
@@ -128,6 +131,9 @@ impl ForeignSessions for ExpressSessions {
             .and_then(Value::as_str)
             .and_then(parse_utc_millis);
         if expires.is_some_and(|at| at <= cloakroom::now_millis()) {
+            return Ok(Found::Nothing);
+        }
+        if !claim_once(&self.conn, &name).await.map_err(store_error)? {
             return Ok(Found::Nothing);
         }
         Ok(Found::Session(imported(

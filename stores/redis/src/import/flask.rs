@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
-use super::{imported, plausible_id, store_error, UserField};
+use super::{claim_once, imported, plausible_id, store_error, UserField};
 use crate::RedisConnection;
 
 /// Flask-Session's sessions in Redis.
@@ -137,24 +137,29 @@ impl ForeignSessions for FlaskSessions {
         let Some(id) = session_id(self.signer.as_deref(), value) else {
             return Ok(Found::Nothing);
         };
+        let name = format!("{}{id}", self.prefix);
         let bytes: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(format!("{}{id}", self.prefix))
+            .arg(&name)
             .query_async(&mut self.conn.clone())
             .await
             .map_err(store_error)?;
         let Some(bytes) = bytes else {
             return Ok(Found::Nothing);
         };
-        match decode(&bytes) {
-            // Flask's own flag, meaningless here.
-            Ok(session) => Ok(Found::Session(imported(
-                &id,
-                session,
-                &self.user,
-                &["_permanent"],
-            ))),
-            Err(why) => Ok(Found::Unreadable(why)),
+        let session = match decode(&bytes) {
+            Ok(session) => session,
+            Err(why) => return Ok(Found::Unreadable(why)),
+        };
+        if !claim_once(&self.conn, &name).await.map_err(store_error)? {
+            return Ok(Found::Nothing);
         }
+        // `_permanent`: Flask's own flag, meaningless here.
+        Ok(Found::Session(imported(
+            &id,
+            session,
+            &self.user,
+            &["_permanent"],
+        )))
     }
 
     async fn end(&self, handle: &str) -> Result<(), StoreError> {

@@ -153,6 +153,30 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Takes over the foreign record `name` once: the first caller claims it (a key
+/// `cloakroom-imported:<name>` that lives as long as the record), later ones get `false`. So a stolen old-app cookie
+/// cannot log in again after the session it became was logged out or revoked here, and two
+/// first requests at once import one session, not two.
+async fn claim_once(conn: &crate::RedisConnection, name: &str) -> Result<bool, redis::RedisError> {
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(name)
+        .query_async(&mut conn.clone())
+        .await?;
+    // No expiry (-1) or gone meanwhile (-2): a day.
+    let ttl = if ttl > 0 { ttl } else { 86_400_000 };
+    let claimed: Option<String> = redis::cmd("SET")
+        // Outside the old app's prefix: its own scans (connect-redis' `all`, `length`) must
+        // not meet it.
+        .arg(format!("cloakroom-imported:{name}"))
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl)
+        .query_async(&mut conn.clone())
+        .await?;
+    Ok(claimed.is_some())
+}
+
 fn store_error(e: redis::RedisError) -> cloakroom::StoreError {
     cloakroom::StoreError::unavailable(e)
 }

@@ -35,6 +35,27 @@ use index::{BUCKET_MS, INDEX_SPILLED, LOGINS_FIELD};
 use protocol::{loaded, write_args, written};
 use transport::{evalsha, link_dropped, Resend};
 
+/// The `SCAN MATCH` pattern of the names under `prefix`, its glob characters matched
+/// literally (a prefix may hold `*`, `?`, `[`).
+fn scan_pattern(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    pattern
+}
+
+#[cfg(test)]
+#[test]
+fn scan_patterns_match_the_prefix_literally() {
+    assert_eq!(scan_pattern("sid:"), "sid:*");
+    assert_eq!(scan_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
+}
+
 /// Sessions in Redis or Valkey. Cheap to clone: clones share one multiplexed connection.
 ///
 /// ```no_run
@@ -565,6 +586,38 @@ impl SessionStore for RedisStore {
         })
     }
 
+    /// A tombstone is one string beside the session's hash, `<prefix>ended:<key>`, holding
+    /// the reason, with its own expiry.
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: cloakroom::events::EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        let ttl = until.saturating_sub(now_millis()).max(1);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.tombstone(key))
+            .arg(reason.as_str())
+            .arg("PX")
+            .arg(ttl);
+        self.one(cmd).await.map(drop)
+    }
+
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        _now: Millis,
+    ) -> Result<Option<cloakroom::events::EndReason>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.keys.tombstone(key));
+        Ok(match self.one(cmd).await? {
+            Value::BulkString(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(cloakroom::events::EndReason::parse),
+            _ => None,
+        })
+    }
+
     /// `SCAN` over the prefix: the cursor is Redis's own, so a walk resumes where it stopped.
     /// Not on a cluster (each node would be walked on its own).
     async fn scan(
@@ -583,14 +636,13 @@ impl SessionStore for RedisStore {
                 .parse::<u64>()
                 .map_err(|_| StoreError::Unsupported("that cursor"))?,
         };
+        let prefix = self
+            .keys
+            .session_prefix(&SessionKey::from_bytes([0; cloakroom::KEY_LEN]));
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(start)
             .arg("MATCH")
-            .arg(format!(
-                "{}*",
-                self.keys
-                    .session_prefix(&SessionKey::from_bytes([0; cloakroom::KEY_LEN]))
-            ))
+            .arg(scan_pattern(&prefix))
             .arg("COUNT")
             .arg(count.max(1));
         let (next, names): (u64, Vec<String>) = redis::from_redis_value(self.one(cmd).await?)

@@ -1,0 +1,170 @@
+//! Lifecycle events arrive for each step, with the user and the fingerprint (never the ID),
+//! the ended ones with their reason and counted in `cloakroom_sessions_ended_total{reason}`;
+//! a field of an old type reads as absent (counted), not a 500.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cloakroom::events::{EndReason, SessionEvent};
+use cloakroom::testing::{test_router, Browser, Gate};
+use cloakroom::{DecodeFailure, KeyRing, MemoryStore, SessionConfig, SessionLayer};
+
+type Seen = Arc<Mutex<Vec<SessionEvent>>>;
+
+fn layer(config: cloakroom::SessionConfigBuilder) -> (SessionLayer, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let layer = SessionLayer::new(MemoryStore::default(), config.build().unwrap())
+        .on_event(move |e| sink.lock().unwrap().push(e));
+    (layer, seen)
+}
+
+fn config() -> cloakroom::SessionConfigBuilder {
+    SessionConfig::builder(KeyRing::generate().unwrap()).with_secure(false)
+}
+
+/// Waits (bounded) until `n` events arrived, and takes them.
+async fn take(seen: &Seen, n: usize) -> Vec<SessionEvent> {
+    let started = Instant::now();
+    while seen.lock().unwrap().len() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "expected {n} events, got {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::mem::take(&mut *seen.lock().unwrap())
+}
+
+fn ended(events: &[SessionEvent]) -> Vec<(Option<String>, EndReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Ended { user, reason, .. } => Some((user.clone(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_lifecycle_step_arrives_with_its_user_and_reason() {
+    let (layer, seen) = layer(config().with_max_sessions_per_user(Some(2)));
+    let mut registry = cloakroom::prometheus_client::registry::Registry::default();
+    layer.register_metrics(&mut registry);
+    let router = test_router(layer, Arc::new(Gate::default()));
+    let mut a = Browser::new(router.clone());
+
+    a.send("POST", "/put/x", Some(serde_json::json!(1))).await;
+    let events = take(&seen, 1).await;
+    assert!(matches!(&events[0], SessionEvent::Created { session } if session.len() == 8));
+    let anonymous = a.cookie.clone().unwrap();
+
+    a.send("POST", "/login/ada", None).await;
+    let events = take(&seen, 2).await;
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::IdCycled { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::LoggedIn { user, .. } if user == "ada")));
+    // The ID never appears in an event.
+    let id = anonymous
+        .split('=')
+        .nth(1)
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(!format!("{events:?}").contains(&id));
+
+    // Two more logins of ada: the per-user limit (2) replaces the oldest, the first one.
+    let mut b = Browser::new(router.clone());
+    b.send("POST", "/login/ada", None).await;
+    let mut c = Browser::new(router.clone());
+    c.send("POST", "/login/ada", None).await;
+    let events = take(&seen, 5).await;
+    assert_eq!(
+        ended(&events),
+        vec![(Some("ada".into()), EndReason::Replaced)]
+    );
+
+    // c logs b out from its own session; then c logs out.
+    c.send("POST", "/others", None).await;
+    let events = take(&seen, 1).await;
+    assert_eq!(
+        ended(&events),
+        vec![(Some("ada".into()), EndReason::Revoked)]
+    );
+    let before = c.cookie.clone();
+    c.send("POST", "/logout", None).await;
+    let events = take(&seen, 1).await;
+    assert_eq!(
+        ended(&events),
+        vec![(Some("ada".into()), EndReason::LoggedOut)]
+    );
+
+    // Each ended cookie, replayed, learns why (the tombstones); no new event for them.
+    let ask = |cookie: Option<String>| {
+        let router = router.clone();
+        async move {
+            let mut replay = Browser::new(router);
+            replay.cookie = cookie;
+            replay.send("GET", "/ended", None).await.body
+        }
+    };
+    assert_eq!(ask(before).await, "\"logged_out\"");
+    assert_eq!(ask(b.cookie.clone()).await, "\"revoked\"");
+    assert_eq!(ask(a.cookie.clone()).await, "\"replaced\"");
+    assert_eq!(
+        ask(Some("sid=forged.cookie".into())).await,
+        "null",
+        "a forged one learns nothing"
+    );
+    // The anonymous ID the login replaced had no user, so no tombstone: it reads as expired.
+    assert_eq!(ask(Some(anonymous)).await, "\"expired\"");
+    let events = take(&seen, 1).await;
+    assert_eq!(ended(&events), vec![(None, EndReason::Expired)]);
+
+    let mut text = String::new();
+    cloakroom::prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for (reason, n) in [
+        ("replaced", 1),
+        ("revoked", 1),
+        ("logged_out", 1),
+        ("expired", 1),
+    ] {
+        let line = format!("cloakroom_sessions_ended_total{{reason=\"{reason}\"}} {n}");
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_value_of_an_old_type_reads_as_absent_unless_told_to_fail() {
+    // The harness's `/show/{k}` reads a field as a JSON value; `/incr/{k}` as an integer.
+    for (policy, expect_error) in [(DecodeFailure::Absent, false), (DecodeFailure::Fail, true)] {
+        let (layer, _seen) = layer(config().with_decode_failure(policy));
+        let metrics = layer.metrics();
+        let router = test_router(layer, Arc::new(Gate::default()));
+        let mut a = Browser::new(router);
+        a.send("POST", "/put/n", Some(serde_json::json!("not a number")))
+            .await;
+        let reply = a.send("GET", "/count/n", None).await;
+        if expect_error {
+            assert_eq!(reply.status, 500, "{}", reply.body);
+        } else {
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            assert_eq!(reply.body, "none");
+            assert_eq!(
+                metrics
+                    .decode_failures
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                1
+            );
+            // The stored value stays until the field is written.
+            let shown = a.send("GET", "/show/n", None).await;
+            assert!(shown.body.contains("not a number"), "{}", shown.body);
+        }
+    }
+}

@@ -115,6 +115,15 @@ impl Slot {
             (State::Live { .. }, Loss::Everything) => {
                 State::MaybeEnded(Box::new(self.state.clone()))
             }
+            // Maybe ended, maybe still there: if still there, its writes may go back too.
+            (State::MaybeEnded(inner), Loss::Writes) => match inner.as_ref() {
+                State::Live { max, .. } => State::MaybeEnded(Box::new(State::Live {
+                    min: 0,
+                    max: *max,
+                    xs: self.ever.clone(),
+                })),
+                _ => return,
+            },
             // An end only seen may be undone with the writes around it: no longer followed.
             (State::Ended, Loss::Writes) if self.seen_end => State::Retired,
             _ => return,

@@ -55,7 +55,8 @@ pub enum SessionError {
         source: serde_json::Error,
     },
     /// The stored value does not decode as the requested type.
-    #[error("the value under key {key:?} does not decode as the requested type: {source}")]
+    /// (The message leaves out the decoder's text, which quotes the value.)
+    #[error("the value under key {key:?} does not decode as the requested type")]
     Decode {
         /// The key.
         key: String,

@@ -130,7 +130,14 @@ impl Events {
             .name("cloakroom-events".into())
             .spawn(move || {
                 for event in rx {
-                    handler(event);
+                    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        handler(event);
+                    }));
+                    if handled.is_err() {
+                        tracing::error!(
+                            "the session event handler panicked; later events still go to it"
+                        );
+                    }
                 }
             });
         if let Err(e) = spawned {

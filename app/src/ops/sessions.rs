@@ -43,8 +43,11 @@ async fn revoke_one(
     until: cloakroom::Millis,
 ) -> Result<cloakroom::Destroyed, OpsError> {
     let reason = cloakroom::events::EndReason::RevokedByOperator;
-    backend.sessions.record_end(key, reason, until).await?;
-    Ok(backend.sessions.destroy(key).await?)
+    let destroyed = backend.sessions.destroy(key).await?;
+    if destroyed == cloakroom::Destroyed::Session {
+        let _ = backend.sessions.record_end(key, reason, until).await;
+    }
+    Ok(destroyed)
 }
 
 /// `cloakroom revoke --user U` or `--key K`.
@@ -68,13 +71,15 @@ pub async fn revoke(
     let reason = cloakroom::events::EndReason::RevokedByOperator;
     let out = match (user, parsed) {
         (Some(user), _) => {
-            for s in backend.sessions.list_user(user, now_millis()).await? {
-                backend.sessions.record_end(&s.key, reason, until).await?;
-            }
+            let listed = backend.sessions.list_user(user, now_millis()).await?;
             let n = backend
                 .sessions
                 .destroy_user(user, None, now_millis())
                 .await?;
+            // Best effort, once they are ended: a failure here must not undo the revocation.
+            for s in listed {
+                let _ = backend.sessions.record_end(&s.key, reason, until).await;
+            }
             format!("revoked {n} session(s) of {user:?}\n")
         }
         (None, Some(key)) => match revoke_one(&backend, &key, until).await? {

@@ -41,9 +41,6 @@ impl Session {
         if let Some(key) = state.destroyed.take() {
             outcome = &store.metrics.requests_destroyed;
             bump(&store.metrics.destroys);
-            // Why, kept first: a session gone without its tombstone would read as expired.
-            let reason = state.end_reason.unwrap_or(EndReason::LoggedOut);
-            self.tombstone(key, state.end_user.as_deref(), reason).await;
             match store.destroy(&key).await {
                 Ok(Destroyed::Alias) => {
                     // Only the old ID died; the session it named lives on, so this logout did
@@ -55,8 +52,10 @@ impl Session {
                     tracing::debug!(session = %key.fingerprint(), "session destroyed (logout)");
                     self.ended_here(key, now_millis());
                     if destroyed == Destroyed::Session {
+                        // Why, for the next request with this cookie; then the event.
                         let user = state.end_user.take();
                         let reason = state.end_reason.take().unwrap_or(EndReason::LoggedOut);
+                        self.tombstone(key, user.as_deref(), reason).await;
                         self.emit_ended(user, key, reason);
                     }
                     if let Some(marker) = state.end_foreign.take() {

@@ -81,7 +81,13 @@ impl Session {
             }
         };
         let upgraded = T::from(old);
-        self.insert(key, &upgraded).await?;
+        // Written back when the session can take a write; a read through an old ID or from a
+        // fallback ticket still gets the upgraded value. (A plain write: a concurrent
+        // `update` of the same field in another request may be overwritten.)
+        let writable = self.touch().await.writable().is_ok();
+        if writable {
+            self.insert(key, &upgraded).await?;
+        }
         Ok(Some(upgraded))
     }
 
@@ -98,10 +104,13 @@ impl Session {
             Ok(value) => Ok(Some(value)),
             Err(source) if self.shared.config.decode_failure == DecodeFailure::Absent => {
                 bump(&self.shared.store.metrics.decode_failures);
+                // Never the error's text: serde quotes the value it met.
                 tracing::warn!(
                     field = key,
                     session = %session.map(|k| k.fingerprint()).unwrap_or_default(),
-                    error = %source,
+                    kind = ?source.classify(),
+                    line = source.line(),
+                    column = source.column(),
                     "a stored value does not decode as the type asked for: read as absent (kept until the field is written)"
                 );
                 Ok(None)
@@ -174,7 +183,12 @@ impl Session {
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let old = self.get::<T>(key).await?;
         let mut state = self.touch().await;
-        if old.is_some() {
+        // Removed whether or not it decoded (an old shape reads as absent but is there).
+        if state
+            .record
+            .as_ref()
+            .is_some_and(|r| r.fields.contains_key(key))
+        {
             state.writable()?;
             state.remove_field(key);
         }

@@ -238,17 +238,22 @@ impl Session {
         let mut state = self.touch().await;
         // A logout never takes over a foreign session, in this request or later ones.
         state.foreign = None;
+        // The key the cookie named: the one a logout ends (through an old ID, the store
+        // refuses, as it should), whatever the load below resolves it to.
+        let presented = state.key;
+        // With imports or an event handler, read first: the foreign session an imported one
+        // names, and the user for the event. A failed read still logs out. Otherwise a blind
+        // logout stays one store call, and leaves a tombstone only if this request had read
+        // the session (its user is known).
         if !self.shared.config.imports.0.is_empty() || self.shared.events.on() {
-            // An imported session names the foreign one to end with it, and the logout's
-            // event names the user: read it first.
             let _ = self.ensure_loaded(&mut state).await;
-            state.end_foreign = state
-                .record
-                .as_ref()
-                .and_then(|r| r.fields.get(IMPORTED_FIELD).cloned());
         }
+        state.end_foreign = state
+            .record
+            .as_ref()
+            .and_then(|r| r.fields.get(IMPORTED_FIELD).cloned());
         state.end_user = state.record.as_ref().and_then(|r| r.user.clone());
-        if let Some(key) = state.key {
+        if let Some(key) = presented {
             state.destroyed = Some(key);
             state.lifecycle = Lifecycle::Purged;
         }
@@ -265,7 +270,26 @@ impl Session {
     /// # Errors
     /// A store error from loading the session.
     pub async fn ended(&self) -> Result<Option<crate::events::EndReason>, SessionError> {
-        Ok(self.loaded().await?.ended)
+        let mut state = self.loaded().await?;
+        if state.ended.is_none() {
+            if let Some(key) = state.dead {
+                let store = &self.shared.store;
+                let reason =
+                    match crate::store::SessionStore::end_reason(store, &key, now_millis()).await {
+                        Ok(Some(reason)) => reason,
+                        // No tombstone: it expired, or the store lost it (counted here: the other
+                        // reasons were counted when they ended).
+                        Ok(None) => {
+                            crate::metrics::bump(&store.metrics.sessions_ended[5]);
+                            crate::events::EndReason::Expired
+                        }
+                        // Unknown: say nothing rather than a wrong reason.
+                        Err(_) => return Ok(None),
+                    };
+                state.ended = Some(reason);
+            }
+        }
+        Ok(state.ended)
     }
 
     /// The signed-in user, or [`SessionError::NotSignedIn`] (a `401`) with the reason the

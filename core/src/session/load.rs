@@ -58,13 +58,9 @@ impl Session {
                 tracing::debug!(session = %key.fingerprint(), "session expired or unknown: cookie cleared");
                 bump(&store.metrics.expired_seen);
                 self.ended_here(key, now);
-                // Why it ended, if it left a tombstone; else it expired (or the store lost
-                // it), which is counted now: the other reasons were counted when they ended.
-                let reason = store.end_reason(&key, now).await.ok().flatten();
-                if reason.is_none() {
-                    self.emit_ended(None, key, EndReason::Expired);
-                }
-                state.ended = Some(reason.unwrap_or(EndReason::Expired));
+                // Why it ended is read only if asked (`Session::ended`): a replayed dead
+                // cookie costs no more than this load, and sends no event.
+                state.dead = Some(key);
                 state.forget();
                 state.lifecycle = Lifecycle::Purged;
             }

@@ -101,6 +101,7 @@ impl Session {
             end_foreign: None,
             end_user: None,
             end_reason: None,
+            dead: None,
             ended: None,
         };
         match presented {

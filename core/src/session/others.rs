@@ -107,11 +107,11 @@ impl Session {
         if !mine {
             return Ok(false);
         }
-        self.tombstone(target, Some(&user), EndReason::Revoked)
-            .await;
         let ended = store.destroy(&target).await?;
         self.ended_here(target, now);
         if ended == Destroyed::Session {
+            self.tombstone(target, Some(&user), EndReason::Revoked)
+                .await;
             self.emit_ended(Some(user.clone()), target, EndReason::Revoked);
         }
         tracing::debug!(session = %target.fingerprint(), by = %current.map(|k| k.fingerprint()).unwrap_or_default(), "session ended by its user from another session");
@@ -139,17 +139,18 @@ impl Session {
             self.state.lock().await.ticket_dirty = true;
         }
         let store = &self.shared.store;
-        // Each session gets its tombstone (and, with a handler, its event): list them first.
+        // Each session gets its tombstone (and, with a handler, its event): listed first,
+        // marked once the revocation is done.
         let listed = store
             .list_user(&user, now_millis())
             .await
             .unwrap_or_default();
-        for s in listed.iter().filter(|s| Some(s.key) != current) {
-            self.tombstone(s.key, Some(&user), EndReason::Revoked).await;
-        }
         let n = store
             .destroy_user(&user, current.as_ref(), now_millis())
             .await?;
+        for s in listed.iter().filter(|s| Some(s.key) != current) {
+            self.tombstone(s.key, Some(&user), EndReason::Revoked).await;
+        }
         if self.shared.events.on() {
             for s in listed.iter().filter(|s| Some(s.key) != current) {
                 self.emit_ended(Some(user.clone()), s.key, EndReason::Revoked);
@@ -200,14 +201,18 @@ impl Session {
             .saturating_sub(limit)
             .min(crate::USER_SESSIONS_ENDED_PER_LOGIN);
         for old in sessions.iter().take(excess) {
-            self.tombstone(old.key, Some(user), EndReason::Replaced)
-                .await;
-            if let Err(e) = store.destroy(&old.key).await {
-                tracing::warn!(error = %e, "could not end a session past the user's limit");
-                return;
+            match store.destroy(&old.key).await {
+                Ok(Destroyed::Session) => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not end a session past the user's limit");
+                    return;
+                }
             }
             tracing::debug!(session = %old.key.fingerprint(), "session ended: the user's session limit");
             self.ended_here(old.key, now);
+            self.tombstone(old.key, Some(user), EndReason::Replaced)
+                .await;
             self.emit_ended(Some(user.to_owned()), old.key, EndReason::Replaced);
         }
     }

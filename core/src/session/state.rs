@@ -121,8 +121,9 @@ pub(crate) struct State {
     /// not said).
     pub(crate) end_user: Option<String>,
     pub(crate) end_reason: Option<crate::events::EndReason>,
-    /// Why the session this request's cookie named had ended (read from its tombstone), when
-    /// the cookie was correctly signed but found no session.
+    /// The key a correctly signed cookie named that found no session, and why it ended (read
+    /// from its tombstone when asked: [`crate::Session::ended`]).
+    pub(crate) dead: Option<SessionKey>,
     pub(crate) ended: Option<crate::events::EndReason>,
 }
 

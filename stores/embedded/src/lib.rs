@@ -144,6 +144,7 @@ impl EmbeddedStore {
         let writer = Writer::start(db.clone(), PURGE_EVERY, |txn| {
             let mut tables = Tables::open(txn)?;
             let purged = tables.purge_expired(now_millis())?;
+            tables::purge_ended(txn, now_millis())?;
             if purged > 0 {
                 tracing::debug!(purged, "purged expired sessions");
             }
@@ -218,8 +219,12 @@ impl EmbeddedStore {
     /// # Errors
     /// [`StoreError::Unavailable`] if the database fails.
     pub async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
-        self.write(move |txn| Tables::open(txn)?.purge_expired(now))
-            .await
+        self.write(move |txn| {
+            let purged = Tables::open(txn)?.purge_expired(now)?;
+            tables::purge_ended(txn, now)?;
+            Ok(purged)
+        })
+        .await
     }
 }
 
@@ -323,6 +328,26 @@ impl SessionStore for EmbeddedStore {
         let (user, keep) = (user.to_owned(), keep.copied());
         self.write(move |txn| Tables::open(txn)?.destroy_user(&user, keep.as_ref(), now))
             .await
+    }
+
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: cloakroom::events::EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        let k = *key;
+        self.write(move |txn| tables::record_end(txn, &k, reason, until))
+            .await
+    }
+
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<cloakroom::events::EndReason>, StoreError> {
+        let k = *key;
+        self.read(move |txn| tables::end_reason(txn, &k, now)).await
     }
 
     async fn scan(

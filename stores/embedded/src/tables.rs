@@ -18,6 +18,8 @@ const SESSIONS: TableDefinition<Bytes, Bytes> = TableDefinition::new("sessions")
 const ALIASES: TableDefinition<Bytes, Bytes> = TableDefinition::new("aliases");
 const USERS: TableDefinition<Bytes, ()> = TableDefinition::new("user_sessions");
 const EXPIRY: TableDefinition<Bytes, ()> = TableDefinition::new("expiry");
+/// Why sessions ended: key → `reason|until` (tombstones, purged with the sessions).
+const ENDED: TableDefinition<Bytes, Bytes> = TableDefinition::new("ended");
 use cloakroom::KEY_LEN;
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -32,8 +34,61 @@ pub(crate) fn create_all(db: &Database) -> Result<(), StoreError> {
         txn.open_table(ALIASES).map_err(backend)?;
         txn.open_table(USERS).map_err(backend)?;
         txn.open_table(EXPIRY).map_err(backend)?;
+        txn.open_table(ENDED).map_err(backend)?;
     }
     txn.commit().map_err(backend)
+}
+
+/// A tombstone's value: the reason and until when it is kept.
+fn parse_end(bytes: &[u8]) -> Option<(cloakroom::events::EndReason, Millis)> {
+    let (reason, until) = std::str::from_utf8(bytes).ok()?.split_once('|')?;
+    Some((
+        cloakroom::events::EndReason::parse(reason)?,
+        until.parse().ok()?,
+    ))
+}
+
+/// Why the session `key` ended, if a tombstone is kept at `now` (a file from before
+/// tombstones has no table: none).
+pub(crate) fn end_reason(
+    txn: &ReadTransaction,
+    key: &SessionKey,
+    now: Millis,
+) -> Result<Option<cloakroom::events::EndReason>, StoreError> {
+    let table = match txn.open_table(ENDED) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(backend(e)),
+    };
+    Ok(table
+        .get(key.as_bytes().as_slice())
+        .map_err(backend)?
+        .and_then(|v| parse_end(v.value()))
+        .filter(|(_, until)| now < *until)
+        .map(|(reason, _)| reason))
+}
+
+/// Keeps why the session `key` ended, until `until`.
+pub(crate) fn record_end(
+    txn: &WriteTransaction,
+    key: &SessionKey,
+    reason: cloakroom::events::EndReason,
+    until: Millis,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(ENDED).map_err(backend)?;
+    let value = format!("{}|{until}", reason.as_str());
+    table
+        .insert(key.as_bytes().as_slice(), value.as_bytes())
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Deletes the tombstones past their time.
+pub(crate) fn purge_ended(txn: &WriteTransaction, now: Millis) -> Result<(), StoreError> {
+    let mut table = txn.open_table(ENDED).map_err(backend)?;
+    table
+        .retain(|_, v| parse_end(v).is_some_and(|(_, until)| now < until))
+        .map_err(backend)
 }
 
 fn decode(bytes: &[u8]) -> Result<Record, StoreError> {

@@ -45,7 +45,12 @@ pub(crate) fn setup(s: &str) -> String {
              target bytea NOT NULL,
              until bigint NOT NULL
          );
-         CREATE INDEX IF NOT EXISTS aliases_by_target ON {s}.aliases (target);"
+         CREATE INDEX IF NOT EXISTS aliases_by_target ON {s}.aliases (target);
+         CREATE TABLE IF NOT EXISTS {s}.ended (
+             id bytea PRIMARY KEY,
+             reason text NOT NULL,
+             until bigint NOT NULL
+         );"
     )
 }
 
@@ -89,6 +94,12 @@ pub(crate) struct Statements {
     pub(crate) stats: String,
     /// $1 the key to start after, $2 how many → session keys in key order.
     pub(crate) scan: String,
+    /// $1 key, $2 reason, $3 until: why the session ended (a tombstone).
+    pub(crate) record_end: String,
+    /// $1 key, $2 now → the reason, if a tombstone is kept.
+    pub(crate) end_reason: String,
+    /// $1 now: tombstones past their time deleted.
+    pub(crate) purge_ended: String,
     /// $1 now → expired sessions deleted (at most 1,000 a call).
     pub(crate) purge_sessions: String,
     /// $1 now.
@@ -150,6 +161,12 @@ impl Statements {
                 "WITH alias AS (DELETE FROM {s}.aliases WHERE id = $1 RETURNING 1)
                  SELECT EXISTS (SELECT 1 FROM alias)"
             ),
+            record_end: format!(
+                "INSERT INTO {s}.ended (id, reason, until) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET reason = EXCLUDED.reason, until = EXCLUDED.until"
+            ),
+            end_reason: format!("SELECT reason FROM {s}.ended WHERE id = $1 AND until > $2"),
+            purge_ended: format!("DELETE FROM {s}.ended WHERE until <= $1"),
             scan: format!(
                 "SELECT id FROM {s}.sessions WHERE id > $1 ORDER BY id LIMIT $2"
             ),

@@ -229,6 +229,9 @@ impl PostgresStore {
         c.execute(sql.purge_aliases.as_str(), &[&int(now)])
             .await
             .map_err(backend)?;
+        c.execute(sql.purge_ended.as_str(), &[&int(now)])
+            .await
+            .map_err(backend)?;
         Ok(purged)
     }
 
@@ -552,6 +555,47 @@ impl SessionStore for PostgresStore {
             .map_err(backend)?;
         let n: i64 = row.try_get(0).map_err(backend)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// A tombstone is a row of `ended`, deleted by the purge once past its time.
+    async fn record_end(
+        &self,
+        key: &SessionKey,
+        reason: cloakroom::events::EndReason,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn().await?;
+        let c = conn.object();
+        let statement = c
+            .prepare_cached(&self.inner.sql.record_end)
+            .await
+            .map_err(backend)?;
+        let id = key.as_bytes().as_slice();
+        c.execute(&statement, &[&id, &reason.as_str(), &int(until)])
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn end_reason(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+    ) -> Result<Option<cloakroom::events::EndReason>, StoreError> {
+        let conn = self.conn().await?;
+        let c = conn.object();
+        let statement = c
+            .prepare_cached(&self.inner.sql.end_reason)
+            .await
+            .map_err(backend)?;
+        let id = key.as_bytes().as_slice();
+        let row = c
+            .query_opt(&statement, &[&id, &int(now)])
+            .await
+            .map_err(backend)?;
+        Ok(row
+            .and_then(|r| r.try_get::<_, String>(0).ok())
+            .and_then(|t| cloakroom::events::EndReason::parse(&t)))
     }
 
     async fn scan(

@@ -113,6 +113,20 @@ pub async fn an_outage_is_fast_and_heals(
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.kill().await;
+    // A read cache serves what it holds until the lost link's notice is handled (one push
+    // delivery, well under a millisecond on loopback): bounded here at one second.
+    let cache_stops = Instant::now() + Duration::from_secs(1);
+    while call(port, "GET", "/api/profile", Some(&cookie), None)
+        .await
+        .status
+        == 200
+    {
+        assert!(
+            Instant::now() < cache_stops,
+            "a cached read still served a second after the store died"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     answers_503_fast(port, &cookie, 10, fail_within).await;
     server.restart().await;
     recovers(port, &cookie, heal_within).await;

@@ -14,7 +14,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{
-    claim_once, imported, parse_utc_millis, percent_decode, plausible_id, store_error, UserField,
+    delete, parse_utc_millis, percent_decode, plausible_id, store_error, take_over, UserField,
 };
 use crate::RedisConnection;
 
@@ -133,23 +133,11 @@ impl ForeignSessions for ExpressSessions {
         if expires.is_some_and(|at| at <= cloakroom::now_millis()) {
             return Ok(Found::Nothing);
         }
-        if !claim_once(&self.conn, &name).await.map_err(store_error)? {
-            return Ok(Found::Nothing);
-        }
-        Ok(Found::Session(imported(
-            &id,
-            session,
-            &self.user,
-            &["cookie"],
-        )))
+        take_over(&self.conn, &name, &id, session, &self.user, &["cookie"]).await
     }
 
     async fn end(&self, handle: &str) -> Result<(), StoreError> {
-        redis::cmd("DEL")
-            .arg(format!("{}{handle}", self.prefix))
-            .query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(store_error)
+        delete(&self.conn, format!("{}{handle}", self.prefix)).await
     }
 }
 

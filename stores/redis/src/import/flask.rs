@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
-use super::{claim_once, imported, plausible_id, store_error, UserField};
+use super::{delete, plausible_id, store_error, take_over, UserField};
 use crate::RedisConnection;
 
 /// Flask-Session's sessions in Redis.
@@ -150,24 +150,12 @@ impl ForeignSessions for FlaskSessions {
             Ok(session) => session,
             Err(why) => return Ok(Found::Unreadable(why)),
         };
-        if !claim_once(&self.conn, &name).await.map_err(store_error)? {
-            return Ok(Found::Nothing);
-        }
         // `_permanent`: Flask's own flag, meaningless here.
-        Ok(Found::Session(imported(
-            &id,
-            session,
-            &self.user,
-            &["_permanent"],
-        )))
+        take_over(&self.conn, &name, &id, session, &self.user, &["_permanent"]).await
     }
 
     async fn end(&self, handle: &str) -> Result<(), StoreError> {
-        redis::cmd("DEL")
-            .arg(format!("{}{handle}", self.prefix))
-            .query_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(store_error)
+        delete(&self.conn, format!("{}{handle}", self.prefix)).await
     }
 }
 

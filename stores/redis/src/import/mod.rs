@@ -135,24 +135,6 @@ fn parse_utc_millis(text: &str) -> Option<u64> {
     u64::try_from(seconds * 1_000 + millis).ok()
 }
 
-/// `%XX` escapes (a cookie value as `encodeURIComponent` wrote it); `None` if malformed.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Takes over the foreign record `name` once: the first caller claims it (a key
 /// `cloakroom-imported:<name>` that lives as long as the record), later ones get `false`. So a stolen old-app cookie
 /// cannot log in again after the session it became was logged out or revoked here, and two
@@ -175,6 +157,36 @@ async fn claim_once(conn: &crate::RedisConnection, name: &str) -> Result<bool, r
         .query_async(&mut conn.clone())
         .await?;
     Ok(claimed.is_some())
+}
+
+/// `%XX` escapes (a cookie value as `encodeURIComponent` wrote it): the connection URL's
+/// decoder, which refuses malformed escapes and non-UTF-8.
+use crate::connection::percent_decode;
+
+/// The foreign session `session` (record `name`, ID `id`), taken over if nobody claimed it yet.
+async fn take_over(
+    conn: &crate::RedisConnection,
+    name: &str,
+    id: &str,
+    session: Map<String, Value>,
+    user: &UserField,
+    leave_out: &[&str],
+) -> Result<cloakroom::import::Found, cloakroom::StoreError> {
+    if !claim_once(conn, name).await.map_err(store_error)? {
+        return Ok(cloakroom::import::Found::Nothing);
+    }
+    Ok(cloakroom::import::Found::Session(imported(
+        id, session, user, leave_out,
+    )))
+}
+
+/// Deletes the foreign record `name` (a logout here ends it there too).
+async fn delete(conn: &crate::RedisConnection, name: String) -> Result<(), cloakroom::StoreError> {
+    redis::cmd("DEL")
+        .arg(name)
+        .query_async::<()>(&mut conn.clone())
+        .await
+        .map_err(store_error)
 }
 
 fn store_error(e: redis::RedisError) -> cloakroom::StoreError {

@@ -174,3 +174,21 @@ async fn a_value_of_an_old_type_reads_as_absent_unless_told_to_fail() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_periodic_renewal_arrives_as_renewed() {
+    let (layer, seen) = layer(config().with_renewal(Duration::from_millis(1)));
+    let router = test_router(layer, Arc::new(Gate::default()));
+    let mut a = Browser::new(router);
+    a.send("POST", "/login/ada", None).await;
+    take(&seen, 2).await; // created at the login's commit, logged in
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.send("GET", "/whoami", None).await;
+    let events = take(&seen, 1).await;
+    assert!(
+        events.iter().any(
+            |e| matches!(e, SessionEvent::Renewed { session, previous } if session != previous)
+        ),
+        "{events:?}"
+    );
+}

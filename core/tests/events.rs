@@ -84,9 +84,12 @@ async fn each_lifecycle_step_arrives_with_its_user_and_reason() {
         .to_owned();
     assert!(!format!("{events:?}").contains(&id));
 
-    // Two more logins of ada: the per-user limit (2) replaces the oldest, the first one.
+    // Two more logins of ada: the per-user limit (2) replaces the oldest, the first one
+    // (created a few milliseconds apart, so that "oldest" is one).
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let mut b = Browser::new(router.clone());
     b.send("POST", "/login/ada", None).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let mut c = Browser::new(router.clone());
     c.send("POST", "/login/ada", None).await;
     let events = take(&seen, 5).await;

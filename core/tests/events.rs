@@ -195,3 +195,28 @@ async fn a_periodic_renewal_arrives_as_renewed() {
         "{events:?}"
     );
 }
+
+/// A logout through a renewal's old ID (within its grace window) ends nothing, with a handler
+/// set too (which makes the logout read first, resolving the old ID to the live session).
+#[tokio::test]
+async fn a_logout_through_an_old_id_ends_nothing_with_a_handler_set() {
+    let (layer, seen) = layer(config().with_renewal(Duration::from_millis(1)));
+    let router = test_router(layer, Arc::new(Gate::default()));
+    let mut a = Browser::new(router.clone());
+    a.send("POST", "/login/ada", None).await;
+    let old = a.cookie.clone();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.send("GET", "/whoami", None).await;
+    assert_ne!(a.cookie, old, "renewed");
+    let mut thief = Browser::new(router.clone());
+    thief.cookie = old;
+    let out = thief.send("POST", "/logout", None).await;
+    assert_eq!(out.status, 409, "{}", out.body);
+    assert_eq!(
+        a.send("GET", "/whoami", None).await.body,
+        "\"ada\"",
+        "the session lives"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(ended(&take_now(&seen)).is_empty(), "no end was reported");
+}

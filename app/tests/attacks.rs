@@ -542,3 +542,71 @@ async fn json_login_replaces_the_csrf_token() {
         .await;
     assert_eq!(stale.status, 403, "the pre-login token is refused");
 }
+
+/// A stolen cookie used from another browser, with the binding set to end sessions
+/// (`--binding user-agent,terminate`): the thief's request ends the session, and the owner's
+/// next request (and any replay of the cookie) learns why, in the API and on the home page,
+/// and the operator counts it.
+#[tokio::test]
+async fn a_bound_session_used_from_another_browser_ends_and_says_why() {
+    let app = app_with(&["--binding", "user-agent,terminate"]).await;
+    let b = Browser::new(app.router.clone());
+    let send = |agent: &'static str, path: &'static str, cookie: Option<String>| {
+        let mut req = axum::http::Request::builder()
+            .method(if path == "/api/login" { "POST" } else { "GET" })
+            .uri(path)
+            .header("user-agent", agent)
+            .header("content-type", "application/json");
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        let body = if path == "/api/login" {
+            Body::from(json!({"username": "alice"}).to_string())
+        } else {
+            Body::empty()
+        };
+        b.request(req.body(body).unwrap())
+    };
+    const OWNER: &str = "Mozilla/5.0 (owner)";
+    const THIEF: &str = "curl/8.0 (thief)";
+    let login = send(OWNER, "/api/login", None).await;
+    assert_eq!(login.status, 200);
+    let cookie = login
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with(&format!("{NAME}=")))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let profile = send(OWNER, "/api/profile", Some(cookie.clone())).await;
+    assert_eq!(profile.status, 200, "{}", profile.body);
+
+    let stolen = send(THIEF, "/api/profile", Some(cookie.clone())).await;
+    assert_eq!(
+        stolen.status, 401,
+        "the thief gets nothing: {}",
+        stolen.body
+    );
+    let owner = send(OWNER, "/api/profile", Some(cookie.clone())).await;
+    assert_eq!(
+        (owner.status.as_u16(), json(&owner)["ended"].as_str()),
+        (401, Some("binding_mismatch")),
+        "{}",
+        owner.body
+    );
+    let home = send(OWNER, "/", Some(cookie)).await;
+    assert!(
+        home.body
+            .contains("this session was used from another browser or network"),
+        "{}",
+        home.body
+    );
+    let metrics = Browser::new(app.router)
+        .send("GET", "/metrics", None)
+        .await
+        .body;
+    assert!(
+        metrics.contains("cloakroom_sessions_ended_total{reason=\"binding_mismatch\"} 1"),
+        "{metrics}"
+    );
+}

@@ -28,23 +28,32 @@ pub enum EndReason {
     Replaced,
     /// Used from a different client than it is bound to, with a binding that ends sessions.
     BindingMismatch,
-    /// A correctly signed cookie found no session: it expired, or the store lost it.
+    /// A correctly signed cookie found no session: it expired, or the store lost it (the
+    /// store could not tell which deadline passed).
     Expired,
+    /// It expired unused: its idle (sliding) deadline passed. Said by stores that keep an
+    /// expired session until a purge (PostgreSQL, embedded, memory).
+    ExpiredIdle,
+    /// It reached its absolute lifetime, however active it was. Said as for
+    /// [`EndReason::ExpiredIdle`].
+    ExpiredAbsolute,
 }
 
 impl EndReason {
     /// Every reason, in a fixed order (metric labels).
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::LoggedOut,
         Self::Revoked,
         Self::RevokedByOperator,
         Self::Replaced,
         Self::BindingMismatch,
         Self::Expired,
+        Self::ExpiredIdle,
+        Self::ExpiredAbsolute,
     ];
 
     /// The reason as a label: `logged_out`, `revoked`, `revoked_by_operator`, `replaced`,
-    /// `binding_mismatch`, `expired`.
+    /// `binding_mismatch`, `expired`, `expired_idle`, `expired_absolute`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,6 +63,8 @@ impl EndReason {
             Self::Replaced => "replaced",
             Self::BindingMismatch => "binding_mismatch",
             Self::Expired => "expired",
+            Self::ExpiredIdle => "expired_idle",
+            Self::ExpiredAbsolute => "expired_absolute",
         }
     }
 
@@ -63,7 +74,17 @@ impl EndReason {
         Self::ALL.into_iter().find(|r| r.as_str() == label)
     }
 
-    fn index(self) -> usize {
+    /// Whether the session expired (any of the three expiry reasons).
+    #[must_use]
+    pub fn is_expiry(self) -> bool {
+        matches!(
+            self,
+            Self::Expired | Self::ExpiredIdle | Self::ExpiredAbsolute
+        )
+    }
+
+    /// Its place in [`EndReason::ALL`] (a metric's slot).
+    pub(crate) fn index(self) -> usize {
         Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
     }
 }

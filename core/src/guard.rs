@@ -207,6 +207,25 @@ impl SessionStore for Guarded {
     ) -> Result<(), StoreError> {
         self.call(self.store.record_end(key, reason, until)).await
     }
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<crate::Ended, StoreError> {
+        self.call(self.store.end(key, reason, until)).await
+    }
+    async fn end_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        reason: crate::events::EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        self.call(self.store.end_user(user, keep, reason, until, now))
+            .await
+    }
     async fn end_reason(
         &self,
         key: &SessionKey,

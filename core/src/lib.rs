@@ -166,8 +166,8 @@ pub use memory::MemoryStore;
 pub use metrics::{Gauges, SessionMetrics, StoreLatency, LATENCY_BUCKETS, STORE_OPERATIONS};
 pub use migrating::{MigratingStore, Moved, MARKER_LIFETIME_MS};
 pub use record::{
-    now_millis, Applied, Changes, Destroyed, Limits, Loaded, Millis, Record, Refresh, UserChange,
-    UserSession, COUNTER_LIMIT, EXPIRY_FIELD,
+    now_millis, Applied, Changes, Destroyed, Ended, Limits, Loaded, Millis, Record, Refresh,
+    UserChange, UserSession, COUNTER_LIMIT, EXPIRY_FIELD,
 };
 pub use session::{Flash, FlashLevel, Session, SessionInfo, TOMBSTONE_LIFETIME_MS};
 pub use store::{sessions_to_end, Limit, ScanPage, SessionStore, StoreError, StoreStats, SCAN};

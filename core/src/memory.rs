@@ -36,7 +36,7 @@ impl State {
         match self.sessions.get(&target) {
             Some(record) if record.is_alive(now) => Some(target),
             Some(_) => {
-                self.remove(&target);
+                self.expire(&target, now);
                 None
             }
             None => None,
@@ -74,6 +74,50 @@ impl State {
         }
         if let Some(user) = after {
             self.users.entry(user.to_owned()).or_default().insert(*key);
+        }
+    }
+
+    /// Drops the expired session `key`, keeping which deadline passed if it was signed in
+    /// (as a store that keeps rows until a purge could still tell).
+    fn expire(&mut self, key: &SessionKey, now: Millis) {
+        if let Some(record) = self.remove(key) {
+            if let (Some(_), Some(reason)) = (&record.user, record.expiry_reason(now)) {
+                let until = now.saturating_add(crate::TOMBSTONE_LIFETIME_MS);
+                self.keep_end(*key, reason, until);
+            }
+        }
+    }
+
+    /// Keeps why `key` ended until `until`; past [`TOMBSTONES`] the expired go first, then
+    /// any.
+    fn keep_end(&mut self, key: SessionKey, reason: crate::events::EndReason, until: Millis) {
+        if self.tombstones.len() >= TOMBSTONES {
+            let now = crate::record::now_millis();
+            self.tombstones.retain(|_, (_, until)| *until > now);
+            if self.tombstones.len() >= TOMBSTONES {
+                let doomed: Vec<SessionKey> = self
+                    .tombstones
+                    .keys()
+                    .take(TOMBSTONES / 4)
+                    .copied()
+                    .collect();
+                for k in doomed {
+                    self.tombstones.remove(&k);
+                }
+            }
+        }
+        self.tombstones.insert(key, (reason, until));
+    }
+
+    /// Destroys `key` (see [`SessionStore::destroy`]), returning the record if a session went.
+    fn destroy(&mut self, key: &SessionKey) -> (Destroyed, Option<Record>) {
+        if self.aliases.remove(key).is_some() {
+            return (Destroyed::Alias, None);
+        }
+        self.aliases.retain(|_, (target, _)| target != key);
+        match self.remove(key) {
+            Some(record) => (Destroyed::Session, Some(record)),
+            None => (Destroyed::Nothing, None),
         }
     }
 
@@ -116,7 +160,7 @@ impl MemoryStore {
             .map(|(k, _)| *k)
             .collect();
         for key in &dead {
-            state.remove(key);
+            state.expire(key, now);
         }
         dead.len()
     }
@@ -227,14 +271,25 @@ impl SessionStore for MemoryStore {
     }
 
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
+        Ok(self.state().destroy(key).0)
+    }
+
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<crate::Ended, StoreError> {
         let mut state = self.state();
-        if state.aliases.remove(key).is_some() {
-            return Ok(Destroyed::Alias);
+        let (destroyed, record) = state.destroy(key);
+        let user = record.and_then(|r| r.user);
+        if user.is_some() {
+            state.keep_end(*key, reason, until);
         }
-        state.aliases.retain(|_, (target, _)| target != key);
-        Ok(match state.remove(key) {
-            Some(_) => Destroyed::Session,
-            None => Destroyed::Nothing,
+        Ok(crate::Ended {
+            destroyed,
+            kept: user.is_some(),
+            user,
         })
     }
 
@@ -274,29 +329,33 @@ impl SessionStore for MemoryStore {
         Ok(keys.len() as u64)
     }
 
+    async fn end_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        reason: crate::events::EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let listed = self.list_user(user, now).await?;
+        let mut state = self.state();
+        let spared = keep.and_then(|k| state.resolve(k, now));
+        let keys = crate::store::sessions_to_end(listed, keep, spared);
+        for key in &keys {
+            if let (Destroyed::Session, Some(_)) = state.destroy(key) {
+                state.keep_end(*key, reason, until);
+            }
+        }
+        Ok(keys)
+    }
+
     async fn record_end(
         &self,
         key: &SessionKey,
         reason: crate::events::EndReason,
         until: Millis,
     ) -> Result<(), StoreError> {
-        let mut state = self.state();
-        if state.tombstones.len() >= TOMBSTONES {
-            let now = crate::record::now_millis();
-            state.tombstones.retain(|_, (_, until)| *until > now);
-            if state.tombstones.len() >= TOMBSTONES {
-                let doomed: Vec<SessionKey> = state
-                    .tombstones
-                    .keys()
-                    .take(TOMBSTONES / 4)
-                    .copied()
-                    .collect();
-                for k in doomed {
-                    state.tombstones.remove(&k);
-                }
-            }
-        }
-        state.tombstones.insert(*key, (reason, until));
+        self.state().keep_end(*key, reason, until);
         Ok(())
     }
 

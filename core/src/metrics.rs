@@ -77,7 +77,7 @@ pub struct SessionMetrics {
     /// Lifecycle events not delivered because the handler's queue was full.
     pub events_dropped: AtomicU64,
     /// Sessions ended, by reason (in the order of [`crate::events::EndReason::ALL`]).
-    pub sessions_ended: [AtomicU64; 6],
+    pub sessions_ended: [AtomicU64; crate::events::EndReason::ALL.len()],
     /// Foreign sessions taken over (`crate::import`).
     pub imports: AtomicU64,
     /// Foreign session records found but not read (a format such as pickle).
@@ -294,19 +294,19 @@ impl SessionMetrics {
                     ("unreadable", &m.imports_unreadable),
                 ],
             ),
-            Family::labelled(
-                "sessions_ended",
-                "Sessions ended, by reason (a replayed logged-out cookie counts as expired).",
-                "reason",
-                &[
-                    ("logged_out", &m.sessions_ended[0]),
-                    ("revoked", &m.sessions_ended[1]),
-                    ("revoked_by_operator", &m.sessions_ended[2]),
-                    ("replaced", &m.sessions_ended[3]),
-                    ("binding_mismatch", &m.sessions_ended[4]),
-                    ("expired", &m.sessions_ended[5]),
-                ],
-            ),
+            {
+                let ended: Vec<(&'static str, &AtomicU64)> = crate::events::EndReason::ALL
+                    .iter()
+                    .zip(&m.sessions_ended)
+                    .map(|(r, c)| (r.as_str(), c))
+                    .collect();
+                Family::labelled(
+                    "sessions_ended",
+                    "Sessions ended, by reason (expiries are counted when a correctly signed cookie finds its session gone and asks why).",
+                    "reason",
+                    &ended,
+                )
+            },
             Family::single(
                 "decode_failures",
                 "Stored values that no longer decoded as the type asked for (read as absent).",

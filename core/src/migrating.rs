@@ -142,6 +142,55 @@ impl MigratingStore {
             .filter(|l| !is_marker(&l.record)))
     }
 
+    /// Destroys `key` in both stores, leaving an ended marker in the new one so that a move
+    /// in flight cannot bring it back; says what it found, and whose session it was.
+    async fn destroy_learning_user(
+        &self,
+        key: &SessionKey,
+    ) -> Result<(Destroyed, Option<String>), StoreError> {
+        let now = crate::record::now_millis();
+        // What the new store holds now: a session, or only an earlier logout's marker.
+        let (mut found, mut user) = match self.new.load(key, now, None).await? {
+            Some(l) if l.key == *key && !is_marker(&l.record) => {
+                (Destroyed::Session, l.record.user)
+            }
+            _ => (Destroyed::Nothing, None),
+        };
+        if found == Destroyed::Nothing {
+            // Not moved yet: whose it is, from the old store (for the reason's tombstone).
+            if let Ok(Some(l)) = self.old.load(key, now, None).await {
+                user = l.record.user.filter(|_| l.key == *key);
+            }
+        }
+        let mut marked = false;
+        for _ in 0..MARKER_ATTEMPTS {
+            // An old ID ends only itself, as in any store.
+            if self.new.destroy(key).await? == Destroyed::Alias {
+                return Ok((Destroyed::Alias, None));
+            }
+            match self.new.create(key, &marker(now)).await {
+                Ok(()) => {
+                    marked = true;
+                    break;
+                }
+                // A move landed in between: it is deleted by the next round, and marked.
+                Err(StoreError::IdCollision) => found = Destroyed::Session,
+                Err(e) => return Err(e),
+            }
+        }
+        if !marked {
+            return Err(StoreError::unavailable(std::io::Error::other(
+                "a logout kept meeting moves of its session; try again",
+            )));
+        }
+        let destroyed = match self.old.destroy(key).await? {
+            Destroyed::Nothing => found,
+            Destroyed::Alias if found == Destroyed::Nothing => Destroyed::Alias,
+            _ => Destroyed::Session,
+        };
+        Ok((destroyed, user))
+    }
+
     /// Whether the new store has anything under `key` (a session or a marker).
     async fn in_new(&self, key: &SessionKey, now: Millis) -> Result<bool, StoreError> {
         Ok(self.new.load(key, now, None).await?.is_some())
@@ -215,38 +264,26 @@ impl SessionStore for MigratingStore {
     }
 
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
-        let now = crate::record::now_millis();
-        // What the new store holds now: a session, or only an earlier logout's marker.
-        let mut found = match self.new.load(key, now, None).await? {
-            Some(l) if l.key == *key && !is_marker(&l.record) => Destroyed::Session,
-            _ => Destroyed::Nothing,
-        };
-        let mut marked = false;
-        for _ in 0..MARKER_ATTEMPTS {
-            // An old ID ends only itself, as in any store.
-            if self.new.destroy(key).await? == Destroyed::Alias {
-                return Ok(Destroyed::Alias);
-            }
-            match self.new.create(key, &marker(now)).await {
-                Ok(()) => {
-                    marked = true;
-                    break;
-                }
-                // A move landed in between: it is deleted by the next round, and marked.
-                Err(StoreError::IdCollision) => found = Destroyed::Session,
-                Err(e) => return Err(e),
-            }
-        }
-        if !marked {
-            return Err(StoreError::unavailable(std::io::Error::other(
-                "a logout kept meeting moves of its session; try again",
-            )));
-        }
-        match self.old.destroy(key).await? {
-            Destroyed::Nothing => Ok(found),
-            Destroyed::Alias if found == Destroyed::Nothing => Ok(Destroyed::Alias),
-            _ => Ok(Destroyed::Session),
-        }
+        Ok(self.destroy_learning_user(key).await?.0)
+    }
+
+    /// The destroy, then the tombstone in the new store (two steps: a session that may be in
+    /// either store has no one place to do both at once).
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<crate::Ended, StoreError> {
+        let (destroyed, user) = self.destroy_learning_user(key).await?;
+        let kept = destroyed == Destroyed::Session
+            && user.is_some()
+            && self.new.record_end(key, reason, until).await.is_ok();
+        Ok(crate::Ended {
+            destroyed,
+            user: user.filter(|_| destroyed == Destroyed::Session),
+            kept,
+        })
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {

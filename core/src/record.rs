@@ -55,6 +55,20 @@ impl Record {
         now < self.idle_deadline && now < self.absolute_deadline
     }
 
+    /// Which deadline had passed at `now`, if one had: the absolute one when both had (the
+    /// idle deadline never lies beyond it).
+    #[must_use]
+    pub fn expiry_reason(&self, now: Millis) -> Option<crate::events::EndReason> {
+        use crate::events::EndReason;
+        if self.is_alive(now) {
+            None
+        } else if self.absolute_deadline <= self.idle_deadline {
+            Some(EndReason::ExpiredAbsolute)
+        } else {
+            Some(EndReason::ExpiredIdle)
+        }
+    }
+
     /// When the record stops being valid: the nearer of its two deadlines.
     #[must_use]
     pub fn expires_at(&self) -> Millis {
@@ -372,6 +386,32 @@ pub enum Destroyed {
     Alias,
     /// Nothing (already gone, expired, never there).
     Nothing,
+}
+
+/// What [`crate::SessionStore::end`] did: what a destroy found, whose session it was, and
+/// whether the reason was kept in the same step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// What the destroy found under the key.
+    pub destroyed: Destroyed,
+    /// The user of the session that ended, when the store can tell (`None` for an anonymous
+    /// session, and from a store that only destroys).
+    pub user: Option<String>,
+    /// Whether the store kept the reason (the session was signed in, and the store keeps
+    /// reasons as part of ending): the layer need not keep it itself.
+    pub kept: bool,
+}
+
+impl Ended {
+    /// A destroy that learned no user and kept no reason.
+    #[must_use]
+    pub fn plain(destroyed: Destroyed) -> Self {
+        Self {
+            destroyed,
+            user: None,
+            kept: false,
+        }
+    }
 }
 
 /// One session of a user, as listed by the per-user index.

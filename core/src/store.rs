@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::id::SessionKey;
-use crate::record::{Applied, Changes, Destroyed, Loaded, Millis, Record, Refresh, UserSession};
+use crate::record::{
+    Applied, Changes, Destroyed, Ended, Loaded, Millis, Record, Refresh, UserSession,
+};
 
 /// Why a store operation failed. Never a string: callers match on it.
 #[derive(Debug, thiserror::Error)]
@@ -232,8 +234,54 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Destroys the session `key` as [`SessionStore::destroy`] does and, in the same atomic
+    /// step, keeps `reason` until `until` if it was a signed-in session (see
+    /// [`SessionStore::record_end`]); says whose session it was. One call for a logout that
+    /// explains itself, even one that never read the session. Optional: by default a plain
+    /// destroy that learns no user and keeps nothing ([`Ended::plain`]); the layer then keeps
+    /// the reason with a second call when the request had read the session.
+    async fn end(
+        &self,
+        key: &SessionKey,
+        _reason: EndReason,
+        _until: Millis,
+    ) -> Result<Ended, StoreError> {
+        Ok(Ended::plain(self.destroy(key).await?))
+    }
+
+    /// Ends every session of `user` but `keep` as [`SessionStore::destroy_user`] does,
+    /// keeping `reason` until `until` for each; returns the keys of the sessions that ended.
+    /// Optional, with the per-user index: by default the sessions are listed first, then
+    /// destroyed, then given their tombstones one by one (best effort).
+    async fn end_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        reason: EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let listed = self.list_user(user, now).await?;
+        let spared = match keep {
+            Some(k) => self.load(k, now, None).await?.map(|l| l.key),
+            None => None,
+        };
+        let doomed = sessions_to_end(listed, keep, spared);
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        self.destroy_user(user, keep, now).await?;
+        for key in &doomed {
+            // A failure here must not undo the revocation: the session reads as expired.
+            let _ = self.record_end(key, reason, until).await;
+        }
+        Ok(doomed)
+    }
+
     /// Why the session `key` ended, if a tombstone kept at `now` says so (see
-    /// [`SessionStore::record_end`]); `None` by default.
+    /// [`SessionStore::record_end`]), or the store still holds the expired session and can
+    /// tell which deadline passed ([`EndReason::ExpiredIdle`],
+    /// [`EndReason::ExpiredAbsolute`]); `None` by default.
     async fn end_reason(
         &self,
         _key: &SessionKey,
@@ -359,6 +407,24 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
         now: Millis,
     ) -> Result<Option<EndReason>, StoreError> {
         (**self).end_reason(key, now).await
+    }
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: EndReason,
+        until: Millis,
+    ) -> Result<Ended, StoreError> {
+        (**self).end(key, reason, until).await
+    }
+    async fn end_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        reason: EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        (**self).end_user(user, keep, reason, until, now).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         (**self).ping().await

@@ -104,6 +104,26 @@ impl SessionStore for Timed {
     ) -> Result<(), StoreError> {
         self.inner.record_end(key, reason, until).await
     }
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<crate::Ended, StoreError> {
+        self.time(4, Some(key), self.inner.end(key, reason, until))
+            .await
+    }
+    async fn end_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        reason: crate::events::EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        self.time(6, keep, self.inner.end_user(user, keep, reason, until, now))
+            .await
+    }
     async fn end_reason(
         &self,
         key: &SessionKey,

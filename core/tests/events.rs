@@ -220,3 +220,30 @@ async fn a_logout_through_an_old_id_ends_nothing_with_a_handler_set() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(ended(&take_now(&seen)).is_empty(), "no end was reported");
 }
+
+/// A logout that never read the session (a blind one) stays one store call with a handler
+/// set, and still names the user in its event and leaves its reason for the next request:
+/// the store's `end` does both in the step that ends the session.
+#[tokio::test]
+async fn a_blind_logout_is_one_store_call_and_still_explains_itself() {
+    let counting = Arc::new(cloakroom::testing::CountingStore::new(Arc::new(
+        MemoryStore::default(),
+    )));
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let layer = SessionLayer::new(counting.clone(), config().build().unwrap())
+        .on_event(move |e| sink.lock().unwrap().push(e));
+    let mut b = Browser::new(test_router(layer, Arc::new(Gate::default())));
+    assert_eq!(b.send("POST", "/login/alice", None).await.status, 200);
+    let cookie = b.cookie.clone();
+    take(&seen, 2).await; // created, logged in
+    counting.take();
+    assert_eq!(b.send("POST", "/logout", None).await.status, 200);
+    assert_eq!(counting.take(), (1, vec!["end"]), "one store call");
+    assert_eq!(
+        ended(&take(&seen, 1).await),
+        vec![(Some("alice".to_owned()), EndReason::LoggedOut)]
+    );
+    let why = b.send_raw("GET", "/ended", None, cookie).await;
+    assert_eq!(why.body, "\"logged_out\"");
+}

@@ -36,20 +36,6 @@ pub async fn list(store: &StoreArgs, user: &str) -> Result<String, OpsError> {
     Ok(out)
 }
 
-/// Revokes one session, leaving its tombstone first.
-async fn revoke_one(
-    backend: &crate::backend::Backend,
-    key: &SessionKey,
-    until: cloakroom::Millis,
-) -> Result<cloakroom::Destroyed, OpsError> {
-    let reason = cloakroom::events::EndReason::RevokedByOperator;
-    let destroyed = backend.sessions.destroy(key).await?;
-    if destroyed == cloakroom::Destroyed::Session {
-        let _ = backend.sessions.record_end(key, reason, until).await;
-    }
-    Ok(destroyed)
-}
-
 /// `cloakroom revoke --user U` or `--key K`.
 ///
 /// # Errors
@@ -71,18 +57,14 @@ pub async fn revoke(
     let reason = cloakroom::events::EndReason::RevokedByOperator;
     let out = match (user, parsed) {
         (Some(user), _) => {
-            let listed = backend.sessions.list_user(user, now_millis()).await?;
             let n = backend
                 .sessions
-                .destroy_user(user, None, now_millis())
-                .await?;
-            // Best effort, once they are ended: a failure here must not undo the revocation.
-            for s in listed {
-                let _ = backend.sessions.record_end(&s.key, reason, until).await;
-            }
+                .end_user(user, None, reason, until, now_millis())
+                .await?
+                .len();
             format!("revoked {n} session(s) of {user:?}\n")
         }
-        (None, Some(key)) => match revoke_one(&backend, &key, until).await? {
+        (None, Some(key)) => match backend.sessions.end(&key, reason, until).await?.destroyed {
             cloakroom::Destroyed::Session => format!("revoked session {key}\n"),
             cloakroom::Destroyed::Alias => format!("{key} was an old ID of a session; it no longer works, the session itself was not revoked\n"),
             cloakroom::Destroyed::Nothing => format!("no session {key} (already ended)\n"),

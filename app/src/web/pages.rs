@@ -60,6 +60,10 @@ fn signed_out_because(reason: cloakroom::events::EndReason) -> &'static str {
         EndReason::BindingMismatch => {
             "You were signed out because this session was used from another browser or network."
         }
+        EndReason::ExpiredIdle => "You were signed out because you were inactive for too long.",
+        EndReason::ExpiredAbsolute => {
+            "You were signed out because your session reached its maximum lifetime."
+        }
         _ => "You were signed out because your session expired.",
     }
 }

@@ -41,21 +41,30 @@ impl Session {
         if let Some(key) = state.destroyed.take() {
             outcome = &store.metrics.requests_destroyed;
             bump(&store.metrics.destroys);
-            match store.destroy(&key).await {
-                Ok(Destroyed::Alias) => {
+            let reason = state.end_reason.unwrap_or(EndReason::LoggedOut);
+            let until = now_millis().saturating_add(crate::TOMBSTONE_LIFETIME_MS);
+            match store
+                .end(&key, reason, until)
+                .await
+                .map(|e| (e.destroyed, e))
+            {
+                Ok((Destroyed::Alias, _)) => {
                     // Only the old ID died; the session it named lives on, so this logout did
                     // not happen: say so, and the client retries with its current cookie.
                     tracing::debug!(session = %key.fingerprint(), "logout through a replaced ID refused");
                     return Err(SessionError::Superseded);
                 }
-                Ok(destroyed) => {
+                Ok((destroyed, ended)) => {
                     tracing::debug!(session = %key.fingerprint(), "session destroyed (logout)");
                     self.ended_here(key, now_millis());
+                    state.end_reason = None;
+                    let user = ended.user.or_else(|| state.end_user.take());
                     if destroyed == Destroyed::Session {
-                        // Why, for the next request with this cookie; then the event.
-                        let user = state.end_user.take();
-                        let reason = state.end_reason.take().unwrap_or(EndReason::LoggedOut);
-                        self.tombstone(key, user.as_deref(), reason).await;
+                        // Why, for the next request with this cookie (unless the store kept
+                        // it as it ended the session); then the event.
+                        if !ended.kept {
+                            self.tombstone(key, user.as_deref(), reason).await;
+                        }
                         self.emit_ended(user, key, reason);
                     }
                     if let Some(marker) = state.end_foreign.take() {

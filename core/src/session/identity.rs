@@ -241,11 +241,10 @@ impl Session {
         // The key the cookie named: the one a logout ends (through an old ID, the store
         // refuses, as it should), whatever the load below resolves it to.
         let presented = state.key;
-        // With imports or an event handler, read first: the foreign session an imported one
-        // names, and the user for the event. A failed read still logs out. Otherwise a blind
-        // logout stays one store call, and leaves a tombstone only if this request had read
-        // the session (its user is known).
-        if !self.shared.config.imports.0.is_empty() || self.shared.events.on() {
+        // With imports, read first: the foreign session an imported one names. A failed read
+        // still logs out. Otherwise a blind logout stays one store call: the store's `end`
+        // keeps the reason and says whose session it was (for the event).
+        if !self.shared.config.imports.0.is_empty() {
             let _ = self.ensure_loaded(&mut state).await;
         }
         state.end_foreign = state
@@ -277,15 +276,16 @@ impl Session {
                 let reason =
                     match crate::store::SessionStore::end_reason(store, &key, now_millis()).await {
                         Ok(Some(reason)) => reason,
-                        // No tombstone: it expired, or the store lost it (counted here: the other
-                        // reasons were counted when they ended).
-                        Ok(None) => {
-                            crate::metrics::bump(&store.metrics.sessions_ended[5]);
-                            crate::events::EndReason::Expired
-                        }
+                        // No tombstone, and the store cannot tell which deadline passed: it
+                        // expired, or the store lost it.
+                        Ok(None) => crate::events::EndReason::Expired,
                         // Unknown: say nothing rather than a wrong reason.
                         Err(_) => return Ok(None),
                     };
+                if reason.is_expiry() {
+                    // Counted here: the other reasons were counted when they ended.
+                    crate::metrics::bump(&store.metrics.sessions_ended[reason.index()]);
+                }
                 state.ended = Some(reason);
             }
         }

@@ -107,15 +107,10 @@ impl Session {
         if !mine {
             return Ok(false);
         }
-        let ended = store.destroy(&target).await?;
+        let ended = self.end_one(target, &user, EndReason::Revoked).await?;
         self.ended_here(target, now);
-        if ended == Destroyed::Session {
-            self.tombstone(target, Some(&user), EndReason::Revoked)
-                .await;
-            self.emit_ended(Some(user.clone()), target, EndReason::Revoked);
-        }
         tracing::debug!(session = %target.fingerprint(), by = %current.map(|k| k.fingerprint()).unwrap_or_default(), "session ended by its user from another session");
-        Ok(ended == Destroyed::Session)
+        Ok(ended)
     }
 
     /// Logs this session's user out everywhere else (and every old ID that reached those
@@ -139,26 +134,21 @@ impl Session {
             self.state.lock().await.ticket_dirty = true;
         }
         let store = &self.shared.store;
-        // Each session gets its tombstone (and, with a handler, its event): listed first,
-        // marked once the revocation is done.
-        let listed = store
-            .list_user(&user, now_millis())
-            .await
-            .unwrap_or_default();
-        let n = store
-            .destroy_user(&user, current.as_ref(), now_millis())
+        // Each session keeps why it ended (a tombstone), in the same step where the store can.
+        let until = now_millis().saturating_add(crate::TOMBSTONE_LIFETIME_MS);
+        let ended = store
+            .end_user(
+                &user,
+                current.as_ref(),
+                EndReason::Revoked,
+                until,
+                now_millis(),
+            )
             .await?;
-        for s in listed.iter().filter(|s| Some(s.key) != current) {
-            self.tombstone(s.key, Some(&user), EndReason::Revoked).await;
+        for key in &ended {
+            self.emit_ended(Some(user.clone()), *key, EndReason::Revoked);
         }
-        if self.shared.events.on() {
-            for s in listed.iter().filter(|s| Some(s.key) != current) {
-                self.emit_ended(Some(user.clone()), s.key, EndReason::Revoked);
-            }
-        } else {
-            let counter = &store.metrics.sessions_ended[1];
-            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        }
+        let n = ended.len() as u64;
         tracing::info!(
             session = %current.map(|k| k.fingerprint()).unwrap_or_default(),
             revoked = n,
@@ -201,9 +191,9 @@ impl Session {
             .saturating_sub(limit)
             .min(crate::USER_SESSIONS_ENDED_PER_LOGIN);
         for old in sessions.iter().take(excess) {
-            match store.destroy(&old.key).await {
-                Ok(Destroyed::Session) => {}
-                Ok(_) => continue,
+            match self.end_one(old.key, user, EndReason::Replaced).await {
+                Ok(true) => {}
+                Ok(false) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not end a session past the user's limit");
                     return;
@@ -211,9 +201,26 @@ impl Session {
             }
             tracing::debug!(session = %old.key.fingerprint(), "session ended: the user's session limit");
             self.ended_here(old.key, now);
-            self.tombstone(old.key, Some(user), EndReason::Replaced)
-                .await;
-            self.emit_ended(Some(user.to_owned()), old.key, EndReason::Replaced);
         }
+    }
+
+    /// Ends the session `key` of `user` for `reason`: its tombstone (in the store's own step
+    /// where it can) and its event. Returns whether a session ended.
+    async fn end_one(
+        &self,
+        key: SessionKey,
+        user: &str,
+        reason: EndReason,
+    ) -> Result<bool, StoreError> {
+        let until = now_millis().saturating_add(crate::TOMBSTONE_LIFETIME_MS);
+        let ended = self.shared.store.end(&key, reason, until).await?;
+        if ended.destroyed != Destroyed::Session {
+            return Ok(false);
+        }
+        if !ended.kept {
+            self.tombstone(key, Some(user), reason).await;
+        }
+        self.emit_ended(Some(user.to_owned()), key, reason);
+        Ok(true)
     }
 }

@@ -84,6 +84,26 @@ impl<H: Hook> SessionStore for H {
         self.before("record_end").await?;
         self.inner().record_end(key, reason, until).await
     }
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: crate::events::EndReason,
+        until: Millis,
+    ) -> Result<crate::Ended, StoreError> {
+        self.before("end").await?;
+        self.inner().end(key, reason, until).await
+    }
+    async fn end_user(
+        &self,
+        u: &str,
+        keep: Option<&SessionKey>,
+        reason: crate::events::EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        self.before("end_user").await?;
+        self.inner().end_user(u, keep, reason, until, now).await
+    }
     async fn end_reason(
         &self,
         key: &SessionKey,

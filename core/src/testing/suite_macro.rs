@@ -33,6 +33,9 @@ macro_rules! store_suite {
             stats_count_live_sessions,
             scan_lists_every_session,
             an_end_keeps_its_reason,
+            an_end_keeps_its_reason_in_the_same_step,
+            end_user_keeps_each_reason,
+            an_expiry_says_which_deadline_passed_or_nothing,
             bad_increment_changes_nothing,
         );
     };

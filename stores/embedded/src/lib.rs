@@ -310,7 +310,50 @@ impl SessionStore for EmbeddedStore {
 
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
         let k = *key;
-        self.write(move |txn| Tables::open(txn)?.destroy(&k)).await
+        self.write(move |txn| Ok(Tables::open(txn)?.destroy(&k)?.0))
+            .await
+    }
+
+    /// The destroy and the tombstone in one transaction.
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: cloakroom::events::EndReason,
+        until: Millis,
+    ) -> Result<cloakroom::Ended, StoreError> {
+        let k = *key;
+        self.write(move |txn| {
+            let (destroyed, record) = Tables::open(txn)?.destroy(&k)?;
+            let user = record.and_then(|r| r.user);
+            if user.is_some() {
+                tables::record_end(txn, &k, reason, until)?;
+            }
+            Ok(cloakroom::Ended {
+                destroyed,
+                kept: user.is_some(),
+                user,
+            })
+        })
+        .await
+    }
+
+    async fn end_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        reason: cloakroom::events::EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let (user, keep) = (user.to_owned(), keep.copied());
+        self.write(move |txn| {
+            let ended = Tables::open(txn)?.destroy_user(&user, keep.as_ref(), now)?;
+            for k in &ended {
+                tables::record_end(txn, k, reason, until)?;
+            }
+            Ok(ended)
+        })
+        .await
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
@@ -326,8 +369,11 @@ impl SessionStore for EmbeddedStore {
         now: Millis,
     ) -> Result<u64, StoreError> {
         let (user, keep) = (user.to_owned(), keep.copied());
-        self.write(move |txn| Tables::open(txn)?.destroy_user(&user, keep.as_ref(), now))
-            .await
+        self.write(move |txn| {
+            let ended = Tables::open(txn)?.destroy_user(&user, keep.as_ref(), now)?;
+            Ok(ended.len() as u64)
+        })
+        .await
     }
 
     async fn record_end(

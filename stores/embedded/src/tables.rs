@@ -49,7 +49,7 @@ fn parse_end(bytes: &[u8]) -> Option<(cloakroom::events::EndReason, Millis)> {
 }
 
 /// Why the session `key` ended, if a tombstone is kept at `now` (a file from before
-/// tombstones has no table: none).
+/// tombstones has no table: none), or its expired row is still there.
 pub(crate) fn end_reason(
     txn: &ReadTransaction,
     key: &SessionKey,
@@ -60,12 +60,21 @@ pub(crate) fn end_reason(
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(backend(e)),
     };
-    Ok(table
+    let kept = table
         .get(key.as_bytes().as_slice())
         .map_err(backend)?
         .and_then(|v| parse_end(v.value()))
         .filter(|(_, until)| now < *until)
-        .map(|(reason, _)| reason))
+        .map(|(reason, _)| reason);
+    if kept.is_some() {
+        return Ok(kept);
+    }
+    // No tombstone: an expired session stays until the purge, and says which deadline passed.
+    let sessions = txn.open_table(SESSIONS).map_err(backend)?;
+    let Some(bytes) = sessions.get(key.as_bytes().as_slice()).map_err(backend)? else {
+        return Ok(None);
+    };
+    Ok(decode(bytes.value())?.expiry_reason(now))
 }
 
 /// Keeps why the session `key` ended, until `until`.
@@ -343,13 +352,14 @@ impl<'t> Tables<'t> {
     }
 
     /// Deletes the record under `key` and its index entries.
-    fn delete(&mut self, key: &SessionKey) -> Result<bool, StoreError> {
+    /// Deletes the session `key` and its index entries; returns its record if it was there.
+    fn delete(&mut self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
         let Some(bytes) = self
             .sessions
             .remove(key.as_bytes().as_slice())
             .map_err(backend)?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let record = decode(bytes.value())?;
         drop(bytes);
@@ -361,7 +371,7 @@ impl<'t> Tables<'t> {
         self.expiry
             .remove(expiry_entry(record.expires_at(), key).as_slice())
             .map_err(backend)?;
-        Ok(true)
+        Ok(Some(record))
     }
 
     pub(crate) fn create(&mut self, key: &SessionKey, record: &Record) -> Result<(), StoreError> {
@@ -423,34 +433,40 @@ impl<'t> Tables<'t> {
         })
     }
 
-    pub(crate) fn destroy(&mut self, key: &SessionKey) -> Result<Destroyed, StoreError> {
+    /// Destroys `key` (see [`cloakroom::SessionStore::destroy`]); returns what it found, and
+    /// the record if a session went.
+    pub(crate) fn destroy(
+        &mut self,
+        key: &SessionKey,
+    ) -> Result<(Destroyed, Option<Record>), StoreError> {
         let was_alias = self
             .aliases
             .remove(key.as_bytes().as_slice())
             .map_err(backend)?
             .is_some();
         if was_alias {
-            return Ok(Destroyed::Alias);
+            return Ok((Destroyed::Alias, None));
         }
         let deleted = self.delete(key)?;
         let wanted = *key.as_bytes();
         self.aliases
             .retain(|_, v| v.get(..KEY_LEN) != Some(wanted.as_slice()))
             .map_err(backend)?;
-        Ok(if deleted {
-            Destroyed::Session
-        } else {
-            Destroyed::Nothing
+        Ok(match deleted {
+            Some(record) => (Destroyed::Session, Some(record)),
+            None => (Destroyed::Nothing, None),
         })
     }
 
+    /// Destroys every session of `user` but `keep` (and the session a renewal of `keep`
+    /// reaches); returns the keys of those that were live.
     pub(crate) fn destroy_user(
         &mut self,
         user: &str,
         keep: Option<&SessionKey>,
         now: Millis,
-    ) -> Result<u64, StoreError> {
-        let mut n = 0;
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let mut ended = Vec::new();
         // A renewal moved `keep` on: the session it reaches now is the caller's too.
         let spared = match keep {
             Some(k) => resolve_in(&self.sessions, &self.aliases, k, now)?.map(|(t, _)| t),
@@ -463,9 +479,11 @@ impl<'t> Tables<'t> {
             let alive = resolve_in(&self.sessions, &self.aliases, &key, now)?
                 .is_some_and(|(t, _)| t == key);
             let _ = self.destroy(&key)?;
-            n += u64::from(alive);
+            if alive {
+                ended.push(key);
+            }
         }
-        Ok(n)
+        Ok(ended)
     }
 
     /// Deletes every session and alias whose deadline has passed; returns the session count.
@@ -487,7 +505,7 @@ impl<'t> Tables<'t> {
                 None => true,
             };
             if expired {
-                purged += u64::from(self.delete(&key)?);
+                purged += u64::from(self.delete(&key)?.is_some());
             }
         }
         self.aliases

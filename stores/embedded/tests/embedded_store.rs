@@ -95,3 +95,12 @@ fn a_corrupt_file_is_a_clear_error() {
     );
     assert!(error.to_string().contains("Move it aside"), "{error}");
 }
+
+/// Expired rows stay until the purge, and say which deadline passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_says_which_deadline_passed() {
+    cloakroom::testing::an_expiry_says_which_deadline_passed(std::sync::Arc::new(
+        make_store().await,
+    ))
+    .await;
+}

@@ -82,13 +82,15 @@ pub(crate) struct Statements {
     pub(crate) alias: String,
     /// $1 key: tells every instance the session under it ended (a cycle away from it).
     pub(crate) notify_ended: String,
-    /// $1 key → (was an alias, was a session).
+    /// $1 key, $2 reason (or NULL), $3 until → (was an alias, was a session, notified, its
+    /// user, whether the reason was kept: a signed-in session's tombstone, in the same step).
     pub(crate) destroy: String,
     /// $1 key → whether an alias was deleted (the retry that sees a cycle committed meanwhile).
     pub(crate) destroy_alias: String,
     /// $1 user, $2 now → the user's live rows.
     pub(crate) list_user: String,
-    /// $1 user, $2 key to keep (or NULL), $3 now → how many live sessions went.
+    /// $1 user, $2 key to keep (or NULL), $3 now, $4 reason (or NULL), $5 until → (how many
+    /// live sessions went, notified, their keys); each keeps the reason if one is given.
     pub(crate) destroy_user: String,
     /// → (sessions, bytes of the table and its indexes).
     pub(crate) stats: String,
@@ -96,7 +98,8 @@ pub(crate) struct Statements {
     pub(crate) scan: String,
     /// $1 key, $2 reason, $3 until: why the session ended (a tombstone).
     pub(crate) record_end: String,
-    /// $1 key, $2 now → the reason, if a tombstone is kept.
+    /// $1 key, $2 now → the reason, if a tombstone is kept, or which deadline passed if the
+    /// expired row is still there (until the purge).
     pub(crate) end_reason: String,
     /// $1 now: tombstones past their time deleted.
     pub(crate) purge_ended: String,
@@ -150,12 +153,19 @@ impl Statements {
                 "WITH alias AS (DELETE FROM {s}.aliases WHERE id = $1 RETURNING 1),
                       session AS (DELETE FROM {s}.sessions
                                   WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM alias)
-                                  RETURNING 1),
+                                  RETURNING user_id),
                       reaching AS (DELETE FROM {s}.aliases
-                                   WHERE target = $1 AND NOT EXISTS (SELECT 1 FROM alias))
+                                   WHERE target = $1 AND NOT EXISTS (SELECT 1 FROM alias)),
+                      kept AS (INSERT INTO {s}.ended (id, reason, until)
+                               SELECT $1, $2::text, $3::bigint FROM session
+                               WHERE user_id IS NOT NULL AND $2::text IS NOT NULL
+                               ON CONFLICT (id) DO UPDATE
+                                   SET reason = EXCLUDED.reason, until = EXCLUDED.until
+                               RETURNING 1)
                  SELECT EXISTS (SELECT 1 FROM alias), EXISTS (SELECT 1 FROM session),
                         (SELECT count(*) FROM (SELECT pg_notify('{s}{ENDED_CHANNEL}', encode($1, 'hex'))
-                                               FROM session) told)"
+                                               FROM session) told),
+                        (SELECT user_id FROM session), EXISTS (SELECT 1 FROM kept)"
             ),
             destroy_alias: format!(
                 "WITH alias AS (DELETE FROM {s}.aliases WHERE id = $1 RETURNING 1)
@@ -165,7 +175,14 @@ impl Statements {
                 "INSERT INTO {s}.ended (id, reason, until) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE SET reason = EXCLUDED.reason, until = EXCLUDED.until"
             ),
-            end_reason: format!("SELECT reason FROM {s}.ended WHERE id = $1 AND until > $2"),
+            end_reason: format!(
+                "SELECT COALESCE(
+                     (SELECT reason FROM {s}.ended WHERE id = $1 AND until > $2),
+                     (SELECT CASE WHEN idle_deadline > $2 AND absolute_deadline > $2 THEN NULL
+                                  WHEN absolute_deadline <= idle_deadline THEN 'expired_absolute'
+                                  ELSE 'expired_idle' END
+                      FROM {s}.sessions WHERE id = $1))"
+            ),
             purge_ended: format!("DELETE FROM {s}.ended WHERE until <= $1"),
             scan: format!(
                 "SELECT id FROM {s}.sessions WHERE id > $1 ORDER BY id LIMIT $2"
@@ -180,12 +197,18 @@ impl Statements {
                                WHERE user_id = $1 AND id IS DISTINCT FROM $2
                                  AND id NOT IN (SELECT target FROM {s}.aliases
                                                 WHERE id = $2 AND until > $3)
-                               RETURNING id, idle_deadline, absolute_deadline),
+                               RETURNING id, idle_deadline > $3 AND absolute_deadline > $3 AS live),
                       reaching AS (DELETE FROM {s}.aliases
-                                   WHERE target IN (SELECT id FROM gone))
-                 SELECT count(*) FILTER (WHERE idle_deadline > $3 AND absolute_deadline > $3),
+                                   WHERE target IN (SELECT id FROM gone)),
+                      kept AS (INSERT INTO {s}.ended (id, reason, until)
+                               SELECT id, $4::text, $5::bigint FROM gone
+                               WHERE live AND $4::text IS NOT NULL
+                               ON CONFLICT (id) DO UPDATE
+                                   SET reason = EXCLUDED.reason, until = EXCLUDED.until)
+                 SELECT count(*) FILTER (WHERE live),
                         (SELECT count(*) FROM (SELECT pg_notify('{s}{ENDED_CHANNEL}', encode(id, 'hex'))
-                                               FROM gone) told)
+                                               FROM gone) told),
+                        array_agg(id) FILTER (WHERE live)
                  FROM gone"
             ),
             stats: format!(

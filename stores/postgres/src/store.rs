@@ -9,8 +9,9 @@
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
+use cloakroom::events::EndReason;
 use cloakroom::{
-    now_millis, Applied, Changes, Destroyed, HeardEnded, Loaded, Millis, Record, Refresh,
+    now_millis, Applied, Changes, Destroyed, Ended, HeardEnded, Loaded, Millis, Record, Refresh,
     SessionKey, SessionStore, StoreError, StoreStats, UserSession,
 };
 use deadpool_postgres::Pool;
@@ -372,6 +373,80 @@ impl PostgresStore {
             key: *target,
         })
     }
+
+    /// Destroys `key`; with `end` (a reason and until when), a signed-in session keeps why it
+    /// ended, in the same statement.
+    async fn destroy_keeping(
+        &self,
+        key: &SessionKey,
+        end: Option<(EndReason, Millis)>,
+    ) -> Result<Ended, StoreError> {
+        let conn = self.conn().await?;
+        let (c, sql) = (conn.object(), &self.inner.sql);
+        let id = key.as_bytes().as_slice();
+        let reason = end.map(|(r, _)| r.as_str());
+        let until = end.map(|(_, u)| int(u));
+        let statement = c.prepare_cached(&sql.destroy).await.map_err(backend)?;
+        let row = c
+            .query_one(&statement, &[&id, &reason, &until])
+            .await
+            .map_err(backend)?;
+        if row.try_get::<_, bool>(0).map_err(backend)? {
+            return Ok(Ended::plain(Destroyed::Alias));
+        }
+        if row.try_get::<_, bool>(1).map_err(backend)? {
+            return Ok(Ended {
+                destroyed: Destroyed::Session,
+                user: row.try_get(3).map_err(backend)?,
+                kept: row.try_get(4).map_err(backend)?,
+            });
+        }
+        // A cycle may have moved the session on and left an alias after this statement's
+        // snapshot was taken; a new statement sees it.
+        let statement = c
+            .prepare_cached(&sql.destroy_alias)
+            .await
+            .map_err(backend)?;
+        let row = c.query_one(&statement, &[&id]).await.map_err(backend)?;
+        Ok(Ended::plain(if row.try_get(0).map_err(backend)? {
+            Destroyed::Alias
+        } else {
+            Destroyed::Nothing
+        }))
+    }
+
+    /// Destroys every session of `user` but `keep` (and what a renewal of `keep` reaches),
+    /// each keeping `end` if given; returns how many live sessions went, and their keys.
+    async fn destroy_sessions_of(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        end: Option<(EndReason, Millis)>,
+        now: Millis,
+    ) -> Result<(u64, Vec<SessionKey>), StoreError> {
+        let conn = self.conn().await?;
+        let c = conn.object();
+        let statement = c
+            .prepare_cached(&self.inner.sql.destroy_user)
+            .await
+            .map_err(backend)?;
+        let keep = keep.map(|k| k.as_bytes().as_slice());
+        let reason = end.map(|(r, _)| r.as_str());
+        let until = end.map(|(_, u)| int(u));
+        let row = c
+            .query_one(&statement, &[&user, &keep, &int(now), &reason, &until])
+            .await
+            .map_err(backend)?;
+        let n: i64 = row.try_get(0).map_err(backend)?;
+        let ids: Option<Vec<Vec<u8>>> = row.try_get(2).map_err(backend)?;
+        let keys = ids
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| <[u8; cloakroom::KEY_LEN]>::try_from(id.as_slice()).ok())
+            .map(SessionKey::from_bytes)
+            .collect();
+        Ok((u64::try_from(n).unwrap_or(0), keys))
+    }
 }
 
 async fn purge_loop(store: Weak<Inner>, every: std::time::Duration) {
@@ -495,29 +570,31 @@ impl SessionStore for PostgresStore {
     }
 
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
-        let conn = self.conn().await?;
-        let (c, sql) = (conn.object(), &self.inner.sql);
-        let id = key.as_bytes().as_slice();
-        let statement = c.prepare_cached(&sql.destroy).await.map_err(backend)?;
-        let row = c.query_one(&statement, &[&id]).await.map_err(backend)?;
-        if row.try_get::<_, bool>(0).map_err(backend)? {
-            return Ok(Destroyed::Alias);
-        }
-        if row.try_get::<_, bool>(1).map_err(backend)? {
-            return Ok(Destroyed::Session);
-        }
-        // A cycle may have moved the session on and left an alias after this statement's
-        // snapshot was taken; a new statement sees it.
-        let statement = c
-            .prepare_cached(&sql.destroy_alias)
-            .await
-            .map_err(backend)?;
-        let row = c.query_one(&statement, &[&id]).await.map_err(backend)?;
-        Ok(if row.try_get(0).map_err(backend)? {
-            Destroyed::Alias
-        } else {
-            Destroyed::Nothing
-        })
+        Ok(self.destroy_keeping(key, None).await?.destroyed)
+    }
+
+    /// The destroy statement with the reason: one round trip, one transaction.
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: EndReason,
+        until: Millis,
+    ) -> Result<Ended, StoreError> {
+        self.destroy_keeping(key, Some((reason, until))).await
+    }
+
+    async fn end_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        reason: EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let (_, keys) = self
+            .destroy_sessions_of(user, keep, Some((reason, until)), now)
+            .await?;
+        Ok(keys)
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
@@ -542,19 +619,7 @@ impl SessionStore for PostgresStore {
         keep: Option<&SessionKey>,
         now: Millis,
     ) -> Result<u64, StoreError> {
-        let conn = self.conn().await?;
-        let c = conn.object();
-        let statement = c
-            .prepare_cached(&self.inner.sql.destroy_user)
-            .await
-            .map_err(backend)?;
-        let keep = keep.map(|k| k.as_bytes().as_slice());
-        let row = c
-            .query_one(&statement, &[&user, &keep, &int(now)])
-            .await
-            .map_err(backend)?;
-        let n: i64 = row.try_get(0).map_err(backend)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        Ok(self.destroy_sessions_of(user, keep, None, now).await?.0)
     }
 
     /// A tombstone is a row of `ended`, deleted by the purge once past its time.

@@ -399,3 +399,12 @@ async fn a_store_is_built_from_an_existing_pool() {
     );
     assert!(listening.load(&k, now, None).await.unwrap().is_none());
 }
+
+/// Expired rows stay until the purge, and say which deadline passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_says_which_deadline_passed() {
+    cloakroom::testing::an_expiry_says_which_deadline_passed(std::sync::Arc::new(
+        make_store().await,
+    ))
+    .await;
+}

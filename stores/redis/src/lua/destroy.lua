@@ -1,6 +1,8 @@
 -- Delete a session and the alias a renewal left to it; given an alias, delete only the alias
--- (an old ID may not end the session it once named). ARGV: key prefix.
--- Reply: { 'ok' } for a session, { 'alias', target } for an alias, false for nothing.
+-- (an old ID may not end the session it once named). KEYS: the session, its live-count
+-- bucket, its tombstone. ARGV: key prefix, then optionally why it ends and for how many
+-- milliseconds to keep that (a signed-in session only: an anonymous flood keeps nothing).
+-- Reply: { 'ok', user? } for a session, { 'alias', target } for an alias, false for nothing.
 local got = redis.call('HMGET', KEYS[1], '__to', '__m', '__from')
 if not got[1] and not got[2] then
   redis.call('DEL', KEYS[1])
@@ -18,4 +20,8 @@ if got[3] then
 end
 local m = meta(got[2])
 if m then count(expiry(m.idle, m.abs), -1) end
+if m and m.user then
+  if ARGV[2] then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3]) end
+  return { 'ok', m.user }
+end
 return { 'ok' }

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cloakroom::events::EndReason;
 use cloakroom::{
-    now_millis, Applied, Changes, Destroyed, Loaded, Millis, Record, Refresh, SessionKey,
+    now_millis, Applied, Changes, Destroyed, Ended, Loaded, Millis, Record, Refresh, SessionKey,
     SessionStore, StoreError, StoreStats, UserSession,
 };
 use redis::{Cmd, Value};
@@ -270,12 +271,96 @@ impl RedisStore {
         Reply::decode(reply)
     }
 
-    pub(crate) async fn destroy_once(&self, key: &SessionKey) -> Result<Vec<Value>, StoreError> {
+    pub(crate) async fn destroy_once(
+        &self,
+        key: &SessionKey,
+        end: Option<(EndReason, Millis)>,
+    ) -> Result<Vec<Value>, StoreError> {
         self.writing(
             &[*key],
-            self.run_durable_with(vec![self.destroy_cmd(key)], Resend::Never),
+            self.run_durable_with(vec![self.destroy_cmd(key, end)], Resend::Never),
         )
         .await
+    }
+
+    /// A destroy, keeping why it ended (`end`: the reason and for how many milliseconds) for a
+    /// signed-in session in the same script.
+    async fn destroy_keeping(
+        &self,
+        key: &SessionKey,
+        end: Option<(EndReason, Millis)>,
+    ) -> Result<Ended, StoreError> {
+        let decode = |replies: Vec<Value>| {
+            Ok::<_, StoreError>(
+                match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
+                    Reply::Alias(_) => Ended::plain(Destroyed::Alias),
+                    Reply::Gone => Ended::plain(Destroyed::Nothing),
+                    Reply::Tagged(_, rest) => {
+                        let user = rest.into_iter().next().map(text).transpose()?;
+                        Ended {
+                            destroyed: Destroyed::Session,
+                            kept: end.is_some() && user.is_some(),
+                            user,
+                        }
+                    }
+                },
+            )
+        };
+        // Sent again after a dropped link (a logout must not fail for a blip), but a second
+        // run that finds nothing cannot tell "the first deleted a session" from "the first
+        // deleted an old ID's alias" (whose logout must be refused): that one answer is
+        // reported as the failure it follows.
+        match self.destroy_once(key, end).await {
+            Err(first) if link_dropped(&first) => {
+                match decode(self.destroy_once(key, end).await?)? {
+                    e if e.destroyed == Destroyed::Nothing => Err(first),
+                    ended => Ok(ended),
+                }
+            }
+            replies => decode(replies?),
+        }
+    }
+
+    /// Destroys every session of `user` but `keep` (and what a renewal of `keep` reaches),
+    /// each keeping `end` if given; returns the keys of those that ended.
+    async fn destroy_sessions_of(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        end: Option<(EndReason, Millis)>,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let listed = self.list_user(user, now).await?;
+        let spared = match keep {
+            Some(k) => self.load(k, now, None).await?.map(|l| l.key),
+            None => None,
+        };
+        let mut doomed = cloakroom::sessions_to_end(listed, keep, spared);
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        let mut cmds: Vec<Cmd> = doomed.iter().map(|k| self.destroy_cmd(k, end)).collect();
+        cmds.push(self.index_cmd(user, None, &doomed));
+        // Never sent twice: a second run could not tell which aliases the first one followed.
+        let replies = self
+            .writing(&doomed, self.run_durable_with(cmds, Resend::Never))
+            .await?;
+        // A key that became an alias since the listing was cycled meanwhile (on a cluster
+        // the index learns the new key a moment after the cycle): its target goes too.
+        let moved: Vec<SessionKey> = replies
+            .into_iter()
+            .filter_map(|r| match Reply::decode(r) {
+                Ok(Reply::Alias(target)) => Some(target),
+                _ => None,
+            })
+            .filter(|k| Some(k) != keep && Some(k) != spared.as_ref())
+            .collect();
+        if !moved.is_empty() {
+            let cmds = moved.iter().map(|k| self.destroy_cmd(k, end)).collect();
+            self.writing(&moved, self.run_durable(cmds)).await?;
+        }
+        doomed.extend(moved);
+        Ok(doomed)
     }
 
     /// Any change, by the `apply` script.
@@ -433,26 +518,31 @@ impl SessionStore for RedisStore {
     async fn destroy(&self, key: &SessionKey) -> Result<Destroyed, StoreError> {
         // The user index is not touched: listing drops entries whose session is gone, which
         // keeps logout at one round trip.
-        let decode = |replies: Vec<Value>| {
-            Ok::<_, StoreError>(
-                match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
-                    Reply::Alias(_) => Destroyed::Alias,
-                    Reply::Gone => Destroyed::Nothing,
-                    Reply::Tagged(..) => Destroyed::Session,
-                },
-            )
-        };
-        // Sent again after a dropped link (a logout must not fail for a blip), but a second
-        // run that finds nothing cannot tell "the first deleted a session" from "the first
-        // deleted an old ID's alias" (whose logout must be refused): that one answer is
-        // reported as the failure it follows.
-        match self.destroy_once(key).await {
-            Err(first) if link_dropped(&first) => match decode(self.destroy_once(key).await?)? {
-                Destroyed::Nothing => Err(first),
-                destroyed => Ok(destroyed),
-            },
-            replies => decode(replies?),
-        }
+        Ok(self.destroy_keeping(key, None).await?.destroyed)
+    }
+
+    /// The destroy script with the reason: one round trip.
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: EndReason,
+        until: Millis,
+    ) -> Result<Ended, StoreError> {
+        let ttl = until.saturating_sub(now_millis());
+        self.destroy_keeping(key, Some((reason, ttl))).await
+    }
+
+    async fn end_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        reason: EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let ttl = until.saturating_sub(now_millis());
+        self.destroy_sessions_of(user, keep, Some((reason, ttl)), now)
+            .await
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {
@@ -514,36 +604,8 @@ impl SessionStore for RedisStore {
         keep: Option<&SessionKey>,
         now: Millis,
     ) -> Result<u64, StoreError> {
-        let listed = self.list_user(user, now).await?;
-        let spared = match keep {
-            Some(k) => self.load(k, now, None).await?.map(|l| l.key),
-            None => None,
-        };
-        let doomed = cloakroom::sessions_to_end(listed, keep, spared);
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        let mut cmds: Vec<Cmd> = doomed.iter().map(|k| self.destroy_cmd(k)).collect();
-        cmds.push(self.index_cmd(user, None, &doomed));
-        // Never sent twice: a second run could not tell which aliases the first one followed.
-        let replies = self
-            .writing(&doomed, self.run_durable_with(cmds, Resend::Never))
-            .await?;
-        // A key that became an alias since the listing was cycled meanwhile (on a cluster
-        // the index learns the new key a moment after the cycle): its target goes too.
-        let moved: Vec<SessionKey> = replies
-            .into_iter()
-            .filter_map(|r| match Reply::decode(r) {
-                Ok(Reply::Alias(target)) => Some(target),
-                _ => None,
-            })
-            .filter(|k| Some(k) != keep && Some(k) != spared.as_ref())
-            .collect();
-        if !moved.is_empty() {
-            let cmds = moved.iter().map(|k| self.destroy_cmd(k)).collect();
-            self.writing(&moved, self.run_durable(cmds)).await?;
-        }
-        Ok((doomed.len() + moved.len()) as u64)
+        let ended = self.destroy_sessions_of(user, keep, None, now).await?;
+        Ok(ended.len() as u64)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -591,7 +653,7 @@ impl SessionStore for RedisStore {
     async fn record_end(
         &self,
         key: &SessionKey,
-        reason: cloakroom::events::EndReason,
+        reason: EndReason,
         until: Millis,
     ) -> Result<(), StoreError> {
         let ttl = until.saturating_sub(now_millis()).max(1);
@@ -607,13 +669,11 @@ impl SessionStore for RedisStore {
         &self,
         key: &SessionKey,
         _now: Millis,
-    ) -> Result<Option<cloakroom::events::EndReason>, StoreError> {
+    ) -> Result<Option<EndReason>, StoreError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.keys.tombstone(key));
         Ok(match self.one(cmd).await? {
-            Value::BulkString(b) => std::str::from_utf8(&b)
-                .ok()
-                .and_then(cloakroom::events::EndReason::parse),
+            Value::BulkString(b) => std::str::from_utf8(&b).ok().and_then(EndReason::parse),
             _ => None,
         })
     }

@@ -1,6 +1,7 @@
 //! The argument and reply protocol of the scripts: the arguments a change becomes, the
 //! commands that carry them, and what a script's reply means.
 
+use cloakroom::events::EndReason;
 use cloakroom::{
     Applied, Changes, Limit, Loaded, Millis, Record, SessionKey, StoreError, UserChange,
 };
@@ -24,8 +25,20 @@ impl RedisStore {
         self.session_script(Lua::Create, key, &args)
     }
 
-    pub(crate) fn destroy_cmd(&self, key: &SessionKey) -> Cmd {
-        self.session_script(Lua::Destroy, key, &[self.keys.session_prefix(key)])
+    /// Destroys `key`; with `end`, a signed-in session keeps that reason for that many
+    /// milliseconds in its tombstone, in the same step.
+    pub(crate) fn destroy_cmd(&self, key: &SessionKey, end: Option<(EndReason, Millis)>) -> Cmd {
+        let mut args = vec![self.keys.session_prefix(key)];
+        if let Some((reason, ttl)) = end {
+            args.push(reason.as_str().to_owned());
+            args.push(ttl.max(1).to_string());
+        }
+        let keys = [
+            self.keys.session(key),
+            self.keys.live(key),
+            self.keys.tombstone(key),
+        ];
+        evalsha(Lua::Destroy, &keys, &args)
     }
 }
 

@@ -93,6 +93,8 @@ pub enum SessionError {
 pub(crate) struct ErrorMarker {
     pub(crate) status: StatusCode,
     pub(crate) message: &'static str,
+    /// Why the request's session ended, for a [`SessionError::NotSignedIn`].
+    pub(crate) ended: Option<crate::events::EndReason>,
 }
 
 impl SessionError {
@@ -144,20 +146,35 @@ impl SessionError {
 
 /// Builds the error response for `status`/`message` as JSON or as a small HTML page.
 pub(crate) fn error_response(status: StatusCode, message: &'static str, html: bool) -> Response {
+    ended_response(status, message, None, html)
+}
+
+/// As [`error_response`], saying why the request's session ended if `ended` does (JSON
+/// `"ended": "<reason>"`).
+pub(crate) fn ended_response(
+    status: StatusCode,
+    message: &'static str,
+    ended: Option<crate::events::EndReason>,
+    html: bool,
+) -> Response {
     let (content_type, body) = if html {
+        let why = ended
+            .map(|r| format!("<p>Your session ended: {r}.</p>"))
+            .unwrap_or_default();
         (
             "text/html; charset=utf-8",
             format!(
                 "<!doctype html><meta charset=utf-8><title>{code}</title>\
-                 <h1>{code}</h1><p>{message}</p>",
+                 <h1>{code}</h1><p>{message}</p>{why}",
                 code = status.as_u16()
             ),
         )
     } else {
-        (
-            "application/json",
-            serde_json::json!({ "error": message }).to_string(),
-        )
+        let body = match ended {
+            Some(reason) => serde_json::json!({ "error": message, "ended": reason.as_str() }),
+            None => serde_json::json!({ "error": message }),
+        };
+        ("application/json", body.to_string())
     };
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -166,9 +183,11 @@ pub(crate) fn error_response(status: StatusCode, message: &'static str, html: bo
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    response
-        .extensions_mut()
-        .insert(ErrorMarker { status, message });
+    response.extensions_mut().insert(ErrorMarker {
+        status,
+        message,
+        ended,
+    });
     response
 }
 
@@ -186,6 +205,10 @@ impl IntoResponse for SessionError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "session operation failed");
         }
-        error_response(status, self.public_message(), false)
+        let ended = match self {
+            Self::NotSignedIn(reason) => reason,
+            _ => None,
+        };
+        ended_response(status, self.public_message(), ended, false)
     }
 }

@@ -247,3 +247,25 @@ async fn a_blind_logout_is_one_store_call_and_still_explains_itself() {
     let why = b.send_raw("GET", "/ended", None, cookie).await;
     assert_eq!(why.body, "\"logged_out\"");
 }
+
+/// The `RequireUser` extractor: the user when signed in; else a 401 whose JSON says why the
+/// session ended (and says nothing without a session of ours).
+#[tokio::test]
+async fn require_user_refuses_with_the_reason() {
+    let (layer, _seen) = layer(config());
+    let mut b = Browser::new(test_router(layer, Arc::new(Gate::default())));
+    let anonymous = b.send("GET", "/me", None).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.body, r#"{"error":"not signed in"}"#);
+    b.send("POST", "/login/alice", None).await;
+    let cookie = b.cookie.clone();
+    assert_eq!(b.send("GET", "/me", None).await.body, "alice");
+    b.send("POST", "/logout", None).await;
+    let replay = b.send_raw("GET", "/me", None, cookie).await;
+    assert_eq!(replay.status, 401);
+    let body: serde_json::Value = serde_json::from_str(&replay.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"error": "not signed in", "ended": "logged_out"})
+    );
+}

@@ -15,7 +15,7 @@ use tracing::Instrument as _;
 use crate::config::SessionConfig;
 use crate::cookie;
 use crate::cookie::TicketCookie;
-use crate::error::{error_response, wants_html, ErrorMarker};
+use crate::error::{ended_response, error_response, wants_html, ErrorMarker};
 use crate::guard::Guarded;
 use crate::guessing::Detector;
 use crate::metrics::SessionMetrics;
@@ -367,7 +367,7 @@ async fn finish(
 ) -> Response {
     if html {
         if let Some(marker) = response.extensions().get::<ErrorMarker>().copied() {
-            response = error_response(marker.status, marker.message, true);
+            response = ended_response(marker.status, marker.message, marker.ended, true);
         }
     }
     if response.status().is_server_error() && !shared.config.commit_on_server_error {

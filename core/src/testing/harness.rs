@@ -132,6 +132,9 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     async fn whoami(s: Session) -> Result<Json<Option<String>>, SessionError> {
         Ok(Json(s.user().await?))
     }
+    async fn me(crate::RequireUser(user): crate::RequireUser) -> String {
+        user
+    }
     async fn ended(s: Session) -> Result<Json<Option<&'static str>>, SessionError> {
         Ok(Json(s.ended().await?.map(|r| r.as_str())))
     }
@@ -159,6 +162,7 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/whoami", get(whoami))
         .route("/logout-then-read", post(logout_then_read))
         .route("/ended", get(ended))
+        .route("/me", get(me))
         .route("/expiry/{secs}", post(expiry))
         .route("/degraded", get(degraded))
         .route("/append/{k}/{v}", post(append))

@@ -158,6 +158,7 @@ pub use csrf::{CsrfLayer, CsrfService};
 pub use ended::{HeardEnded, RecentlyEnded, FLOOR_MARGIN_MS};
 pub use error::SessionError;
 pub use expiry::Expiry;
+#[cfg(feature = "axum")]
 pub use extract::RequireUser;
 pub use guessing::GuessingPolicy;
 pub use id::{SessionId, SessionKey, ID_LEN, KEY_LEN};

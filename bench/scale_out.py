@@ -118,7 +118,10 @@ def main():
     print(f"Command: `bench/scale_out.py --sessions {opts.sessions} --logins {opts.logins}`\n")
     print("| figure | value |\n| --- | --- |")
     for k in ["filled", "fill seconds", "creates per second", "stats sessions", "stats ms",
-              "listed sessions of one user", "list ms", "revoked", "revoke ms"]:
+              "listed sessions of one user", "list ms", "revoked", "revoke ms",
+              "first read pass", "first read pass µs per read",
+              "first read pass Redis reads (cache misses)",
+              "second read pass µs per read", "second read pass Redis reads (cache misses)"]:
         print(f"| {k} | {result.get(k)} |")
     print("\n| primary | keys | used_memory growth | bytes per key |\n| --- | --- | --- | --- |")
     for i, (_, keys, used) in enumerate(rows):

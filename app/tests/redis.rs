@@ -67,6 +67,9 @@ async fn three_instances_share_sessions_and_todos() {
     let text = String::from_utf8_lossy(&stats.stdout).into_owned();
     assert!(stats.status.success(), "{text}");
     assert!(text.contains("sessions: "), "{text}");
+    // Every running instance's read cache (published beside the sessions; the command
+    // itself has none).
+    assert!(text.contains("read caches: 3 instance(s)"), "{text}");
     let listed = cli(&["list", "--user", "alice"]).await.unwrap();
     let text = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.status.success(), "{text}");

@@ -75,6 +75,7 @@ async fn from_running_app(store: &StoreArgs, error: &OpsError) -> Option<(String
             bytes: figures.bytes,
             redis: None,
             file: figures.file,
+            read_caches: Vec::new(),
             warnings: Vec::new(),
         },
     ))
@@ -85,5 +86,9 @@ async fn open(store: &StoreArgs) -> Result<Backend, OpsError> {
     if spec == crate::backend::url::StoreSpec::Memory {
         return Err(OpsError::Memory);
     }
-    Ok(Backend::open(&spec, store).await?)
+    // A command reads and writes once: no read cache (nor its tracking link, nor its figures
+    // among the running instances').
+    let mut args = store.clone();
+    args.read_cache = false;
+    Ok(Backend::open(&spec, &args).await?)
 }

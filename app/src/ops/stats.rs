@@ -17,6 +17,9 @@ pub(super) struct Stats {
     pub(super) redis: Option<RedisFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) file: Option<cloakroom_embedded::FileStats>,
+    /// The read cache of every running instance that published its figures (Redis).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) read_caches: Vec<cloakroom_redis::CacheFigures>,
     pub(super) warnings: Vec<String>,
 }
 
@@ -70,9 +73,12 @@ pub async fn stats(store: &StoreArgs, json: bool) -> Result<String, OpsError> {
         },
     };
     let counted = backend.sessions.stats().await?;
-    let report = match &backend.redis {
-        Some(redis) => Some(redis.server_report().await?),
-        None => None,
+    let (report, read_caches) = match &backend.redis {
+        Some(redis) => (
+            Some(redis.server_report().await?),
+            redis.read_caches().await.unwrap_or_default(),
+        ),
+        None => (None, Vec::new()),
     };
     let file = match backend.embedded() {
         Some(store) => Some(store.file_stats().await?),
@@ -108,6 +114,7 @@ pub async fn stats(store: &StoreArgs, json: bool) -> Result<String, OpsError> {
         bytes: counted.bytes,
         redis,
         file,
+        read_caches,
         warnings,
     };
     Ok(render_stats(&stats, json))
@@ -166,8 +173,42 @@ pub(super) fn render_stats(stats: &Stats, json: bool) -> String {
             None => out.push_str("average session: no session with a user to sample\n"),
         }
     }
+    render_caches(&mut out, &stats.read_caches);
     for w in &stats.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
     out
+}
+
+/// The running instances' read caches: one line for all, one per instance.
+fn render_caches(out: &mut String, caches: &[cloakroom_redis::CacheFigures]) {
+    if caches.is_empty() {
+        return;
+    }
+    let rate = |hits: u64, misses: u64| match hits + misses {
+        0 => "no reads yet".to_owned(),
+        reads => format!("{:.1}% hits", hits as f64 * 100.0 / reads as f64),
+    };
+    let sum = |f: fn(&cloakroom_redis::CacheFigures) -> u64| caches.iter().map(f).sum::<u64>();
+    let _ = writeln!(
+        out,
+        "read caches: {} instance(s), {} sessions, {} cached; {}",
+        caches.len(),
+        sum(|c| c.entries),
+        mib(sum(|c| c.bytes)),
+        rate(sum(|c| c.hits), sum(|c| c.misses))
+    );
+    for c in caches {
+        let _ = writeln!(
+            out,
+            "  {}: {} sessions, {} of {}; {} ({} hits, {} misses)",
+            c.instance,
+            c.entries,
+            mib(c.bytes),
+            mib(c.limit),
+            rate(c.hits, c.misses),
+            c.hits,
+            c.misses
+        );
+    }
 }

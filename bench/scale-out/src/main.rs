@@ -1,6 +1,7 @@
 //! `bench-scale-out fill URL N` files N login sessions (one user, "spread", holds 100 of
 //! them, the rest belong to users of 10 sessions each), then times `stats`, listing and
-//! revoking "spread". `bench-scale-out logins URL N [DURABLE_MS]` times N logins one after
+//! revoking "spread", and reads 10,000 of the sessions twice through the store's read cache
+//! (on by default: one tracking link per primary). `bench-scale-out logins URL N [DURABLE_MS]` times N logins one after
 //! another (p50/p99), with or without durable writes. Output: `key: value` lines.
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ async fn fill(url: &str, n: usize) {
     for w in 0..workers {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
             let mut i = w;
             while i < n {
                 let user = if i % (n / 100).max(1) == 0 {
@@ -35,12 +37,17 @@ async fn fill(url: &str, n: usize) {
                 };
                 let key = SessionId::random().unwrap().key();
                 store.create(&key, &login(&user)).await.expect("create");
+                if mine.len() < READS / workers {
+                    mine.push(key);
+                }
                 i += workers;
             }
+            mine
         }));
     }
+    let mut sample = Vec::new();
     for t in tasks {
-        t.await.unwrap();
+        sample.extend(t.await.unwrap());
     }
     let filled = started.elapsed();
     println!("filled: {n}");
@@ -61,7 +68,31 @@ async fn fill(url: &str, n: usize) {
         .expect("revoke");
     println!("revoked: {revoked}");
     println!("revoke ms: {:.1}", t.elapsed().as_secs_f64() * 1000.0);
+    // Reads: a first pass fills the cache (each a miss, one HGETALL on the slot's primary),
+    // a second is served in process (each a hit: no Redis command).
+    for pass in ["first", "second"] {
+        let (hits, misses) = store.read_cache_counts().unwrap_or_default();
+        let t = Instant::now();
+        for key in &sample {
+            let _ = store.load(key, now_millis(), None).await.expect("load");
+        }
+        let took = t.elapsed();
+        let (hits2, misses2) = store.read_cache_counts().unwrap_or_default();
+        println!("{pass} read pass: {} reads", sample.len());
+        println!(
+            "{pass} read pass µs per read: {:.1}",
+            took.as_secs_f64() * 1e6 / sample.len().max(1) as f64
+        );
+        println!(
+            "{pass} read pass Redis reads (cache misses): {}, hits: {}",
+            misses2 - misses,
+            hits2 - hits
+        );
+    }
 }
+
+/// Sessions read back through the cache, in two passes.
+const READS: usize = 10_000;
 
 async fn logins(url: &str, n: usize, durable: Option<u64>) {
     let store = RedisStore::connect(

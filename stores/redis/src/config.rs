@@ -25,6 +25,7 @@ pub struct RedisConfig {
     pub(crate) response_timeout: Duration,
     /// The read cache's memory limit in bytes, or `None` for strict reads.
     pub(crate) read_cache: Option<usize>,
+    pub(crate) publish_cache_figures: bool,
     pub(crate) durable_writes: Option<Duration>,
     /// The address, credentials and TLS settings of a client the app handed over
     /// ([`RedisConfig::from_client`]), used in place of parsing `url`.
@@ -52,6 +53,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(1),
             read_cache: Some(DEFAULT_READ_CACHE_BYTES),
+            publish_cache_figures: true,
             durable_writes: None,
             client: None,
         }
@@ -101,8 +103,8 @@ impl RedisConfig {
     /// TRACKING` (RESP3): a read of a cached session costs no round trip, and every write
     /// still goes to Redis, conditional as always. On by default, within
     /// [`DEFAULT_READ_CACHE_BYTES`], wherever the server tracks for us (standalone, a managed
-    /// endpoint, Sentinel); a server that refuses `CLIENT TRACKING`, and a Redis Cluster,
-    /// read strictly. A logout made on another instance reaches this one's cache one push
+    /// endpoint, Sentinel, Cluster: a tracking link per primary); a server that refuses
+    /// `CLIENT TRACKING` reads strictly. A logout made on another instance reaches this one's cache one push
     /// delivery later (see `docs/redis-data-model.md`); `false` makes every read ask Redis.
     #[must_use]
     pub fn with_read_cache(self, on: bool) -> Self {
@@ -115,6 +117,16 @@ impl RedisConfig {
     #[must_use]
     pub fn with_read_cache_bytes(mut self, bytes: usize) -> Self {
         self.read_cache = Some(bytes).filter(|n| *n > 0);
+        self
+    }
+
+    /// Whether an instance with a read cache writes its cache's figures (size, bound, hits,
+    /// misses) beside the sessions every 10 s, a few dozen bytes under `<prefix>caches`, so
+    /// that `cloakroom stats` and [`crate::RedisStore::read_caches`] in another process show
+    /// every instance's cache. On by default.
+    #[must_use]
+    pub fn with_published_cache_figures(mut self, on: bool) -> Self {
+        self.publish_cache_figures = on;
         self
     }
 

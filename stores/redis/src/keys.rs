@@ -110,6 +110,11 @@ impl Keys {
     }
 
     /// The live count `key`'s session is counted in.
+    /// Every instance's read-cache figures (`cache/published.rs`): `sid:caches`.
+    pub(crate) fn caches(&self) -> String {
+        format!("{}caches", self.prefix)
+    }
+
     pub(crate) fn live(&self, key: &SessionKey) -> String {
         if self.cluster {
             format!("{}{{{:02x}}}live", self.prefix, key.as_bytes()[0])

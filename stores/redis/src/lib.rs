@@ -46,6 +46,7 @@ mod store;
 /// [`RedisConnection`] runs its commands.
 pub use redis;
 
+pub use cache::CacheFigures;
 pub use config::{RedisConfig, DEFAULT_PREFIX, DEFAULT_READ_CACHE_BYTES};
 pub use error::{NotReplicated, RedisError};
 pub use link::RedisConnection;

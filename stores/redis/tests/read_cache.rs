@@ -256,3 +256,53 @@ async fn concurrent_increments_keep_the_cached_counter_exact() {
         "the cache adds the same steps"
     );
 }
+
+/// Each instance's cache figures are visible from another process's store (`cloakroom
+/// stats`): size, bound, hits and misses; an instance that opted out is not listed, and
+/// neither is a store without a cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instances_cache_figures_are_visible_from_elsewhere() {
+    let server = server(false).await;
+    let publishing = cached(&server).await;
+    let quiet = RedisStore::connect(
+        RedisConfig::new(server.url())
+            .with_read_cache_bytes(1 << 20)
+            .with_published_cache_figures(false),
+    )
+    .await
+    .unwrap();
+    let operator = RedisStore::connect(RedisConfig::new(server.url()).with_read_cache(false))
+        .await
+        .unwrap();
+    let k = key();
+    publishing.create(&k, &session(now_millis())).await.unwrap();
+    for _ in 0..3 {
+        assert!(publishing
+            .load(&k, now_millis(), None)
+            .await
+            .unwrap()
+            .is_some());
+    }
+    let _ = quiet.load(&k, now_millis(), None).await.unwrap();
+    // Published at once, then every 10 s.
+    let seen = within(Duration::from_secs(5), async || {
+        !operator.read_caches().await.unwrap().is_empty()
+    })
+    .await;
+    assert!(seen.is_some(), "published within 5 s");
+    let figures = operator.read_caches().await.unwrap();
+    assert_eq!(
+        figures.len(),
+        1,
+        "only the publishing instance: {figures:?}"
+    );
+    let mine = &figures[0];
+    assert!(
+        mine.instance.contains(&format!(":{}:", std::process::id())),
+        "{mine:?}"
+    );
+    assert_eq!(mine.limit, 1 << 20);
+    assert!(mine.at <= now_millis() && mine.at + 35_000 > now_millis());
+    drop(quiet);
+    drop(publishing);
+}

@@ -25,15 +25,20 @@
 //!
 //! - `state`: the records, the stamps and the epoch: everything above except the links;
 //! - `nodes`: on a Redis Cluster, one tracking link per primary and the slot map that
-//!   routes each read to the node that owns it.
+//!   routes each read to the node that owns it;
+//! - `published`: each instance's cache figures, written beside the sessions for
+//!   `cloakroom stats` in another process.
 
 mod nodes;
+mod published;
 mod state;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub(crate) use nodes::ClusterNodes;
+pub use published::CacheFigures;
+pub(crate) use published::{live_figures, PublishTask};
 pub(crate) use state::{CacheState, ForgetUnlessDone, Patch};
 
 /// Where the cache's reads go and its invalidations come from.

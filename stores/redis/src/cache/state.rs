@@ -342,6 +342,11 @@ impl CacheState {
         (entries.map.len(), entries.bytes)
     }
 
+    /// The bound on the bytes cached.
+    pub(crate) fn limit(&self) -> usize {
+        self.max_bytes
+    }
+
     /// Hits and misses so far (for metrics and tests).
     pub(crate) fn counts(&self) -> (u64, u64) {
         (

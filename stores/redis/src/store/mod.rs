@@ -24,7 +24,9 @@ use cloakroom::{
 };
 use redis::{Cmd, Value};
 
-use crate::cache::{CacheState, ClusterNodes, ReadCache, Tracker};
+use crate::cache::{
+    live_figures, CacheFigures, CacheState, ClusterNodes, PublishTask, ReadCache, Tracker,
+};
 use crate::codec::{array, record_from_flat, stored_from_flat, text, Reply, Stored};
 use crate::config::RedisConfig;
 use crate::error::RedisError;
@@ -78,6 +80,8 @@ pub struct RedisStore {
     /// Sessions other instances ended lately (and its subscription, kept open).
     pub(crate) ended: Arc<EndedFeed>,
     pub(crate) _feed: Option<Arc<FeedTask>>,
+    /// Writes this instance's cache figures for other processes (with a cache only).
+    pub(crate) _published: Option<Arc<PublishTask>>,
 }
 
 impl RedisStore {
@@ -108,6 +112,16 @@ impl RedisStore {
                 tracing::warn!(error = %e, "cannot hear which sessions other instances end; fallback tickets rely on this instance's own memory");
             })
             .ok();
+        let published = cache
+            .as_ref()
+            .filter(|_| config.publish_cache_figures)
+            .map(|c| {
+                Arc::new(PublishTask::start(
+                    conn.clone(),
+                    keys.caches(),
+                    c.state.clone(),
+                ))
+            });
         let store = Self {
             conn,
             keys,
@@ -116,6 +130,7 @@ impl RedisStore {
             durable: config.durable_writes,
             ended,
             _feed: feed,
+            _published: published,
         };
         store.load_scripts().await.map_err(RedisError::Connect)?;
         Ok(store)
@@ -164,6 +179,18 @@ impl RedisStore {
     #[must_use]
     pub fn read_cache_counts(&self) -> Option<(u64, u64)> {
         self.cache.as_ref().map(|c| c.state.counts())
+    }
+
+    /// The read caches of every instance on this store (this prefix) that published its
+    /// figures lately (every 10 s; an instance silent for 35 s is left out), by instance:
+    /// what `cloakroom stats` shows of processes it is not part of.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn read_caches(&self) -> Result<Vec<CacheFigures>, StoreError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.keys.caches());
+        Ok(live_figures(self.one(cmd).await?, now_millis()))
     }
 
     /// The read cache's size now, if there is one: the records it holds and the bytes they

@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import HERE, Redis, free_port, login, wait_port  # noqa: E402
 
 SERVERS = {
+    # The floor of this harness: the same routes with no sessions (and no Redis).
+    "axum, no sessions": ("baseline", {}),
     "cloakroom (strict)": ("cloakroom", {"READ_CACHE": "0"}),
     "cloakroom (cached, the default)": ("cloakroom", {}),
     "tower-sessions": ("tower-sessions", {}),
@@ -63,7 +65,7 @@ def main():
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 wait_port(port)
-                cookie = login(port)
+                cookie = login(port, need_cookie=name != "baseline")
                 open_loop(port, "GET", "/api/profile", cookie, opts.rate, 2)  # warm-up
                 rows[label] = {r: open_loop(port, m, p, cookie, opts.rate, opts.seconds)
                                for r, m, p in ROUTES}

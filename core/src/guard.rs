@@ -243,6 +243,19 @@ impl SessionStore for Guarded {
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(self.store.ping()).await
     }
+    /// Only while the store is healthy (no failure since its last success): otherwise the
+    /// load goes through the breaker and the timeout like any other call.
+    fn load_cached(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<crate::Refresh>,
+    ) -> Option<crate::Loaded> {
+        if self.breaker.failures.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        self.store.load_cached(key, now, refresh)
+    }
     fn cached(&self, key: &SessionKey) -> Option<Record> {
         self.store.cached(key)
     }

@@ -314,6 +314,20 @@ pub trait SessionStore: Send + Sync + 'static {
         None
     }
 
+    /// What [`SessionStore::load`] would answer, when the store can say it without I/O: a
+    /// live session in a coherent in-process copy (the Redis read cache), not through an
+    /// alias, and no refresh due. `None` means "ask `load`" (the default). The layer tries it
+    /// first, so a cache hit costs no future, no timer and no boxed call through the
+    /// decorators. It must never answer what `load` would not.
+    fn load_cached(
+        &self,
+        _key: &SessionKey,
+        _now: Millis,
+        _refresh: Option<Refresh>,
+    ) -> Option<Loaded> {
+        None
+    }
+
     /// Whether a session may move from `old` to `new` in [`SessionStore::cycle`]. A store
     /// that shards by key (Redis Cluster) answers `false` when the two keys would live in
     /// different shards, and the layer draws another ID: a cycle stays one atomic step on
@@ -431,6 +445,14 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     fn cached(&self, key: &SessionKey) -> Option<Record> {
         (**self).cached(key)
+    }
+    fn load_cached(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<Refresh>,
+    ) -> Option<Loaded> {
+        (**self).load_cached(key, now, refresh)
     }
     fn can_cycle_to(&self, old: &SessionKey, new: &SessionKey) -> bool {
         (**self).can_cycle_to(old, new)

@@ -141,6 +141,14 @@ impl SessionStore for Timed {
     async fn ping(&self) -> Result<(), StoreError> {
         self.time(8, None, self.inner.ping()).await
     }
+    fn load_cached(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<crate::Refresh>,
+    ) -> Option<crate::Loaded> {
+        self.inner.load_cached(key, now, refresh)
+    }
     fn cached(&self, key: &SessionKey) -> Option<Record> {
         self.inner.cached(key)
     }

@@ -35,7 +35,12 @@ impl Session {
         let refresh = self.shared.refresh(now);
         let store = &self.shared.store;
         bump(&store.metrics.loads);
-        match store.load(&key, now, Some(refresh)).await {
+        // A coherent in-process copy answers without a future (the Redis read cache's hit).
+        let loaded = match store.load_cached(&key, now, Some(refresh)) {
+            Some(hit) => Ok(Some(hit)),
+            None => store.load(&key, now, Some(refresh)).await,
+        };
+        match loaded {
             Ok(Some(loaded)) => {
                 if loaded.via_alias(&key) {
                     state.access = Access::Alias;

@@ -120,6 +120,9 @@ impl<H: Hook> SessionStore for H {
         self.before("scan").await?;
         self.inner().scan(cursor, count).await
     }
+    fn load_cached(&self, k: &SessionKey, now: Millis, r: Option<Refresh>) -> Option<Loaded> {
+        self.inner().load_cached(k, now, r)
+    }
     fn cached(&self, k: &SessionKey) -> Option<Record> {
         self.inner().cached(k)
     }

@@ -115,6 +115,19 @@ impl ReadCache {
         }
     }
 
+    /// Whether the cache may answer now without I/O: the main link has not moved to another
+    /// primary since this link followed it (else [`ReadCache::follow`] must run first); on a
+    /// cluster the slot map's check is scheduled as `follow` does.
+    pub(crate) fn followed(&self, main: &crate::RedisConnection) -> bool {
+        match &self.tracker {
+            Tracker::Link(_) => self.main_swaps.load(Ordering::Acquire) == main.swaps(),
+            Tracker::Nodes(nodes) => {
+                nodes.check_map_soon();
+                true
+            }
+        }
+    }
+
     /// Switches tracking on if it is off. After a reconnect the server has forgotten it;
     /// until it answers OK nothing is served from the cache.
     pub(crate) async fn ensure_tracking(&self) -> Result<(), redis::RedisError> {

@@ -177,6 +177,19 @@ impl CacheState {
         found
     }
 
+    /// The cached record of `key`, counted as nothing yet (see [`CacheState::count_hit`]).
+    pub(crate) fn peek(&self, key: &SessionKey) -> Option<Record> {
+        if !self.tracking.load(Ordering::Acquire) {
+            return None;
+        }
+        self.entries().get(key).cloned()
+    }
+
+    /// Counts a read served from a [`CacheState::peek`].
+    pub(crate) fn count_hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The sequence number to hand back to [`CacheState::insert`] for a read sent now.
     pub(crate) fn ticket(&self) -> u64 {
         self.sequence.load(Ordering::Acquire)

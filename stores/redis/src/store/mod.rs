@@ -752,6 +752,30 @@ impl SessionStore for RedisStore {
         self.one(redis::cmd("PING")).await.map(|_| ())
     }
 
+    /// A cache hit needing nothing else: the same checks as `load` (alive by the app's
+    /// clock, no refresh due), and the main link not moved since the cache followed it.
+    fn load_cached(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<Refresh>,
+    ) -> Option<Loaded> {
+        let cache = self.cache.as_ref()?;
+        if !cache.followed(&self.conn) {
+            return None;
+        }
+        let record = cache.state.peek(key)?;
+        if !record.is_alive(now) || refresh.and_then(|r| r.due(&record)).is_some() {
+            return None;
+        }
+        cache.state.count_hit();
+        Some(Loaded {
+            record,
+            key: *key,
+            refreshed: false,
+        })
+    }
+
     fn cached(&self, key: &SessionKey) -> Option<Record> {
         self.cache.as_ref().and_then(|c| c.state.get(key))
     }

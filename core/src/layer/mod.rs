@@ -324,15 +324,20 @@ where
         // One span per request; the session's fingerprint is filled in at the commit, once
         // the cookie has been verified (never the ID or the cookie itself).
         let span = tracing::info_span!("session", session = tracing::field::Empty);
+        if span.is_disabled() {
+            // Nobody listens: no span to enter at every poll of the whole request.
+            return Box::pin(async move {
+                let response = inner.call(request).await?.map(axum_core::body::Body::new);
+                Ok(finish(&shared, &session, response, html).await)
+            });
+        }
         let recorded = span.clone();
         Box::pin(
             async move {
                 let response = inner.call(request).await?.map(axum_core::body::Body::new);
                 let response = finish(&shared, &session, response, html).await;
-                if !recorded.is_disabled() {
-                    if let Some(key) = session.current_key().await {
-                        recorded.record("session", tracing::field::display(key.fingerprint()));
-                    }
+                if let Some(key) = session.current_key().await {
+                    recorded.record("session", tracing::field::display(key.fingerprint()));
                 }
                 Ok(response)
             }

@@ -377,7 +377,9 @@ async fn ends_are_heard_across_nodes_and_after_the_listening_node_dies() {
             {
                 break;
             }
-            assert!(attempts < 3, "the feed did not move off the dead node");
+            // Bounded in time: a create may still meet the failover settling (about 5 s).
+            assert!(attempts < 50, "the feed did not move off the dead node");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }

@@ -203,6 +203,25 @@ impl SessionStore for LateSessions {
     ) -> Result<Option<cloakroom::events::EndReason>, StoreError> {
         self.0.sessions()?.end_reason(key, now).await
     }
+    async fn end(
+        &self,
+        key: &SessionKey,
+        reason: cloakroom::events::EndReason,
+        until: Millis,
+    ) -> Result<cloakroom::Ended, StoreError> {
+        self.0.sessions()?.end(key, reason, until).await
+    }
+    async fn end_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionKey>,
+        reason: cloakroom::events::EndReason,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Vec<SessionKey>, StoreError> {
+        let store = self.0.sessions()?;
+        store.end_user(user, keep, reason, until, now).await
+    }
     async fn scan(
         &self,
         cursor: Option<&str>,
@@ -212,6 +231,14 @@ impl SessionStore for LateSessions {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.sessions()?.ping().await
+    }
+    fn load_cached(
+        &self,
+        key: &SessionKey,
+        now: Millis,
+        refresh: Option<Refresh>,
+    ) -> Option<Loaded> {
+        self.0.sessions().ok()?.load_cached(key, now, refresh)
     }
     fn cached(&self, key: &SessionKey) -> Option<Record> {
         self.0.sessions().ok()?.cached(key)

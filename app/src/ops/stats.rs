@@ -185,11 +185,13 @@ fn render_caches(out: &mut String, caches: &[cloakroom_redis::CacheFigures]) {
     if caches.is_empty() {
         return;
     }
-    let rate = |hits: u64, misses: u64| match hits + misses {
+    let rate = |hits: u64, misses: u64| match hits.saturating_add(misses) {
         0 => "no reads yet".to_owned(),
         reads => format!("{:.1}% hits", hits as f64 * 100.0 / reads as f64),
     };
-    let sum = |f: fn(&cloakroom_redis::CacheFigures) -> u64| caches.iter().map(f).sum::<u64>();
+    let sum = |f: fn(&cloakroom_redis::CacheFigures) -> u64| {
+        caches.iter().map(f).fold(0u64, u64::saturating_add)
+    };
     let _ = writeln!(
         out,
         "read caches: {} instance(s), {} sessions, {} cached; {}",

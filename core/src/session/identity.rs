@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use crate::expiry::Expiry;
-use crate::id::SessionKey;
+use crate::id::{SessionId, SessionKey};
 use crate::layer::shared::Shared;
 use crate::names::{CSRF_FIELD, EXPIRY_FIELD, IMPORTED_FIELD};
 use crate::record::{now_millis, Changes, OwnExpiry, UserChange};
 use crate::store::StoreError;
 use crate::SessionError;
 
-use super::state::{Cycle, Existence, Lifecycle};
+use super::state::{Access, Cycle, Existence, Lifecycle};
 use super::Session;
 
 impl Session {
@@ -239,8 +239,12 @@ impl Session {
         // A logout never takes over a foreign session, in this request or later ones.
         state.foreign = None;
         // The key the cookie named: the one a logout ends (through an old ID, the store
-        // refuses, as it should), whatever the load below resolves it to.
-        let presented = state.key;
+        // refuses, as it should), whatever a load resolved it to (a read through a renewal's
+        // alias, earlier in this request or below, moves `state.key` to the session itself).
+        let presented = match state.access {
+            Access::Alias => state.id.as_ref().map(SessionId::key),
+            _ => state.key,
+        };
         // With imports, read first: the foreign session an imported one names. A failed read
         // still logs out. Otherwise a blind logout stays one store call: the store's `end`
         // keeps the reason and says whose session it was (for the event).

@@ -138,6 +138,12 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     async fn ended(s: Session) -> Result<Json<Option<&'static str>>, SessionError> {
         Ok(Json(s.ended().await?.map(|r| r.as_str())))
     }
+    /// A logout after reading the session (as a form's CSRF check does).
+    async fn read_then_logout(s: Session) -> Result<&'static str, SessionError> {
+        let _ = s.user().await?;
+        s.destroy().await;
+        Ok("ok")
+    }
     /// A logout that goes on using the session (as a page that flashes "logged out" does).
     async fn logout_then_read(s: Session) -> Result<Json<Option<String>>, SessionError> {
         s.destroy().await;
@@ -161,6 +167,7 @@ pub fn test_router(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/cycle", post(cycle))
         .route("/whoami", get(whoami))
         .route("/logout-then-read", post(logout_then_read))
+        .route("/read-then-logout", post(read_then_logout))
         .route("/ended", get(ended))
         .route("/me", get(me))
         .route("/expiry/{secs}", post(expiry))

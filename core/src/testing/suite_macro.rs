@@ -35,6 +35,7 @@ macro_rules! store_suite {
             an_end_keeps_its_reason,
             an_end_keeps_its_reason_in_the_same_step,
             end_user_keeps_each_reason,
+            ending_an_expired_session_is_no_logout,
             an_expiry_says_which_deadline_passed_or_nothing,
             each_end_explains_itself_to_the_next_request,
             bad_increment_changes_nothing,

@@ -323,8 +323,20 @@ impl SessionStore for EmbeddedStore {
     ) -> Result<cloakroom::Ended, StoreError> {
         let k = *key;
         self.write(move |txn| {
+            let now = now_millis();
             let (destroyed, record) = Tables::open(txn)?.destroy(&k)?;
-            let user = record.and_then(|r| r.user);
+            let Some(record) = record else {
+                return Ok(cloakroom::Ended::plain(destroyed));
+            };
+            if let Some(expired) = record.expiry_reason(now) {
+                // Expired, not yet purged: ending it is no logout; it keeps which deadline
+                // passed.
+                if record.user.is_some() {
+                    tables::record_end(txn, &k, expired, until)?;
+                }
+                return Ok(cloakroom::Ended::plain(Destroyed::Nothing));
+            }
+            let user = record.user;
             if user.is_some() {
                 tables::record_end(txn, &k, reason, until)?;
             }

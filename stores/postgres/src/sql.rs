@@ -82,8 +82,9 @@ pub(crate) struct Statements {
     pub(crate) alias: String,
     /// $1 key: tells every instance the session under it ended (a cycle away from it).
     pub(crate) notify_ended: String,
-    /// $1 key, $2 reason (or NULL), $3 until → (was an alias, was a session, notified, its
-    /// user, whether the reason was kept: a signed-in session's tombstone, in the same step).
+    /// $1 key, $2 reason (or NULL), $3 until, $4 now → (was an alias, was a session,
+    /// notified, its user, whether a reason was kept: a signed-in session's tombstone, in the
+    /// same step; an expired row keeps which deadline passed instead, was it live).
     pub(crate) destroy: String,
     /// $1 key → whether an alias was deleted (the retry that sees a cycle committed meanwhile).
     pub(crate) destroy_alias: String,
@@ -153,11 +154,17 @@ impl Statements {
                 "WITH alias AS (DELETE FROM {s}.aliases WHERE id = $1 RETURNING 1),
                       session AS (DELETE FROM {s}.sessions
                                   WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM alias)
-                                  RETURNING user_id),
+                                  RETURNING user_id,
+                                      idle_deadline > $4 AND absolute_deadline > $4 AS live,
+                                      CASE WHEN absolute_deadline <= idle_deadline
+                                           THEN 'expired_absolute' ELSE 'expired_idle'
+                                      END AS expired),
                       reaching AS (DELETE FROM {s}.aliases
                                    WHERE target = $1 AND NOT EXISTS (SELECT 1 FROM alias)),
                       kept AS (INSERT INTO {s}.ended (id, reason, until)
-                               SELECT $1, $2::text, $3::bigint FROM session
+                               SELECT $1, CASE WHEN live THEN $2::text ELSE expired END,
+                                      $3::bigint
+                               FROM session
                                WHERE user_id IS NOT NULL AND $2::text IS NOT NULL
                                ON CONFLICT (id) DO UPDATE
                                    SET reason = EXCLUDED.reason, until = EXCLUDED.until
@@ -165,7 +172,8 @@ impl Statements {
                  SELECT EXISTS (SELECT 1 FROM alias), EXISTS (SELECT 1 FROM session),
                         (SELECT count(*) FROM (SELECT pg_notify('{s}{ENDED_CHANNEL}', encode($1, 'hex'))
                                                FROM session) told),
-                        (SELECT user_id FROM session), EXISTS (SELECT 1 FROM kept)"
+                        (SELECT user_id FROM session), EXISTS (SELECT 1 FROM kept),
+                        COALESCE((SELECT live FROM session), false)"
             ),
             destroy_alias: format!(
                 "WITH alias AS (DELETE FROM {s}.aliases WHERE id = $1 RETURNING 1)

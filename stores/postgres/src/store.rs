@@ -387,12 +387,18 @@ impl PostgresStore {
         let reason = end.map(|(r, _)| r.as_str());
         let until = end.map(|(_, u)| int(u));
         let statement = c.prepare_cached(&sql.destroy).await.map_err(backend)?;
+        let now = int(now_millis());
         let row = c
-            .query_one(&statement, &[&id, &reason, &until])
+            .query_one(&statement, &[&id, &reason, &until, &now])
             .await
             .map_err(backend)?;
         if row.try_get::<_, bool>(0).map_err(backend)? {
             return Ok(Ended::plain(Destroyed::Alias));
+        }
+        let live: bool = row.try_get(5).map_err(backend)?;
+        if end.is_some() && row.try_get::<_, bool>(1).map_err(backend)? && !live {
+            // Expired, not yet purged: ending it is no logout (it kept which deadline passed).
+            return Ok(Ended::plain(Destroyed::Nothing));
         }
         if row.try_get::<_, bool>(1).map_err(backend)? {
             return Ok(Ended {

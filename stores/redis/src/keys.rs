@@ -109,12 +109,12 @@ impl Keys {
         format!("{}users:{bucket}", self.prefix)
     }
 
-    /// The live count `key`'s session is counted in.
     /// Every instance's read-cache figures (`cache/published.rs`): `sid:caches`.
     pub(crate) fn caches(&self) -> String {
         format!("{}caches", self.prefix)
     }
 
+    /// The live count `key`'s session is counted in.
     pub(crate) fn live(&self, key: &SessionKey) -> String {
         if self.cluster {
             format!("{}{{{:02x}}}live", self.prefix, key.as_bytes()[0])

@@ -205,6 +205,33 @@ pub async fn an_end_keeps_its_reason_in_the_same_step(store: DynStore) {
     assert_eq!(store.end_reason(&new, now).await.unwrap(), None);
 }
 
+/// Ending a signed-in session that is already past a deadline (by the caller's clock; the
+/// store has not dropped it yet) is no logout: nothing ended here, and the reason kept, if
+/// any, is which deadline passed.
+pub async fn ending_an_expired_session_is_no_logout(store: DynStore) {
+    use crate::events::EndReason;
+    use crate::Destroyed;
+    let now = crate::now_millis();
+    // Created 10 s ago with a 1 s idle timeout: expired 9 s ago.
+    let k = signed_in(&store, "gus", now - 10_000, 1_000, 60_000).await;
+    let ended = store
+        .end(&k, EndReason::LoggedOut, now + 60_000)
+        .await
+        .unwrap();
+    assert_ne!(ended.destroyed, Destroyed::Alias);
+    if ended.kept {
+        panic!("an expired session was ended as a logout: {ended:?}");
+    }
+    let said = store.end_reason(&k, now).await.unwrap();
+    assert!(
+        matches!(
+            said,
+            None | Some(EndReason::ExpiredIdle | EndReason::Expired)
+        ),
+        "{said:?}"
+    );
+}
+
 /// Ending a user's other sessions names each one that ended, and keeps the reason for each
 /// (where the store keeps reasons), never for the one kept.
 pub async fn end_user_keeps_each_reason(store: DynStore) {

@@ -18,6 +18,10 @@
 //!   invalidation for it) that is cancelled or fails forgets its key: whatever happened in
 //!   Redis, the copy here is no longer trusted.
 //! - A server that refuses `CLIENT TRACKING` leaves the cache off: strict reads.
+//! - A hit answered without a future (`SessionStore::load_cached`, tried by the layer before
+//!   `load`) makes the same checks as a read through `load`: tracking on, the main link not
+//!   moved to another primary since this link followed it, the record alive, no refresh due;
+//!   anything else goes through `load`.
 //! - What remains: an invalidation still on its way (Redis to this process) when a request
 //!   arrives. That window is one push delivery: the network's one-way latency plus the time
 //!   until the connection reads its socket. `docs/redis-data-model.md` states the bound and

@@ -47,7 +47,7 @@ impl CacheFigures {
     /// The share of reads served from the cache, if there were any.
     #[must_use]
     pub fn hit_rate(&self) -> Option<f64> {
-        let reads = self.hits + self.misses;
+        let reads = self.hits.saturating_add(self.misses);
         (reads > 0).then(|| self.hits as f64 / reads as f64)
     }
 
@@ -148,7 +148,7 @@ async fn publish(
         Some(all) => fields(all)
             .into_iter()
             .filter(|(name, value)| {
-                CacheFigures::decode(name, value).is_none_or(|f| f.at + STALE_AFTER < now)
+                CacheFigures::decode(name, value).is_none_or(|f| !current(&f, now))
             })
             .map(|(name, _)| name)
             .collect(),
@@ -160,6 +160,12 @@ async fn publish(
         let _: Value = drop.query_async(&mut conn).await?;
     }
     Ok(())
+}
+
+/// Whether figures published at `f.at` still stand at `now`: not stale, and not from the
+/// future (a value written by anything else, or a clock far ahead, is dropped, not kept).
+fn current(f: &CacheFigures, now: Millis) -> bool {
+    f.at.saturating_add(STALE_AFTER) >= now && f.at <= now.saturating_add(STALE_AFTER)
 }
 
 /// The name/value pairs of an `HGETALL` reply (RESP2 array or RESP3 map).
@@ -194,7 +200,7 @@ pub(crate) fn live_figures(reply: Value, now: Millis) -> Vec<CacheFigures> {
     let mut out: Vec<CacheFigures> = fields(reply)
         .into_iter()
         .filter_map(|(name, value)| CacheFigures::decode(&name, &value))
-        .filter(|f| f.at + STALE_AFTER >= now)
+        .filter(|f| current(f, now))
         .collect();
     out.sort_by(|a, b| a.instance.cmp(&b.instance));
     out
@@ -230,6 +236,8 @@ mod tests {
             Value::BulkString(b"garbage".to_vec()),
             Value::BulkString(b"old".to_vec()),
             Value::BulkString(b"1|0|0|0|0|0".to_vec()),
+            Value::BulkString(b"huge".to_vec()),
+            Value::BulkString(format!("{}|1|1|1|{}|{}", u64::MAX, u64::MAX, u64::MAX).into_bytes()),
         ]);
         let live = live_figures(reply, 1_000 + STALE_AFTER);
         assert_eq!(live.len(), 1, "{live:?}");

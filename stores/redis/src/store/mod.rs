@@ -322,6 +322,8 @@ impl RedisStore {
                 match Reply::decode(replies.into_iter().next().unwrap_or(Value::Nil))? {
                     Reply::Alias(_) => Ended::plain(Destroyed::Alias),
                     Reply::Gone => Ended::plain(Destroyed::Nothing),
+                    // Already past a deadline: no logout (it kept which deadline passed).
+                    Reply::Tagged(tag, _) if tag == "expired" => Ended::plain(Destroyed::Nothing),
                     Reply::Tagged(_, rest) => {
                         let user = rest.into_iter().next().map(text).transpose()?;
                         Ended {
@@ -362,7 +364,7 @@ impl RedisStore {
             Some(k) => self.load(k, now, None).await?.map(|l| l.key),
             None => None,
         };
-        let mut doomed = cloakroom::sessions_to_end(listed, keep, spared);
+        let doomed = cloakroom::sessions_to_end(listed, keep, spared);
         if doomed.is_empty() {
             return Ok(doomed);
         }
@@ -372,22 +374,30 @@ impl RedisStore {
         let replies = self
             .writing(&doomed, self.run_durable_with(cmds, Resend::Never))
             .await?;
-        // A key that became an alias since the listing was cycled meanwhile (on a cluster
-        // the index learns the new key a moment after the cycle): its target goes too.
-        let moved: Vec<SessionKey> = replies
-            .into_iter()
-            .filter_map(|r| match Reply::decode(r) {
-                Ok(Reply::Alias(target)) => Some(target),
-                _ => None,
-            })
-            .filter(|k| Some(k) != keep && Some(k) != spared.as_ref())
-            .collect();
+        // Only the keys whose session this call ended (not one already gone or expired). A key
+        // that became an alias since the listing was cycled meanwhile (on a cluster the index
+        // learns the new key a moment after the cycle): its target goes too.
+        let mut ended = Vec::new();
+        let mut moved = Vec::new();
+        for (key, reply) in doomed.iter().zip(replies) {
+            match Reply::decode(reply) {
+                Ok(Reply::Tagged(tag, _)) if tag == "ok" => ended.push(*key),
+                Ok(Reply::Alias(target)) if Some(&target) != keep && Some(target) != spared => {
+                    moved.push(target);
+                }
+                _ => {}
+            }
+        }
         if !moved.is_empty() {
             let cmds = moved.iter().map(|k| self.destroy_cmd(k, end)).collect();
-            self.writing(&moved, self.run_durable(cmds)).await?;
+            let replies = self.writing(&moved, self.run_durable(cmds)).await?;
+            for (key, reply) in moved.iter().zip(replies) {
+                if matches!(Reply::decode(reply), Ok(Reply::Tagged(tag, _)) if tag == "ok") {
+                    ended.push(*key);
+                }
+            }
         }
-        doomed.extend(moved);
-        Ok(doomed)
+        Ok(ended)
     }
 
     /// Any change, by the `apply` script.

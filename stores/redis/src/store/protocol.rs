@@ -32,6 +32,7 @@ impl RedisStore {
         if let Some((reason, ttl)) = end {
             args.push(reason.as_str().to_owned());
             args.push(ttl.max(1).to_string());
+            args.push(cloakroom::now_millis().to_string());
         }
         let keys = [
             self.keys.session(key),

@@ -319,4 +319,82 @@ mod tests {
             assert!(!g.is_open());
         }
     }
+
+    /// A store whose in-process copy answers every load (as a read cache's hit would).
+    struct AlwaysCached(MemoryStore);
+
+    #[async_trait]
+    impl SessionStore for AlwaysCached {
+        async fn load(
+            &self,
+            k: &SessionKey,
+            now: Millis,
+            r: Option<crate::Refresh>,
+        ) -> Result<Option<crate::Loaded>, StoreError> {
+            self.0.load(k, now, r).await
+        }
+        async fn create(&self, k: &SessionKey, r: &Record) -> Result<(), StoreError> {
+            self.0.create(k, r).await
+        }
+        async fn apply(
+            &self,
+            k: &SessionKey,
+            c: &crate::Changes,
+            now: Millis,
+        ) -> Result<crate::Applied, StoreError> {
+            self.0.apply(k, c, now).await
+        }
+        async fn cycle(
+            &self,
+            o: &SessionKey,
+            n: &SessionKey,
+            c: &crate::Changes,
+            now: Millis,
+            g: Millis,
+        ) -> Result<crate::Applied, StoreError> {
+            self.0.cycle(o, n, c, now, g).await
+        }
+        async fn destroy(&self, k: &SessionKey) -> Result<crate::Destroyed, StoreError> {
+            self.0.destroy(k).await
+        }
+        fn load_cached(
+            &self,
+            k: &SessionKey,
+            now: Millis,
+            _: Option<crate::Refresh>,
+        ) -> Option<crate::Loaded> {
+            Some(crate::Loaded {
+                record: Record::new(now, now + 1000, now + 2000),
+                key: *k,
+                refreshed: false,
+            })
+        }
+    }
+
+    /// A cache hit skips the breaker's call only while the store is healthy: after a failure
+    /// every load goes through the breaker (and is refused while it is open), until a call
+    /// succeeds again.
+    #[tokio::test]
+    async fn cache_hits_bypass_the_breaker_only_while_healthy() {
+        let g = Guarded::new(
+            Arc::new(AlwaysCached(MemoryStore::default())),
+            Duration::from_secs(5),
+            1,
+            Duration::from_millis(20),
+        );
+        let k = crate::SessionId::random().unwrap().key();
+        let now = crate::now_millis();
+        assert!(g.load_cached(&k, now, None).is_some(), "healthy: served");
+        assert!(g.call(outage()).await.is_err());
+        assert!(
+            g.load_cached(&k, now, None).is_none(),
+            "after a failure: not"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(g.call(async { Ok(()) }).await.is_ok());
+        assert!(
+            g.load_cached(&k, now, None).is_some(),
+            "healthy again: served"
+        );
+    }
 }

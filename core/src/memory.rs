@@ -280,28 +280,14 @@ impl SessionStore for MemoryStore {
         reason: crate::events::EndReason,
         until: Millis,
     ) -> Result<crate::Ended, StoreError> {
-        let now = crate::record::now_millis();
         let mut state = self.state();
         let (destroyed, record) = state.destroy(key);
-        let Some(record) = record else {
-            return Ok(crate::Ended::plain(destroyed));
-        };
-        if let Some(expired) = record.expiry_reason(now) {
-            // Expired, not yet dropped: ending it is no logout; it keeps which deadline passed.
-            if record.user.is_some() {
-                state.keep_end(*key, expired, until);
-            }
-            return Ok(crate::Ended::plain(Destroyed::Nothing));
+        let now = crate::record::now_millis();
+        let (ended, keep) = crate::Ended::of(destroyed, record, reason, now);
+        if let Some(why) = keep {
+            state.keep_end(*key, why, until);
         }
-        let user = record.user;
-        if user.is_some() {
-            state.keep_end(*key, reason, until);
-        }
-        Ok(crate::Ended {
-            destroyed,
-            kept: user.is_some(),
-            user,
-        })
+        Ok(ended)
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<UserSession>, StoreError> {

@@ -412,6 +412,36 @@ impl Ended {
             kept: false,
         }
     }
+
+    /// What ending a session for `reason` at `now` comes to, for a store that keeps reasons
+    /// beside its records: given what its destroy found and the record it deleted, the answer
+    /// and the reason to keep, if any. A signed-in session keeps `reason`; one already past a
+    /// deadline (not yet dropped) is no logout and keeps which deadline passed; an anonymous
+    /// one keeps nothing.
+    #[must_use]
+    pub fn of(
+        destroyed: Destroyed,
+        record: Option<Record>,
+        reason: crate::events::EndReason,
+        now: Millis,
+    ) -> (Self, Option<crate::events::EndReason>) {
+        let Some(record) = record else {
+            return (Self::plain(destroyed), None);
+        };
+        let signed_in = record.user.is_some();
+        if let Some(expired) = record.expiry_reason(now) {
+            return (
+                Self::plain(Destroyed::Nothing),
+                signed_in.then_some(expired),
+            );
+        }
+        let ended = Self {
+            destroyed,
+            kept: signed_in,
+            user: record.user,
+        };
+        (ended, signed_in.then_some(reason))
+    }
 }
 
 /// One session of a user, as listed by the per-user index.

@@ -323,28 +323,12 @@ impl SessionStore for EmbeddedStore {
     ) -> Result<cloakroom::Ended, StoreError> {
         let k = *key;
         self.write(move |txn| {
-            let now = now_millis();
             let (destroyed, record) = Tables::open(txn)?.destroy(&k)?;
-            let Some(record) = record else {
-                return Ok(cloakroom::Ended::plain(destroyed));
-            };
-            if let Some(expired) = record.expiry_reason(now) {
-                // Expired, not yet purged: ending it is no logout; it keeps which deadline
-                // passed.
-                if record.user.is_some() {
-                    tables::record_end(txn, &k, expired, until)?;
-                }
-                return Ok(cloakroom::Ended::plain(Destroyed::Nothing));
+            let (ended, keep) = cloakroom::Ended::of(destroyed, record, reason, now_millis());
+            if let Some(why) = keep {
+                tables::record_end(txn, &k, why, until)?;
             }
-            let user = record.user;
-            if user.is_some() {
-                tables::record_end(txn, &k, reason, until)?;
-            }
-            Ok(cloakroom::Ended {
-                destroyed,
-                kept: user.is_some(),
-                user,
-            })
+            Ok(ended)
         })
         .await
     }
